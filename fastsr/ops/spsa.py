@@ -1,0 +1,365 @@
+"""SPSA dual attention: segmentation-prior self-attention (paper 000, eqs. 2 and 4–7).
+
+For every query row j, over keys i:
+
+    p_i = softmax_i(scale · qf_j · kf_i)          feature attention      (eq. 2)
+    q_i = softmax_i(scale · qs_j · ks_i)          segmentation attention (eq. 4)
+    w_i = |q_i − p_i| / (q_i + p_i)               fusion weight          (eq. 5)
+    c_i = w_i q_i + (1 − w_i) p_i                 combined attention     (eq. 6)
+        = p_i + |d_i| d_i / s_i,  d = q − p,  s = q + p   (c_i = 0 where s_i underflows to 0)
+    out_j = Σ_i c_i v_i / Σ_i c_i                 renormalise, aggregate (eqs. 6–7)
+
+c ≥ 0 and Σ_i c_i ≥ 0.65 (c_i ≥ 0.65 q_i for every i), so the renormalisation never divides by
+a small number. The file is ordered as flash-attention's Triton layer is: the reference (the
+specification) first, then the CPU fast path, then the Triton launchers, then the custom-op and
+autograd registration, then the public function.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import Tensor
+
+__all__ = ["spsa_attention", "spsa_attention_reference", "BACKENDS"]
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference: the specification, written as the paper writes it. Materialises L×L matrices.
+# ---------------------------------------------------------------------------------------------
+
+
+def spsa_attention_reference(
+    q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, v: Tensor, scale: float = 1.0
+) -> Tensor:
+    """Pure-PyTorch SPSA attention; O(Lq·Lk) memory. Shapes as in :func:`spsa_attention`."""
+    beta_fea = torch.softmax(scale * q_fea @ k_fea.transpose(-1, -2), dim=-1)  # (B, H, Lq, Lk)
+    beta_seg = torch.softmax(scale * q_seg @ k_seg.transpose(-1, -2), dim=-1)  # (B, H, Lq, Lk)
+    total = beta_seg + beta_fea
+    nonzero = total > 0
+    # eq. 5; where both attentions underflow to 0 the weight is 0 (and so is the combination).
+    w_seg = torch.where(nonzero, (beta_seg - beta_fea).abs() / torch.where(nonzero, total, 1), 0)
+    beta = w_seg * beta_seg + (1 - w_seg) * beta_fea  # eq. 6, numerator
+    beta = beta / beta.sum(dim=-1, keepdim=True)  # eq. 6, renormalised
+    return beta @ v  # eq. 7: (B, H, Lq, Dv)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU fast path ("torch" backend): tiled over query rows, O(tile · Lk) memory, any device.
+#
+# The naive form writes and reads about a dozen Lq×Lk matrices in main memory (67 MB each at
+# L = 4096 in fp32). Here a tile of rows × all keys (≈2 MB per buffer) stays in cache, every
+# elementwise step writes into a preallocated buffer (no allocation, no page faults), the two
+# softmaxes are PyTorch's fused kernel, and the backward recomputes the tile instead of storing
+# Lq×Lk. Because a tile holds every key of its rows, softmaxes are exact in one pass and the
+# backward's row sums Dp, Dq need no extra pass.
+# ---------------------------------------------------------------------------------------------
+
+_TILE_ELEMENTS = 1 << 19  # elements of one (rows × Lk) work buffer: 2 MB in fp32
+
+
+def _tile_shape(n: int, lq: int, lk: int) -> tuple[int, int]:
+    """(heads per tile, query rows per tile); several heads only when a tile holds all rows,
+    so that output slices stay contiguous."""
+    rows = min(lq, max(16, _TILE_ELEMENTS // lk))
+    heads = 1 if rows < lq else min(n, max(1, _TILE_ELEMENTS // (lq * lk)))
+    return heads, rows
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _softmax_out(x: Tensor, out: Tensor) -> Tensor:
+    return torch.ops.aten._softmax.out(x, -1, False, out=out)
+
+
+def _combine_(p: Tensor, q: Tensor, d: Tensor, work: Tensor) -> Tensor:
+    """c = p + |q − p|(q − p)/(q + p), written into p; clobbers q (→ s), d (→ q − p), work."""
+    torch.sub(q, p, out=d)
+    # s + tiny leaves every normal s unchanged and turns 0/0 into 0/tiny = 0 where both underflow.
+    q.add_(p).add_(torch.finfo(q.dtype).tiny)
+    torch.abs(d, out=work).mul_(d)
+    return torch.addcdiv(p, work, q, out=p)
+
+
+def _flat(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, H, L, D) → (B·H, L, D) in the compute dtype; copies only when it must."""
+    return x.reshape(-1, x.shape[-2], x.shape[-1]).to(dtype)
+
+
+def _torch_forward(q_fea, k_fea, q_seg, k_seg, v, scale):
+    B, H, Lq, _ = q_fea.shape
+    Lk, Dv = v.shape[-2], v.shape[-1]
+    cdt = _compute_dtype(q_fea.dtype)
+    qf, qs = _flat(q_fea, cdt) * scale, _flat(q_seg, cdt) * scale  # scale the small operands
+    kf_t, ks_t = _flat(k_fea, cdt).transpose(1, 2), _flat(k_seg, cdt).transpose(1, 2)
+    vv = _flat(v, cdt)
+    n = qf.shape[0]
+    out = torch.empty(n, Lq, Dv, dtype=cdt, device=v.device)
+    csum = torch.empty(n, Lq, 1, dtype=cdt, device=v.device)
+    heads, rows = _tile_shape(n, Lq, Lk)
+    buf = torch.empty(4, heads, rows, Lk, dtype=cdt, device=v.device)
+    for h0 in range(0, n, heads):
+        hs = slice(h0, min(n, h0 + heads))
+        nh = hs.stop - hs.start
+        for r0 in range(0, Lq, rows):
+            rs = slice(r0, min(Lq, r0 + rows))
+            nr = rs.stop - rs.start
+            sf, ss, d, work = (b[:nh, :nr] for b in buf)
+            torch.bmm(qf[hs, rs], kf_t[hs], out=sf)  # (nh, nr, Lk) feature scores
+            torch.bmm(qs[hs, rs], ks_t[hs], out=ss)  # (nh, nr, Lk) segmentation scores
+            p = _softmax_out(sf, work)
+            q = _softmax_out(ss, sf)
+            c = _combine_(p, q, d, ss)  # in `work`
+            torch.sum(c, dim=-1, keepdim=True, out=csum[hs, rs])
+            torch.bmm(c, vv[hs], out=out[hs, rs]).div_(csum[hs, rs])
+    out = out.reshape(B, H, Lq, Dv).to(q_fea.dtype)
+    empty = q_fea.new_empty(B, H, 0, dtype=torch.float32)  # this path keeps no log-sum-exps
+    return out, empty, empty.clone(), csum.reshape(B, H, Lq).float()
+
+
+def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
+    """Backward of the tiled path (DESIGN.md): recomputes each tile's p, q, c, then
+
+    gc = (dO·v − dO·o) / Σc;  dp = gc ∂f/∂p,  dq = gc ∂f/∂q  with  r = d/s:
+    ∂f/∂q = |r|(2 − r),  ∂f/∂p = 1 − |r|(2 + r);  dS = p ∘ (dp − Σ p dp)  (and likewise for q).
+    """
+    B, H, Lq, Dkf = q_fea.shape
+    Lk, Dks, Dv = v.shape[-2], k_seg.shape[-1], v.shape[-1]
+    cdt = _compute_dtype(q_fea.dtype)
+    qf, qs = _flat(q_fea, cdt) * scale, _flat(q_seg, cdt) * scale  # dk = dSᵀ (scale · q)
+    kf, ks, vv = _flat(k_fea, cdt), _flat(k_seg, cdt), _flat(v, cdt)
+    do = _flat(grad_out, cdt)
+    csum = csum.reshape(-1, Lq, 1).to(cdt)
+    do_c = do / csum  # dO_j / Σc_j
+    delta = (do_c * _flat(out, cdt)).sum(-1, keepdim=True)  # dO_j·o_j / Σc_j
+    n = qf.shape[0]
+    dqf, dqs = torch.empty_like(qf), torch.empty_like(qs)
+    dkf, dks, dv = torch.zeros_like(kf), torch.zeros_like(ks), torch.zeros_like(vv)
+    heads, rows = _tile_shape(n, Lq, Lk)
+    buf = torch.empty(6, heads, rows, Lk, dtype=cdt, device=v.device)
+    tiny = torch.finfo(cdt).tiny
+    for h0 in range(0, n, heads):
+        hs = slice(h0, min(n, h0 + heads))
+        nh = hs.stop - hs.start
+        for r0 in range(0, Lq, rows):
+            rs = slice(r0, min(Lq, r0 + rows))
+            nr = rs.stop - rs.start
+            b0, b1, b2, b3, b4, b5 = (b[:nh, :nr] for b in buf)
+            torch.bmm(qf[hs, rs], kf[hs].transpose(1, 2), out=b0)
+            torch.bmm(qs[hs, rs], ks[hs].transpose(1, 2), out=b1)
+            p = _softmax_out(b0, b2)
+            q = _softmax_out(b1, b3)
+            d = torch.sub(q, p, out=b0)
+            s = torch.add(q, p, out=b1).add_(tiny)
+            c = torch.addcdiv(p, torch.abs(d, out=b4).mul_(d), s, out=b5)
+            dv[hs].baddbmm_(c.transpose(1, 2), do_c[hs, rs])  # dv += (c/Σc)ᵀ dO
+            r = d.div_(s)  # b0; s is free from here
+            # gc = dO·v/Σc − dO·o/Σc in one fused GEMM with a per-row bias.
+            gc = torch.baddbmm(delta[hs, rs].neg(), do_c[hs, rs], vv[hs].transpose(1, 2), out=b1)
+            g2 = torch.abs(r, out=b4).mul_(gc)  # gc·|r|
+            h = torch.mul(g2, r, out=b5)  # gc·|r|·r
+            dq = g2.mul_(2).sub_(h)  # gc·|r|(2 − r)
+            dp = gc.sub_(dq).sub_(h, alpha=2)  # gc·(1 − |r|(2 + r))
+            dsf = _softmax_grad_(p, dp)
+            dss = _softmax_grad_(q, dq)
+            torch.bmm(dsf, kf[hs], out=dqf[hs, rs])
+            torch.bmm(dss, ks[hs], out=dqs[hs, rs])
+            dkf[hs].baddbmm_(dsf.transpose(1, 2), qf[hs, rs])
+            dks[hs].baddbmm_(dss.transpose(1, 2), qs[hs, rs])
+    grads = (dqf * scale, dkf, dqs * scale, dks, dv)
+    like = (q_fea, k_fea, q_seg, k_seg, v)
+    return tuple(g.reshape(x.shape).to(x.dtype) for g, x in zip(grads, like))
+
+
+def _softmax_grad_(prob: Tensor, grad: Tensor) -> Tensor:
+    """prob ∘ (grad − Σ prob·grad), written into grad."""
+    grad.mul_(prob)
+    return torch.addcmul(grad, prob, grad.sum(-1, keepdim=True), value=-1, out=grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton launchers: see fastsr/ops/_spsa_triton.py (kernels in kernels/spsa.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def _triton_forward(q_fea, k_fea, q_seg, k_seg, v, scale):
+    from fastsr.ops._spsa_triton import spsa_forward_triton
+
+    return spsa_forward_triton(q_fea, k_fea, q_seg, k_seg, v, scale)
+
+
+def _triton_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale):
+    from fastsr.ops._spsa_triton import spsa_backward_triton
+
+    return spsa_backward_triton(
+        grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom op + autograd: opaque to torch.compile (no graph break), differentiable in all inputs.
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastsr::spsa_attention_fwd", mutates_args=())
+def _spsa_fwd(
+    q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, v: Tensor, scale: float, backend: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if backend == "triton":
+        return _triton_forward(q_fea, k_fea, q_seg, k_seg, v, scale)
+    return _torch_forward(q_fea, k_fea, q_seg, k_seg, v, scale)
+
+
+@_spsa_fwd.register_fake
+def _(q_fea, k_fea, q_seg, k_seg, v, scale, backend):
+    B, H, Lq, _ = q_fea.shape
+    lse_len = Lq if backend == "triton" else 0
+    out = v.new_empty(B, H, Lq, v.shape[-1])
+    lse = q_fea.new_empty(B, H, lse_len, dtype=torch.float32)
+    return out, lse, lse.clone(), q_fea.new_empty(B, H, Lq, dtype=torch.float32)
+
+
+@torch.library.custom_op("fastsr::spsa_attention_bwd", mutates_args=())
+def _spsa_bwd(
+    grad_out: Tensor,
+    q_fea: Tensor,
+    k_fea: Tensor,
+    q_seg: Tensor,
+    k_seg: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse_fea: Tensor,
+    lse_seg: Tensor,
+    csum: Tensor,
+    scale: float,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    if backend == "triton":
+        return _triton_backward(
+            grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale
+        )
+    return _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale)
+
+
+@_spsa_bwd.register_fake
+def _(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale, backend):
+    return tuple(torch.empty_like(x) for x in (q_fea, k_fea, q_seg, k_seg, v))
+
+
+def _setup_context(ctx, inputs, output):
+    q_fea, k_fea, q_seg, k_seg, v, scale, backend = inputs
+    out, lse_fea, lse_seg, csum = output
+    ctx.save_for_backward(q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum)
+    ctx.scale, ctx.backend = scale, backend
+
+
+def _backward(ctx, grad_out, _grad_lse_fea, _grad_lse_seg, _grad_csum):
+    grads = _spsa_bwd(grad_out.contiguous(), *ctx.saved_tensors, ctx.scale, ctx.backend)
+    return (*grads, None, None)
+
+
+_spsa_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public function
+# ---------------------------------------------------------------------------------------------
+
+_NAMES = ("q_fea", "k_fea", "q_seg", "k_seg", "v")
+_LAYOUTS = ("(B, H, Lq, Dkf)", "(B, H, Lk, Dkf)", "(B, H, Lq, Dks)", "(B, H, Lk, Dks)", "(B, H, Lk, Dv)")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_inputs(tensors: tuple[Tensor, ...], scale: float, backend: str) -> None:
+    for name, layout, x in zip(_NAMES, _LAYOUTS, tensors):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor {layout}; got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must be {layout}; got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    q_fea, k_fea, q_seg, k_seg, v = tensors
+    for name, x in zip(_NAMES[1:], tensors[1:]):
+        if x.device != q_fea.device:
+            raise ValueError(f"{name} must be on q_fea's device {q_fea.device}; got {x.device}")
+        if x.dtype != q_fea.dtype:
+            raise TypeError(f"{name} must have q_fea's dtype {q_fea.dtype}; got {x.dtype}")
+    B, H, Lq, Dkf = q_fea.shape
+    Lk, Dks = k_seg.shape[2], q_seg.shape[3]
+    expected = ((B, H, Lk, Dkf), (B, H, Lq, Dks), (B, H, Lk, Dks), (B, H, Lk, v.shape[3]))
+    for name, layout, x, want in zip(_NAMES[1:], _LAYOUTS[1:], tensors[1:], expected):
+        if tuple(x.shape) != want:
+            raise ValueError(
+                f"{name} must be {layout} = {want} to match the other inputs; got {tuple(x.shape)}"
+            )
+    if Lk == 0 or min(Dkf, Dks, v.shape[3]) == 0:
+        raise ValueError(f"keys and head dims must be non-empty; got Lk={Lk}, Dkf={Dkf}, Dks={Dks}")
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite float; got {scale!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend == "triton":
+        if q_fea.dtype not in _TRITON_DTYPES:
+            raise TypeError(f"backend='triton' takes float16, bfloat16 or float32; got {q_fea.dtype}")
+        if q_fea.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                "backend='triton' on CPU tensors runs only under TRITON_INTERPRET=1; "
+                "use backend='torch' (the CPU fast path) or CUDA tensors"
+            )
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    if backend != "auto":
+        return backend
+    if device.type == "cuda" and _triton_available():
+        return "triton"
+    return "torch"
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def spsa_attention(
+    q_fea: Tensor,
+    k_fea: Tensor,
+    q_seg: Tensor,
+    k_seg: Tensor,
+    v: Tensor,
+    *,
+    scale: float = 1.0,
+    backend: str = "auto",
+) -> Tensor:
+    """Segmentation-prior self-attention: two softmaxes fused by dissimilarity weights.
+
+    Args:
+        q_fea: (B, H, Lq, Dkf) feature queries, g_fea(x) in the paper.
+        k_fea: (B, H, Lk, Dkf) feature keys, f_fea(x).
+        q_seg: (B, H, Lq, Dks) segmentation queries, g_seg(z).
+        k_seg: (B, H, Lk, Dks) segmentation keys, f_seg(z).
+        v: (B, H, Lk, Dv) values, h(x).
+        scale: multiplies both score matrices; 1.0 is the paper's (and SAGAN's) plain dot product.
+        backend: "auto" (Triton on CUDA, the tiled PyTorch path elsewhere), "triton", "torch"
+            (tiled PyTorch, any device, O(tile · Lk) memory) or "reference" (the specification,
+            O(Lq · Lk) memory).
+
+    Returns:
+        (B, H, Lq, Dv) in the inputs' dtype. Differentiable in all five inputs. float16 and
+        bfloat16 accumulate in float32 (on the CPU they are computed in float32).
+    """
+    tensors = (q_fea, k_fea, q_seg, k_seg, v)
+    _check_inputs(tensors, scale, backend)
+    backend = _resolve(backend, q_fea.device)
+    if backend == "reference" or q_fea.shape[2] == 0:  # no queries: nothing to tile
+        return spsa_attention_reference(*tensors, scale=scale)
+    return _spsa_fwd(*tensors, float(scale), backend)[0]

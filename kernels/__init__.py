@@ -1,0 +1,1 @@
+"""Triton kernels (@triton.jit only), installed as fastsr.kernels; imported lazily."""

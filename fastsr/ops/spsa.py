@@ -119,8 +119,8 @@ def _torch_forward(q_fea, k_fea, q_seg, k_seg, v, scale):
             torch.sum(c, dim=-1, keepdim=True, out=csum[hs, rs])
             torch.bmm(c, vv[hs], out=out[hs, rs]).div_(csum[hs, rs])
     out = out.reshape(B, H, Lq, Dv).to(q_fea.dtype)
-    empty = q_fea.new_empty(B, H, 0, dtype=torch.float32)  # this path keeps no log-sum-exps
-    return out, empty, empty.clone(), csum.reshape(B, H, Lq).float()
+    empty = q_fea.new_empty(B, H, 0, dtype=cdt)  # this path keeps no log-sum-exps
+    return out, empty, empty.clone(), csum.reshape(B, H, Lq)
 
 
 def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
@@ -133,14 +133,18 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
     Lk, Dks, Dv = v.shape[-2], k_seg.shape[-1], v.shape[-1]
     cdt = _compute_dtype(q_fea.dtype)
     qf, qs = _flat(q_fea, cdt) * scale, _flat(q_seg, cdt) * scale  # dk = dSᵀ (scale · q)
-    kf, ks, vv = _flat(k_fea, cdt), _flat(k_seg, cdt), _flat(v, cdt)
+    # Keys stored transposed, (N, D, Lk): MKL's GEMMs with an output or operand of width 8 are
+    # 2-4x faster in this layout (dkᵀ += qᵀ dS instead of dk += dSᵀ q).
+    kf_t = _flat(k_fea, cdt).transpose(1, 2).contiguous()
+    ks_t = _flat(k_seg, cdt).transpose(1, 2).contiguous()
+    vv = _flat(v, cdt)
     do = _flat(grad_out, cdt)
     csum = csum.reshape(-1, Lq, 1).to(cdt)
     do_c = do / csum  # dO_j / Σc_j
     delta = (do_c * _flat(out, cdt)).sum(-1, keepdim=True)  # dO_j·o_j / Σc_j
     n = qf.shape[0]
     dqf, dqs = torch.empty_like(qf), torch.empty_like(qs)
-    dkf, dks, dv = torch.zeros_like(kf), torch.zeros_like(ks), torch.zeros_like(vv)
+    dkf_t, dks_t, dv = torch.zeros_like(kf_t), torch.zeros_like(ks_t), torch.zeros_like(vv)
     heads, rows = _tile_shape(n, Lq, Lk)
     buf = torch.empty(6, heads, rows, Lk, dtype=cdt, device=v.device)
     tiny = torch.finfo(cdt).tiny
@@ -151,8 +155,8 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
             rs = slice(r0, min(Lq, r0 + rows))
             nr = rs.stop - rs.start
             b0, b1, b2, b3, b4, b5 = (b[:nh, :nr] for b in buf)
-            torch.bmm(qf[hs, rs], kf[hs].transpose(1, 2), out=b0)
-            torch.bmm(qs[hs, rs], ks[hs].transpose(1, 2), out=b1)
+            torch.bmm(qf[hs, rs], kf_t[hs], out=b0)
+            torch.bmm(qs[hs, rs], ks_t[hs], out=b1)
             p = _softmax_out(b0, b2)
             q = _softmax_out(b1, b3)
             d = torch.sub(q, p, out=b0)
@@ -168,11 +172,11 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
             dp = gc.sub_(dq).sub_(h, alpha=2)  # gc·(1 − |r|(2 + r))
             dsf = _softmax_grad_(p, dp)
             dss = _softmax_grad_(q, dq)
-            torch.bmm(dsf, kf[hs], out=dqf[hs, rs])
-            torch.bmm(dss, ks[hs], out=dqs[hs, rs])
-            dkf[hs].baddbmm_(dsf.transpose(1, 2), qf[hs, rs])
-            dks[hs].baddbmm_(dss.transpose(1, 2), qs[hs, rs])
-    grads = (dqf * scale, dkf, dqs * scale, dks, dv)
+            torch.bmm(dsf, kf_t[hs].transpose(1, 2), out=dqf[hs, rs])
+            torch.bmm(dss, ks_t[hs].transpose(1, 2), out=dqs[hs, rs])
+            dkf_t[hs].baddbmm_(qf[hs, rs].transpose(1, 2), dsf)
+            dks_t[hs].baddbmm_(qs[hs, rs].transpose(1, 2), dss)
+    grads = (dqf * scale, dkf_t.transpose(1, 2), dqs * scale, dks_t.transpose(1, 2), dv)
     like = (q_fea, k_fea, q_seg, k_seg, v)
     return tuple(g.reshape(x.shape).to(x.dtype) for g, x in zip(grads, like))
 
@@ -220,9 +224,10 @@ def _spsa_fwd(
 def _(q_fea, k_fea, q_seg, k_seg, v, scale, backend):
     B, H, Lq, _ = q_fea.shape
     lse_len = Lq if backend == "triton" else 0
+    cdt = _compute_dtype(q_fea.dtype)  # log-sum-exps and Σc: float32 (float64 for float64)
     out = v.new_empty(B, H, Lq, v.shape[-1])
-    lse = q_fea.new_empty(B, H, lse_len, dtype=torch.float32)
-    return out, lse, lse.clone(), q_fea.new_empty(B, H, Lq, dtype=torch.float32)
+    lse = q_fea.new_empty(B, H, lse_len, dtype=cdt)
+    return out, lse, lse.clone(), q_fea.new_empty(B, H, Lq, dtype=cdt)
 
 
 @torch.library.custom_op("fastsr::spsa_attention_bwd", mutates_args=())

@@ -1,0 +1,129 @@
+"""SPSA attention: fastsr vs the naive reference vs torch.compile of the naive reference.
+
+Run:  pytest benchmarks/bench_spsa.py --benchmark-only --benchmark-json=spsa.json
+      python benchmarks/summarize.py spsa.json      # markdown table with ratios
+
+Each row records, in `extra_info`, the peak memory the call added (CPU: peak RSS over the
+resident set before the call, read from /proc; CUDA: torch.cuda.max_memory_allocated over the
+allocated memory before it) and the matrix-product throughput (2·Lq·Lk·(Dkf + Dks + Dv) FLOP
+forward, ×2.5 with the backward).
+
+The naive reference materialises about a dozen Lq×Lk matrices: at L = 16384 that is 1 GiB each
+in float32, so its forward+backward is left out there (it needs more than this 24 GiB machine).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+from fastsr import spsa_attention, spsa_attention_reference
+
+D_QK, D_V = 8, 64
+LENGTHS = (1024, 4096, 16384)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _naive(*args):
+    return spsa_attention_reference(*args)
+
+
+_compiled_naive = torch.compile(_naive, dynamic=False)
+
+PROVIDERS = {
+    "fastsr": lambda *a: spsa_attention(*a),
+    "naive": _naive,
+    "naive_compiled": lambda *a: _compiled_naive(*a),
+}
+
+
+def _inputs(length: int, device: str, dtype: torch.dtype, grad: bool):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(1, 1, length, D_QK)] * 4 + [(1, 1, length, D_V)]
+    return [
+        torch.randn(s, generator=g).to(device=device, dtype=dtype).requires_grad_(grad)
+        for s in shapes
+    ]
+
+
+class _PeakMemory:
+    """Extra memory at the peak of a call, on the CPU (peak RSS) or on a CUDA device."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    @staticmethod
+    def _status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def measure(self, fn) -> int | None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
+        try:
+            base = self._status("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+                f.write("5")
+        except OSError:
+            return None
+        fn()
+        return self._status("VmHWM") - base
+
+
+def _case_id(device, dtype):
+    return f"{device}-{str(dtype).removeprefix('torch.')}"
+
+
+@pytest.mark.parametrize("length", LENGTHS + (65536,))
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+@pytest.mark.parametrize("device", DEVICES)
+def test_spsa(benchmark, device, provider, mode, length):
+    if length == 65536 and provider != "fastsr":
+        pytest.skip("the naive reference needs 16 GiB per L×L matrix at L = 65536")
+    if length == 65536 and device == "cpu" and mode == "fwd":
+        pytest.skip("at L = 65536 the CPU row measures forward+backward only")
+    if length == 16384 and provider != "fastsr" and mode == "fwd_bwd" and device == "cpu":
+        pytest.skip("naive forward+backward at L = 16384 needs more than this machine's 24 GiB")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    xs = _inputs(length, device, dtype, grad=mode == "fwd_bwd")
+    fn = PROVIDERS[provider]
+    grad_out = torch.randn(1, 1, length, D_V, device=device, dtype=dtype)
+
+    def run():
+        out = fn(*xs)
+        if mode == "fwd_bwd":
+            torch.autograd.grad(out, xs, grad_out)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    run()  # warm-up (and compilation)
+    peak = _PeakMemory(device).measure(run)
+    slow = length >= 16384 and device == "cpu"
+    benchmark.pedantic(run, rounds=1 if slow else 5, iterations=1, warmup_rounds=0)
+    flop = 2.0 * length * length * (2 * D_QK + D_V) * (2.5 if mode == "fwd_bwd" else 1.0)
+    benchmark.extra_info.update(
+        provider=provider,
+        mode=mode,
+        length=length,
+        device=_case_id(device, dtype),
+        machine=_machine(device),
+        peak_extra_bytes=peak,
+        gflops=flop / benchmark.stats.stats.min / 1e9,
+    )
+
+
+def _machine(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

@@ -3,10 +3,11 @@
 Run:  pytest benchmarks/bench_spsa.py --benchmark-only --benchmark-json=spsa.json
       python benchmarks/summarize.py spsa.json      # markdown table with ratios
 
-Each row records, in `extra_info`, the peak memory the call added (CPU: peak RSS over the
-resident set before the call, read from /proc; CUDA: torch.cuda.max_memory_allocated over the
-allocated memory before it) and the matrix-product throughput (2·Lq·Lk·(Dkf + Dks + Dv) FLOP
-forward, ×2.5 with the backward).
+Each row records, in `extra_info`, the peak memory one call adds and the matrix-product
+throughput (2·Lq·Lk·(Dkf + Dks + Dv) FLOP forward, ×2.5 with the backward). CUDA: from
+torch.cuda.max_memory_allocated. CPU: in a fresh subprocess (this file run as a script) with
+glibc's mmap threshold fixed at 64 KiB, so that freed buffers leave the resident set at once,
+the peak RSS (VmHWM, reset through /proc/self/clear_refs) over the RSS before the call.
 
 The naive reference materialises about a dozen Lq×Lk matrices: at L = 16384 that is 1 GiB each
 in float32, so its forward+backward is left out there (it needs more than this 24 GiB machine).
@@ -14,7 +15,10 @@ in float32, so its forward+backward is left out there (it needs more than this 2
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -48,36 +52,53 @@ def _inputs(length: int, device: str, dtype: torch.dtype, grad: bool):
     ]
 
 
-class _PeakMemory:
-    """Extra memory at the peak of a call, on the CPU (peak RSS) or on a CUDA device."""
+def _make_run(provider: str, mode: str, length: int, device: str):
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    xs = _inputs(length, device, dtype, grad=mode == "fwd_bwd")
+    fn = PROVIDERS[provider]
+    grad_out = torch.randn(1, 1, length, D_V, device=device, dtype=dtype)
 
-    def __init__(self, device: str):
-        self.device = device
-
-    @staticmethod
-    def _status(key: str) -> int:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
-    def measure(self, fn) -> int | None:
-        if self.device == "cuda":
+    def run():
+        out = fn(*xs)
+        if mode == "fwd_bwd":
+            torch.autograd.grad(out, xs, grad_out)
+        if device == "cuda":
             torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            fn()
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - base
-        try:
-            base = self._status("VmRSS")
-            with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
-                f.write("5")
-        except OSError:
-            return None
-        fn()
-        return self._status("VmHWM") - base
+
+    return run
+
+
+def _proc_status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _peak_extra_bytes_here(run) -> int:
+    """Peak RSS of one call over the RSS before it (this process: see the module docstring)."""
+    run()  # warm-up (and compilation)
+    base = _proc_status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+        f.write("5")
+    run()
+    return _proc_status("VmHWM") - base
+
+
+def _peak_extra_bytes(provider: str, mode: str, length: int, device: str, run) -> int | None:
+    if device == "cuda":
+        run()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        return torch.cuda.max_memory_allocated() - base
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    cmd = [sys.executable, __file__, provider, mode, str(length)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return None  # e.g. /proc/self/clear_refs not writable: no memory figure
+    return int(done.stdout.split()[-1])
 
 
 def _case_id(device, dtype):
@@ -95,20 +116,9 @@ def test_spsa(benchmark, device, provider, mode, length):
         pytest.skip("at L = 65536 the CPU row measures forward+backward only")
     if length == 16384 and provider != "fastsr" and mode == "fwd_bwd" and device == "cpu":
         pytest.skip("naive forward+backward at L = 16384 needs more than this machine's 24 GiB")
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    xs = _inputs(length, device, dtype, grad=mode == "fwd_bwd")
-    fn = PROVIDERS[provider]
-    grad_out = torch.randn(1, 1, length, D_V, device=device, dtype=dtype)
-
-    def run():
-        out = fn(*xs)
-        if mode == "fwd_bwd":
-            torch.autograd.grad(out, xs, grad_out)
-        if device == "cuda":
-            torch.cuda.synchronize()
-
+    run = _make_run(provider, mode, length, device)
     run()  # warm-up (and compilation)
-    peak = _PeakMemory(device).measure(run)
+    peak = _peak_extra_bytes(provider, mode, length, device, run)
     slow = length >= 16384 and device == "cpu"
     benchmark.pedantic(run, rounds=1 if slow else 5, iterations=1, warmup_rounds=0)
     flop = 2.0 * length * length * (2 * D_QK + D_V) * (2.5 if mode == "fwd_bwd" else 1.0)
@@ -116,7 +126,7 @@ def test_spsa(benchmark, device, provider, mode, length):
         provider=provider,
         mode=mode,
         length=length,
-        device=_case_id(device, dtype),
+        device=_case_id(device, torch.float16 if device == "cuda" else torch.float32),
         machine=_machine(device),
         peak_extra_bytes=peak,
         gflops=flop / benchmark.stats.stats.min / 1e9,
@@ -127,3 +137,8 @@ def _machine(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+if __name__ == "__main__":  # one CPU memory measurement: PROVIDER MODE LENGTH
+    provider, mode, length = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    print(_peak_extra_bytes_here(_make_run(provider, mode, length, "cpu")))

@@ -50,6 +50,7 @@ _LOG2E = tl.constexpr(1.4426950408889634)
 _LN2 = tl.constexpr(0.6931471805599453)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_INTERPRET = tl.constexpr(INTERPRET)
 
 # ---------------------------------------------------------------------------------------------
 # Autotune configs. The first config of each list is the one the AOT report compiles (the
@@ -66,11 +67,14 @@ def _configs(gpu: list[tuple[int, int, int, int]]) -> list[triton.Config]:
     ]
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages)
-FWD_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 4, 2)])
-PREPROCESS_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3)])
-DKDV_CONFIGS = _configs([(32, 64, 4, 2), (64, 64, 8, 2), (32, 128, 8, 2), (16, 64, 4, 2)])
-DQ_CONFIGS = _configs([(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 4, 2)])
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). Every listed config compiles without spills for
+# sm_80 and sm_90 at fp16, bf16 and fp32/tf32 (python -m fastsr.kernels.report --all-configs).
+FWD_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 64, 8, 3)])
+PREPROCESS_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (32, 64, 4, 2)])
+# dkdv keeps kf, ks, v and three fp32 accumulators resident: it is the register-bound kernel
+# (255 registers on sm_80 at fp32 with M16 N64, still no spills); M32+ tiles spill there.
+DKDV_CONFIGS = _configs([(16, 64, 4, 2), (16, 128, 8, 2)])
+DQ_CONFIGS = _configs([(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2), (32, 32, 4, 2)])
 _KEY = ["Lq", "Lk", "Dkf", "Dks", "Dv"]
 
 
@@ -84,6 +88,18 @@ def _load_tile(ptr, rows, cols, stride_r, stride_c, n_rows, n_cols):
     """(len(rows), len(cols)) tile of ptr[rows, cols]; 0 outside (n_rows, n_cols)."""
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
     return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """tl.dot with fp32 accumulation. Triton 3.9's interpreter multiplies bfloat16 operands as
+    their uint16 bit patterns, so under TRITON_INTERPRET=1 (only) they are upcast to fp32 first,
+    which is exact for the products; compiled kernels never take that branch."""
+    if _INTERPRET:
+        if a.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
 @triton.jit
@@ -153,8 +169,8 @@ def spsa_fwd(
         valid = (cols < Lk)[None, :]
         kf_t = _load_tile(KF, offs_dkf, cols, skf_d, skf_l, Dkf, Lk)  # (DKF, N)
         ks_t = _load_tile(KS, offs_dks, cols, sks_d, sks_l, Dks, Lk)  # (DKS, N)
-        sf = tl.dot(qf, kf_t, input_precision=PRECISION) * qk_scale
-        ss = tl.dot(qs, ks_t, input_precision=PRECISION) * qk_scale
+        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
+        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
         sf = tl.where(valid, sf, float("-inf"))
         ss = tl.where(valid, ss, float("-inf"))
         # The first block holds key 0 (Lk ≥ 1), so m_* is finite after it and exp2(−inf) = 0.
@@ -164,8 +180,12 @@ def spsa_fwd(
         l_s = l_s * tl.exp2(m_s - m_s_new) + tl.sum(tl.exp2(ss - m_s_new[:, None]), 1)
         m_f = m_f_new
         m_s = m_s_new
-    lse2_f = m_f + tl.log2(l_f)
-    lse2_s = m_s + tl.log2(l_s)
+    # Saved as natural logs; pass 2 uses the value the backward will reconstruct from them, so
+    # that forward and backward see the same p, q (and C matches the backward's c).
+    lse_f = (m_f + tl.log2(l_f)) * _LN2
+    lse_s = (m_s + tl.log2(l_s)) * _LN2
+    lse2_f = lse_f * _LOG2E
+    lse2_s = lse_s * _LOG2E
 
     # Pass 2: exact p, q, c; accumulate C and Σ c·v.
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
@@ -176,20 +196,20 @@ def spsa_fwd(
         kf_t = _load_tile(KF, offs_dkf, cols, skf_d, skf_l, Dkf, Lk)
         ks_t = _load_tile(KS, offs_dks, cols, sks_d, sks_l, Dks, Lk)
         v = _load_tile(V, cols, offs_dv, sv_l, sv_d, Lk, Dv)  # (N, DV)
-        sf = tl.dot(qf, kf_t, input_precision=PRECISION) * qk_scale
-        ss = tl.dot(qs, ks_t, input_precision=PRECISION) * qk_scale
+        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
+        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
         p = tl.where(valid, tl.exp2(sf - lse2_f[:, None]), 0.0)
         q = tl.where(valid, tl.exp2(ss - lse2_s[:, None]), 0.0)
         c, _ = _combine(p, q)
         csum += tl.sum(c, 1)
-        acc = tl.dot(c.to(v.dtype), v, acc, input_precision=PRECISION)
+        acc = _dot(c.to(v.dtype), v, acc, PRECISION)
 
     row_ok = offs_m < Lq
     out = acc / csum[:, None]
     o_ptrs = OUT + offs_m[:, None] * so_l + offs_dv[None, :] * so_d
     tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_dv < Dv)[None, :])
-    tl.store(LSE_F + stats + offs_m, lse2_f * _LN2, mask=row_ok)
-    tl.store(LSE_S + stats + offs_m, lse2_s * _LN2, mask=row_ok)
+    tl.store(LSE_F + stats + offs_m, lse_f, mask=row_ok)
+    tl.store(LSE_S + stats + offs_m, lse_s, mask=row_ok)
     tl.store(CSUM + stats + offs_m, csum, mask=row_ok)
 
 
@@ -271,9 +291,9 @@ def spsa_bwd_preprocess(
         kf_t = _load_tile(KF, offs_dkf, cols, skf_d, skf_l, Dkf, Lk)
         ks_t = _load_tile(KS, offs_dks, cols, sks_d, sks_l, Dks, Lk)
         v_t = _load_tile(V, offs_dv, cols, sv_d, sv_l, Dv, Lk)  # (DV, N)
-        sf = tl.dot(qf, kf_t, input_precision=PRECISION) * qk_scale
-        ss = tl.dot(qs, ks_t, input_precision=PRECISION) * qk_scale
-        dpv = tl.dot(do, v_t, input_precision=PRECISION)
+        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
+        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
+        dpv = _dot(do, v_t, None, PRECISION)
         p, q = _probabilities(sf, ss, lse2_f[:, None], lse2_s[:, None], valid)
         # With Dp = Dq = 0, _score_grads returns p∘dp and q∘dq: exactly the row-sum terms.
         pdp, qdq, _ = _score_grads(p, q, dpv, delta[:, None], csum[:, None], 0.0, 0.0)
@@ -345,17 +365,17 @@ def spsa_bwd_dkdv(
         dp_sum = tl.load(DP_SUM + stats + rows, mask=row_ok, other=0.0)
         dq_sum = tl.load(DQ_SUM + stats + rows, mask=row_ok, other=0.0)
 
-        sf_t = tl.dot(kf, qf_t, input_precision=PRECISION) * qk_scale  # (N, M)
-        ss_t = tl.dot(ks, qs_t, input_precision=PRECISION) * qk_scale
-        dpv_t = tl.dot(v, do_t, input_precision=PRECISION)  # dO_j·v_i
+        sf_t = _dot(kf, qf_t, None, PRECISION) * qk_scale  # (N, M)
+        ss_t = _dot(ks, qs_t, None, PRECISION) * qk_scale
+        dpv_t = _dot(v, do_t, None, PRECISION)  # dO_j·v_i
         p_t, q_t = _probabilities(sf_t, ss_t, lse2_f[None, :], lse2_s[None, :], valid)
         dsf_t, dss_t, c_t = _score_grads(
             p_t, q_t, dpv_t, delta[None, :], csum[None, :], dp_sum[None, :], dq_sum[None, :]
         )
         dtype = kf.dtype
-        dv = tl.dot((c_t / csum[None, :]).to(dtype), tl.trans(do_t), dv, input_precision=PRECISION)
-        dkf = tl.dot(dsf_t.to(dtype), tl.trans(qf_t), dkf, input_precision=PRECISION)
-        dks = tl.dot(dss_t.to(dtype), tl.trans(qs_t), dks, input_precision=PRECISION)
+        dv = _dot((c_t / csum[None, :]).to(dtype), tl.trans(do_t), dv, PRECISION)
+        dkf = _dot(dsf_t.to(dtype), tl.trans(qf_t), dkf, PRECISION)
+        dks = _dot(dss_t.to(dtype), tl.trans(qs_t), dks, PRECISION)
 
     dkf_ptrs = DKF + offs_n[:, None] * sdkf_l + offs_dkf[None, :] * sdkf_d
     dks_ptrs = DKS + offs_n[:, None] * sdks_l + offs_dks[None, :] * sdks_d
@@ -423,15 +443,15 @@ def spsa_bwd_dq(
         kf = _load_tile(KF, cols, offs_dkf, skf_l, skf_d, Lk, Dkf)  # (N, DKF)
         ks = _load_tile(KS, cols, offs_dks, sks_l, sks_d, Lk, Dks)  # (N, DKS)
         v_t = _load_tile(V, offs_dv, cols, sv_d, sv_l, Dv, Lk)  # (DV, N)
-        sf = tl.dot(qf, tl.trans(kf), input_precision=PRECISION) * qk_scale
-        ss = tl.dot(qs, tl.trans(ks), input_precision=PRECISION) * qk_scale
-        dpv = tl.dot(do, v_t, input_precision=PRECISION)
+        sf = _dot(qf, tl.trans(kf), None, PRECISION) * qk_scale
+        ss = _dot(qs, tl.trans(ks), None, PRECISION) * qk_scale
+        dpv = _dot(do, v_t, None, PRECISION)
         p, q = _probabilities(sf, ss, lse2_f[:, None], lse2_s[:, None], valid)
         dsf, dss, _ = _score_grads(
             p, q, dpv, delta[:, None], csum[:, None], dp_sum[:, None], dq_sum[:, None]
         )
-        dqf = tl.dot(dsf.to(kf.dtype), kf, dqf, input_precision=PRECISION)
-        dqs = tl.dot(dss.to(ks.dtype), ks, dqs, input_precision=PRECISION)
+        dqf = _dot(dsf.to(kf.dtype), kf, dqf, PRECISION)
+        dqs = _dot(dss.to(ks.dtype), ks, dqs, PRECISION)
 
     dqf_ptrs = DQF + offs_m[:, None] * sdqf_l + offs_dkf[None, :] * sdqf_d
     dqs_ptrs = DQS + offs_m[:, None] * sdqs_l + offs_dks[None, :] * sdqs_d
@@ -439,3 +459,60 @@ def spsa_bwd_dq(
              mask=row_ok[:, None] & (offs_dkf < Dkf)[None, :])  # fmt: skip
     tl.store(dqs_ptrs, (dqs * scale).to(DQS.dtype.element_ty),
              mask=row_ok[:, None] & (offs_dks < Dks)[None, :])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time compile specs (read by fastsr.kernels.report; no GPU needed)
+# ---------------------------------------------------------------------------------------------
+
+_STATS = frozenset({"LSE_F", "LSE_S", "CSUM", "DELTA", "DP_SUM", "DQ_SUM"})
+_HEAD_DIM = {"qf": "Dkf", "kf": "Dkf", "dqf": "Dkf", "dkf": "Dkf",
+             "qs": "Dks", "ks": "Dks", "dqs": "Dks", "dks": "Dks",
+             "v": "Dv", "o": "Dv", "do": "Dv", "dv": "Dv"}  # fmt: skip
+
+
+def aot_specs(all_configs: bool = False) -> list[dict]:
+    """One spec per kernel × dtype × config for the representative SAGAN shape: H = 1,
+    Lq = Lk = 4096 (a 64×64 feature map), Dkf = Dks = 8 (padded to BLOCK_D = 16), Dv = 64, all
+    tensors contiguous. Without ``all_configs`` only each autotune list's first config (the
+    expected winner at this shape) is listed. fp32 is compiled with tf32 dots (the launcher uses
+    "ieee" unless torch.backends.cuda.matmul.allow_tf32 is set).
+
+    A spec: kernel (name), dtype ("fp16" | "bf16" | "fp32"), fn (the @triton.jit function),
+    args (name → example value: "*fp16"-style pointer types, ints, floats, as a launch would pass
+    them), constexprs (name → value), num_warps, num_stages, config (a short description).
+    """
+    shape = dict(H=1, Lq=4096, Lk=4096, Dkf=8, Dks=8, Dv=64)
+    specs = []
+    for kernel in (spsa_fwd, spsa_bwd_preprocess, spsa_bwd_dkdv, spsa_bwd_dq):
+        fn = kernel.fn
+        configs = kernel.configs if all_configs else kernel.configs[:1]
+        for dtype in ("fp16", "bf16", "fp32"):
+            args = {}
+            for name in fn.arg_names:
+                if fn.params[fn.arg_names.index(name)].is_constexpr:
+                    continue
+                if name == "scale":
+                    args[name] = 1.0
+                elif name in shape:
+                    args[name] = shape[name]
+                elif name.isupper():  # tensor pointers
+                    args[name] = "*fp32" if name in _STATS else f"*{dtype}"
+                else:  # s<tensor>_<axis>: strides of a contiguous (B, H, L, D) tensor
+                    tensor, axis = name[1:].split("_")
+                    d = shape[_HEAD_DIM[tensor]]
+                    rows = shape["Lk"] if tensor in ("kf", "ks", "v", "dkf", "dks", "dv") else shape["Lq"]
+                    strides = dict(b=shape["H"] * rows * d, h=rows * d, l=d, d=1)
+                    args[name] = strides[axis]
+            for config in configs:
+                constexprs = dict(
+                    config.kwargs, BLOCK_DKF=16, BLOCK_DKS=16, BLOCK_DV=64,
+                    PRECISION="tf32" if dtype == "fp32" else "ieee",
+                )  # fmt: skip
+                specs.append(dict(
+                    kernel=fn.__name__, dtype=dtype, fn=fn, args=args, constexprs=constexprs,
+                    num_warps=config.num_warps, num_stages=config.num_stages,
+                    config=f"M{config.kwargs['BLOCK_M']} N{config.kwargs['BLOCK_N']} "
+                    f"w{config.num_warps} s{config.num_stages}",
+                ))  # fmt: skip
+    return specs

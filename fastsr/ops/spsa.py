@@ -176,7 +176,9 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
             torch.bmm(dss, ks_t[hs].transpose(1, 2), out=dqs[hs, rs])
             dkf_t[hs].baddbmm_(qf[hs, rs].transpose(1, 2), dsf)
             dks_t[hs].baddbmm_(qs[hs, rs].transpose(1, 2), dss)
-    grads = (dqf * scale, dkf_t.transpose(1, 2), dqs * scale, dks_t.transpose(1, 2), dv)
+    # Contiguous, as the fake implementation (empty_like) promises torch.compile.
+    grads = (dqf * scale, dkf_t.transpose(1, 2).contiguous(), dqs * scale,
+             dks_t.transpose(1, 2).contiguous(), dv)
     like = (q_fea, k_fea, q_seg, k_seg, v)
     return tuple(g.reshape(x.shape).to(x.dtype) for g, x in zip(grads, like))
 
@@ -365,6 +367,6 @@ def spsa_attention(
     tensors = (q_fea, k_fea, q_seg, k_seg, v)
     _check_inputs(tensors, scale, backend)
     backend = _resolve(backend, q_fea.device)
-    if backend == "reference" or q_fea.shape[2] == 0:  # no queries: nothing to tile
+    if backend == "reference" or q_fea.numel() == 0:  # no queries: nothing to tile
         return spsa_attention_reference(*tensors, scale=scale)
     return _spsa_fwd(*tensors, float(scale), backend)[0]

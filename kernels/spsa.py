@@ -10,12 +10,18 @@ Forward, per query row j over keys i (``scale`` multiplies both score matrices):
 ``c`` needs the *final* normaliser of both softmaxes and f(p, q) does not rescale when the two
 change by different factors, so FlashAttention's one-pass rescaling does not apply. The forward
 makes two passes over the keys of a query block: pass 1 keeps a running max and sum for both
-score rows (online) → lse_fea, lse_seg; pass 2 recomputes the scores, forms exact p, q, c and
-accumulates C and Σ c·v in fp32. Only the (B, H, Lq) statistics lse_fea, lse_seg and C are
-written besides the output: O(L) memory, never L×L. Scores are computed in base 2 (log2(e) is
-folded into the scale, exp2 instead of exp); the saved LSEs are natural logs.
+score rows (online) → row max m and 1/l (l = Σ_i exp(s_i − m)) for each; pass 2 recomputes the
+scores, forms exact p = exp(s − m)/l, q, c and accumulates C and Σ c·v in fp32. Only the
+statistics (m, 1/l) of both rows and C (O(Lq) floats) are
+written besides the output: O(L) memory, never L×L. Exponentials are exp2((s − m)·log2 e): log2 e
+multiplies the difference, not the score (see ``_exp``), and every pass computes p and q from the
+same saved (m, 1/l) and bit-identical scores, so all passes see the same p and q.
 
-Backward, with δ_j = dO_j·o_j and gc_i = (dO_j·v_i − δ_j) / C_j (the gradient w.r.t. c_i):
+Backward, with δ_j = dO_j·o_j = Σ_i β_i (dO_j·v_i), β = c / C, and gc_i = (dO_j·v_i − δ_j) / C_j
+(the gradient w.r.t. c_i). δ is not read off the rounded output alone: the preprocess adds to
+δ0 = dO·o the correction Σ β (dO·v − δ0) from the same β and dO·v the other kernels recompute.
+Where one key carries all of c (a one-hot row), dO·v_i − δ is then exactly 0, as in exact
+arithmetic, instead of a rounding error that a large `scale` amplifies.
 
     ∂f/∂p = 1 − |r|(2 + r)        ∂f/∂q = |r|(2 − r)
           (= 1 − 2|d|/s − |d|d/s²,          2|d|/s − |d|d/s²)
@@ -27,11 +33,12 @@ Backward, with δ_j = dO_j·o_j and gc_i = (dO_j·v_i − δ_j) / C_j (the gradi
 Deterministic, no atomics: (i) ``spsa_bwd_preprocess`` computes δ, Dp, Dq per query block (one
 loop over key blocks); (ii) ``spsa_bwd_dkdv`` owns a key block and loops over query blocks,
 accumulating dkf, dks, dv; (iii) ``spsa_bwd_dq`` owns a query block and loops over key blocks,
-accumulating dqf, dqs. Every kernel recomputes p and q from the saved LSEs instead of storing
+accumulating dqf, dqs. Every kernel recomputes p and q from the saved (m, 1/l) instead of storing
 L×L probabilities.
 
 Conventions: tensors are (B, H, L, D) with four arbitrary strides each; the fp32 statistics are
-contiguous (B·H, Lq). Tails are masked: padded keys get score −inf in pass 1 and p = q = 0 (so
+contiguous: C, Dp, Dq (B·H, Lq); ST_F, ST_S (B·H, 2, Lq) holding m then 1/l; DELTA (B·H, 2, Lq)
+holding δ0 then ε. Tails are masked: padded keys get score −inf in pass 1 and p = q = 0 (so
 c = 0, dS = 0) afterwards; padded query rows load 0 and are never stored. Head dims are padded
 to BLOCK_D* = max(16, next_power_of_2(D)) with masked loads, because ``tl.dot`` on a GPU needs
 K ≥ 16 for 16-bit operands (SAGAN's f/g have C/8 = 8 channels). p, c and dS are cast to the input
@@ -47,7 +54,6 @@ import triton
 import triton.language as tl
 
 _LOG2E = tl.constexpr(1.4426950408889634)
-_LN2 = tl.constexpr(0.6931471805599453)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _INTERPRET = tl.constexpr(INTERPRET)
@@ -103,6 +109,14 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _exp(x):
+    """exp(x) as exp2(x·log2 e), applied to score − row max. FlashAttention folds log2 e
+    into the score scale instead; that rounds each score s by |s|·2⁻²⁴, a 1e-3 relative error in
+    p once |s| ~ 1e4, where PyTorch's softmax (and this form) err by |s − max|·2⁻²⁴."""
+    return tl.exp2(x * _LOG2E)
+
+
+@triton.jit
 def _combine(p, q):
     """c = p + |d| d / s and r = d / s for d = q − p, s = q + p; both 0 where s == 0."""
     d = q - p
@@ -127,7 +141,7 @@ def _head_offset(bh, H, stride_b, stride_h):
 @triton.autotune(configs=FWD_CONFIGS, key=_KEY)
 @triton.jit
 def spsa_fwd(
-    QF, KF, QS, KS, V, OUT, LSE_F, LSE_S, CSUM,  # (B, H, ·, ·) tensors; stats (B·H, Lq) fp32
+    QF, KF, QS, KS, V, OUT, ST_F, ST_S, CSUM,  # (B, H, ·, ·) tensors; stats (B·H, Lq) fp32
     scale, H, Lq, Lk, Dkf, Dks, Dv,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
@@ -154,7 +168,7 @@ def spsa_fwd(
     offs_dkf = tl.arange(0, BLOCK_DKF)
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
-    qk_scale = scale * _LOG2E  # base-2 scores: exp2(x·log2 e) = exp(x)
+    qk_scale = scale
 
     qf = _load_tile(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, Dkf)  # (M, DKF)
     qs = _load_tile(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, Dks)  # (M, DKS)
@@ -173,19 +187,19 @@ def spsa_fwd(
         ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
         sf = tl.where(valid, sf, float("-inf"))
         ss = tl.where(valid, ss, float("-inf"))
-        # The first block holds key 0 (Lk ≥ 1), so m_* is finite after it and exp2(−inf) = 0.
+        # The first block holds key 0 (Lk ≥ 1), so m_* is finite after it and exp(−inf) = 0.
         m_f_new = tl.maximum(m_f, tl.max(sf, 1))
         m_s_new = tl.maximum(m_s, tl.max(ss, 1))
-        l_f = l_f * tl.exp2(m_f - m_f_new) + tl.sum(tl.exp2(sf - m_f_new[:, None]), 1)
-        l_s = l_s * tl.exp2(m_s - m_s_new) + tl.sum(tl.exp2(ss - m_s_new[:, None]), 1)
+        l_f = l_f * _exp(m_f - m_f_new) + tl.sum(_exp(sf - m_f_new[:, None]), 1)
+        l_s = l_s * _exp(m_s - m_s_new) + tl.sum(_exp(ss - m_s_new[:, None]), 1)
         m_f = m_f_new
         m_s = m_s_new
-    # Saved as natural logs; pass 2 uses the value the backward will reconstruct from them, so
-    # that forward and backward see the same p, q (and C matches the backward's c).
-    lse_f = (m_f + tl.log2(l_f)) * _LN2
-    lse_s = (m_s + tl.log2(l_s)) * _LN2
-    lse2_f = lse_f * _LOG2E
-    lse2_s = lse_s * _LOG2E
+    # Saved in base 2, exactly the value pass 2 and the backward subtract: with scores ~1e4 one
+    # rounding of a log-sum-exp (≈ 0.004 at 4e4) would already move p by 0.3%.
+    # p = exp(s − m) · (1/l), as PyTorch's softmax: a log-sum-exp m + log l would round to a
+    # unit of m (2.4e-4 at |m| ~ 3e3), a relative error in every p that softmax does not have.
+    il_f = 1.0 / l_f
+    il_s = 1.0 / l_s
 
     # Pass 2: exact p, q, c; accumulate C and Σ c·v.
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
@@ -198,8 +212,7 @@ def spsa_fwd(
         v = _load_tile(V, cols, offs_dv, sv_l, sv_d, Lk, Dv)  # (N, DV)
         sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
         ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
-        p = tl.where(valid, tl.exp2(sf - lse2_f[:, None]), 0.0)
-        q = tl.where(valid, tl.exp2(ss - lse2_s[:, None]), 0.0)
+        p, q = _probabilities(sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid)
         c, _ = _combine(p, q)
         csum += tl.sum(c, 1)
         acc = _dot(c.to(v.dtype), v, acc, PRECISION)
@@ -208,8 +221,10 @@ def spsa_fwd(
     out = acc / csum[:, None]
     o_ptrs = OUT + offs_m[:, None] * so_l + offs_dv[None, :] * so_d
     tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_dv < Dv)[None, :])
-    tl.store(LSE_F + stats + offs_m, lse_f, mask=row_ok)
-    tl.store(LSE_S + stats + offs_m, lse_s, mask=row_ok)
+    tl.store(ST_F + 2 * stats + offs_m, m_f, mask=row_ok)
+    tl.store(ST_F + 2 * stats + Lq + offs_m, il_f, mask=row_ok)
+    tl.store(ST_S + 2 * stats + offs_m, m_s, mask=row_ok)
+    tl.store(ST_S + 2 * stats + Lq + offs_m, il_s, mask=row_ok)
     tl.store(CSUM + stats + offs_m, csum, mask=row_ok)
 
 
@@ -219,29 +234,36 @@ def spsa_fwd(
 
 
 @triton.jit
-def _probabilities(sf, ss, lse2_f, lse2_s, valid):
-    """Exact p, q from base-2 scores and base-2 LSEs, broadcast along the score layout; 0 where
-    not valid."""
-    p = tl.where(valid, tl.exp2(sf - lse2_f), 0.0)
-    q = tl.where(valid, tl.exp2(ss - lse2_s), 0.0)
+def _probabilities(sf, ss, m_f, il_f, m_s, il_s, valid):
+    """Exact p = exp(sf − m_f)/l_f, q = exp(ss − m_s)/l_s, with the row statistics broadcast
+    along the score layout; 0 where not valid."""
+    p = tl.where(valid, _exp(sf - m_f) * il_f, 0.0)
+    q = tl.where(valid, _exp(ss - m_s) * il_s, 0.0)
     return p, q
 
 
 @triton.jit
-def _score_grads(p, q, dpv, delta, csum, dp_sum, dq_sum):
-    """dSf, dSs from p, q, dpv = dO·v and the per-row statistics (already broadcast)."""
-    c, r = _combine(p, q)
-    gc = (dpv - delta) / csum
+def _sensitivities(r):
+    """∂f/∂p = 1 − |r|(2 + r) and ∂f/∂q = |r|(2 − r) of c = f(p, q), with r = (q − p)/(q + p)."""
     abs_r = tl.abs(r)
-    dq = gc * abs_r * (2.0 - r)
-    dp = gc - gc * abs_r * (2.0 + r)
-    return p * (dp - dp_sum), q * (dq - dq_sum), c
+    return 1.0 - abs_r * (2.0 + r), abs_r * (2.0 - r)
+
+
+@triton.jit
+def _score_grads(p, q, dpv, delta0, eps, csum, dp_sum, dq_sum):
+    """dSf, dSs from p, q, dpv = dO·v and the per-row statistics (already broadcast).
+    dO·v − δ is formed as (dO·v − δ0) − ε, the preprocess's own expression, never from a
+    rounded δ: in a row that one key dominates, the two must cancel exactly."""
+    c, r = _combine(p, q)
+    gc = ((dpv - delta0) - eps) / csum
+    fp, fq = _sensitivities(r)
+    return p * (gc * fp - dp_sum), q * (gc * fq - dq_sum), c
 
 
 @triton.autotune(configs=PREPROCESS_CONFIGS, key=_KEY)
 @triton.jit
 def spsa_bwd_preprocess(
-    QF, KF, QS, KS, V, OUT, DO, LSE_F, LSE_S, CSUM, DELTA, DP_SUM, DQ_SUM,
+    QF, KF, QS, KS, V, OUT, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM,
     scale, H, Lq, Lk, Dkf, Dks, Dv,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
@@ -254,7 +276,12 @@ def spsa_bwd_preprocess(
     BLOCK_DKF: tl.constexpr, BLOCK_DKS: tl.constexpr, BLOCK_DV: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """δ_j = dO_j·o_j, Dp_j = Σ_i p_i dp_i, Dq_j = Σ_i q_i dq_i (fp32, (B·H, Lq))."""
+    """δ_j = Σ_i β_i dO_j·v_i, Dp_j = Σ_i p_i dp_i, Dq_j = Σ_i q_i dq_i (fp32, (B·H, Lq)).
+
+    One pass: with e_i = dO·v_i − δ0 (δ0 = dO·o, known before the loop) it accumulates
+    ε = Σ β e (so δ = δ0 + ε), Σ p·∂f/∂p·e and Σ p·∂f/∂p, and at the end
+    Dp = (Σ p·∂f/∂p·e − ε Σ p·∂f/∂p) / C  (likewise Dq). Every term is of the size of e, small
+    where the row is dominated by one key, so nothing large cancels."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -272,19 +299,24 @@ def spsa_bwd_preprocess(
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < Lq
-    qk_scale = scale * _LOG2E
+    qk_scale = scale
 
     qf = _load_tile(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, Dkf)
     qs = _load_tile(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, Dks)
     do = _load_tile(DO, offs_m, offs_dv, sdo_l, sdo_d, Lq, Dv)  # (M, DV)
     o = _load_tile(OUT, offs_m, offs_dv, so_l, so_d, Lq, Dv)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-    lse2_f = tl.load(LSE_F + stats + offs_m, mask=row_ok, other=0.0) * _LOG2E
-    lse2_s = tl.load(LSE_S + stats + offs_m, mask=row_ok, other=0.0) * _LOG2E
+    delta0 = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    m_f = tl.load(ST_F + 2 * stats + offs_m, mask=row_ok, other=0.0)
+    il_f = tl.load(ST_F + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
+    m_s = tl.load(ST_S + 2 * stats + offs_m, mask=row_ok, other=0.0)
+    il_s = tl.load(ST_S + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
     csum = tl.load(CSUM + stats + offs_m, mask=row_ok, other=1.0)
 
-    dp_sum = tl.zeros([BLOCK_M], tl.float32)
-    dq_sum = tl.zeros([BLOCK_M], tl.float32)
+    eps_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ β·e
+    pv_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ p·∂f/∂p·e
+    p_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ p·∂f/∂p
+    qv_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ q·∂f/∂q·e
+    q_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ q·∂f/∂q
     for start_n in range(0, Lk, BLOCK_N):
         cols = start_n + offs_n
         valid = row_ok[:, None] & (cols < Lk)[None, :]
@@ -294,12 +326,23 @@ def spsa_bwd_preprocess(
         sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
         ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
         dpv = _dot(do, v_t, None, PRECISION)
-        p, q = _probabilities(sf, ss, lse2_f[:, None], lse2_s[:, None], valid)
-        # With Dp = Dq = 0, _score_grads returns p∘dp and q∘dq: exactly the row-sum terms.
-        pdp, qdq, _ = _score_grads(p, q, dpv, delta[:, None], csum[:, None], 0.0, 0.0)
-        dp_sum += tl.sum(pdp, 1)
-        dq_sum += tl.sum(qdq, 1)
-    tl.store(DELTA + stats + offs_m, delta, mask=row_ok)
+        p, q = _probabilities(
+            sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid
+        )
+        c, r = _combine(p, q)
+        fp, fq = _sensitivities(r)
+        e = dpv - delta0[:, None]
+        pfp = p * fp
+        qfq = q * fq
+        eps_sum += tl.sum((c / csum[:, None]) * e, 1)
+        pv_sum += tl.sum(pfp * e, 1)
+        p_sum += tl.sum(pfp, 1)
+        qv_sum += tl.sum(qfq * e, 1)
+        q_sum += tl.sum(qfq, 1)
+    dp_sum = (pv_sum - eps_sum * p_sum) / csum
+    dq_sum = (qv_sum - eps_sum * q_sum) / csum
+    tl.store(DELTA + 2 * stats + offs_m, delta0, mask=row_ok)
+    tl.store(DELTA + 2 * stats + Lq + offs_m, eps_sum, mask=row_ok)
     tl.store(DP_SUM + stats + offs_m, dp_sum, mask=row_ok)
     tl.store(DQ_SUM + stats + offs_m, dq_sum, mask=row_ok)
 
@@ -307,7 +350,7 @@ def spsa_bwd_preprocess(
 @triton.autotune(configs=DKDV_CONFIGS, key=_KEY)
 @triton.jit
 def spsa_bwd_dkdv(
-    QF, KF, QS, KS, V, DO, LSE_F, LSE_S, CSUM, DELTA, DP_SUM, DQ_SUM, DKF, DKS, DV,
+    QF, KF, QS, KS, V, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, DKF, DKS, DV,
     scale, H, Lq, Lk, Dkf, Dks, Dv,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
@@ -322,8 +365,10 @@ def spsa_bwd_dkdv(
     BLOCK_DKF: tl.constexpr, BLOCK_DKS: tl.constexpr, BLOCK_DV: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """One key block, all query blocks: dkf, dks, dv. Works in the transposed (key × query)
-    layout so that the accumulators' rows are this program's keys."""
+    """One key block, all query blocks: dkf, dks, dv. Scores are computed in the forward's
+    (query × key) orientation, bit-for-bit the forward's values, so p and q match the forward
+    even where a one-ulp difference in a score of ~1e4 would move them by 0.3%; the transposes
+    ride on the conversion to the second dot's operand layout."""
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -343,39 +388,45 @@ def spsa_bwd_dkdv(
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
     key_ok = offs_n < Lk
-    qk_scale = scale * _LOG2E
+    qk_scale = scale
 
-    kf = _load_tile(KF, offs_n, offs_dkf, skf_l, skf_d, Lk, Dkf)  # (N, DKF)
-    ks = _load_tile(KS, offs_n, offs_dks, sks_l, sks_d, Lk, Dks)  # (N, DKS)
-    v = _load_tile(V, offs_n, offs_dv, sv_l, sv_d, Lk, Dv)  # (N, DV)
+    kf_t = _load_tile(KF, offs_dkf, offs_n, skf_d, skf_l, Dkf, Lk)  # (DKF, N)
+    ks_t = _load_tile(KS, offs_dks, offs_n, sks_d, sks_l, Dks, Lk)  # (DKS, N)
+    v_t = _load_tile(V, offs_dv, offs_n, sv_d, sv_l, Dv, Lk)  # (DV, N)
     dkf = tl.zeros([BLOCK_N, BLOCK_DKF], tl.float32)
     dks = tl.zeros([BLOCK_N, BLOCK_DKS], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start_m in range(0, Lq, BLOCK_M):
         rows = start_m + offs_m
         row_ok = rows < Lq
-        valid = key_ok[:, None] & row_ok[None, :]  # (N, M)
-        qf_t = _load_tile(QF, offs_dkf, rows, sqf_d, sqf_l, Dkf, Lq)  # (DKF, M)
-        qs_t = _load_tile(QS, offs_dks, rows, sqs_d, sqs_l, Dks, Lq)  # (DKS, M)
-        do_t = _load_tile(DO, offs_dv, rows, sdo_d, sdo_l, Dv, Lq)  # (DV, M)
-        lse2_f = tl.load(LSE_F + stats + rows, mask=row_ok, other=0.0) * _LOG2E
-        lse2_s = tl.load(LSE_S + stats + rows, mask=row_ok, other=0.0) * _LOG2E
+        valid = row_ok[:, None] & key_ok[None, :]  # (M, N)
+        qf = _load_tile(QF, rows, offs_dkf, sqf_l, sqf_d, Lq, Dkf)  # (M, DKF)
+        qs = _load_tile(QS, rows, offs_dks, sqs_l, sqs_d, Lq, Dks)  # (M, DKS)
+        do = _load_tile(DO, rows, offs_dv, sdo_l, sdo_d, Lq, Dv)  # (M, DV)
+        m_f = tl.load(ST_F + 2 * stats + rows, mask=row_ok, other=0.0)
+        il_f = tl.load(ST_F + 2 * stats + Lq + rows, mask=row_ok, other=0.0)
+        m_s = tl.load(ST_S + 2 * stats + rows, mask=row_ok, other=0.0)
+        il_s = tl.load(ST_S + 2 * stats + Lq + rows, mask=row_ok, other=0.0)
         csum = tl.load(CSUM + stats + rows, mask=row_ok, other=1.0)
-        delta = tl.load(DELTA + stats + rows, mask=row_ok, other=0.0)
+        delta0 = tl.load(DELTA + 2 * stats + rows, mask=row_ok, other=0.0)
+        eps = tl.load(DELTA + 2 * stats + Lq + rows, mask=row_ok, other=0.0)
         dp_sum = tl.load(DP_SUM + stats + rows, mask=row_ok, other=0.0)
         dq_sum = tl.load(DQ_SUM + stats + rows, mask=row_ok, other=0.0)
 
-        sf_t = _dot(kf, qf_t, None, PRECISION) * qk_scale  # (N, M)
-        ss_t = _dot(ks, qs_t, None, PRECISION) * qk_scale
-        dpv_t = _dot(v, do_t, None, PRECISION)  # dO_j·v_i
-        p_t, q_t = _probabilities(sf_t, ss_t, lse2_f[None, :], lse2_s[None, :], valid)
-        dsf_t, dss_t, c_t = _score_grads(
-            p_t, q_t, dpv_t, delta[None, :], csum[None, :], dp_sum[None, :], dq_sum[None, :]
+        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale  # (M, N), as in the forward
+        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
+        dpv = _dot(do, v_t, None, PRECISION)  # dO_j·v_i
+        p, q = _probabilities(
+            sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid
         )
-        dtype = kf.dtype
-        dv = _dot((c_t / csum[None, :]).to(dtype), tl.trans(do_t), dv, PRECISION)
-        dkf = _dot(dsf_t.to(dtype), tl.trans(qf_t), dkf, PRECISION)
-        dks = _dot(dss_t.to(dtype), tl.trans(qs_t), dks, PRECISION)
+        dsf, dss, c = _score_grads(
+            p, q, dpv, delta0[:, None], eps[:, None], csum[:, None],
+            dp_sum[:, None], dq_sum[:, None],
+        )  # fmt: skip
+        dtype = kf_t.dtype
+        dv = _dot(tl.trans((c / csum[:, None]).to(dtype)), do, dv, PRECISION)
+        dkf = _dot(tl.trans(dsf.to(dtype)), qf, dkf, PRECISION)
+        dks = _dot(tl.trans(dss.to(dtype)), qs, dks, PRECISION)
 
     dkf_ptrs = DKF + offs_n[:, None] * sdkf_l + offs_dkf[None, :] * sdkf_d
     dks_ptrs = DKS + offs_n[:, None] * sdks_l + offs_dks[None, :] * sdks_d
@@ -390,7 +441,7 @@ def spsa_bwd_dkdv(
 @triton.autotune(configs=DQ_CONFIGS, key=_KEY)
 @triton.jit
 def spsa_bwd_dq(
-    QF, KF, QS, KS, V, DO, LSE_F, LSE_S, CSUM, DELTA, DP_SUM, DQ_SUM, DQF, DQS,
+    QF, KF, QS, KS, V, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, DQF, DQS,
     scale, H, Lq, Lk, Dkf, Dks, Dv,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
@@ -423,15 +474,18 @@ def spsa_bwd_dq(
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < Lq
-    qk_scale = scale * _LOG2E
+    qk_scale = scale
 
     qf = _load_tile(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, Dkf)
     qs = _load_tile(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, Dks)
     do = _load_tile(DO, offs_m, offs_dv, sdo_l, sdo_d, Lq, Dv)
-    lse2_f = tl.load(LSE_F + stats + offs_m, mask=row_ok, other=0.0) * _LOG2E
-    lse2_s = tl.load(LSE_S + stats + offs_m, mask=row_ok, other=0.0) * _LOG2E
+    m_f = tl.load(ST_F + 2 * stats + offs_m, mask=row_ok, other=0.0)
+    il_f = tl.load(ST_F + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
+    m_s = tl.load(ST_S + 2 * stats + offs_m, mask=row_ok, other=0.0)
+    il_s = tl.load(ST_S + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
     csum = tl.load(CSUM + stats + offs_m, mask=row_ok, other=1.0)
-    delta = tl.load(DELTA + stats + offs_m, mask=row_ok, other=0.0)
+    delta0 = tl.load(DELTA + 2 * stats + offs_m, mask=row_ok, other=0.0)
+    eps = tl.load(DELTA + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
     dp_sum = tl.load(DP_SUM + stats + offs_m, mask=row_ok, other=0.0)
     dq_sum = tl.load(DQ_SUM + stats + offs_m, mask=row_ok, other=0.0)
 
@@ -446,10 +500,13 @@ def spsa_bwd_dq(
         sf = _dot(qf, tl.trans(kf), None, PRECISION) * qk_scale
         ss = _dot(qs, tl.trans(ks), None, PRECISION) * qk_scale
         dpv = _dot(do, v_t, None, PRECISION)
-        p, q = _probabilities(sf, ss, lse2_f[:, None], lse2_s[:, None], valid)
-        dsf, dss, _ = _score_grads(
-            p, q, dpv, delta[:, None], csum[:, None], dp_sum[:, None], dq_sum[:, None]
+        p, q = _probabilities(
+            sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid
         )
+        dsf, dss, _ = _score_grads(
+            p, q, dpv, delta0[:, None], eps[:, None], csum[:, None],
+            dp_sum[:, None], dq_sum[:, None],
+        )  # fmt: skip
         dqf = _dot(dsf.to(kf.dtype), kf, dqf, PRECISION)
         dqs = _dot(dss.to(ks.dtype), ks, dqs, PRECISION)
 
@@ -465,7 +522,7 @@ def spsa_bwd_dq(
 # Ahead-of-time compile specs (read by fastsr.kernels.report; no GPU needed)
 # ---------------------------------------------------------------------------------------------
 
-_STATS = frozenset({"LSE_F", "LSE_S", "CSUM", "DELTA", "DP_SUM", "DQ_SUM"})
+_STATS = frozenset({"ST_F", "ST_S", "CSUM", "DELTA", "DP_SUM", "DQ_SUM"})
 _HEAD_DIM = {"qf": "Dkf", "kf": "Dkf", "dqf": "Dkf", "dkf": "Dkf",
              "qs": "Dks", "ks": "Dks", "dqs": "Dks", "dks": "Dks",
              "v": "Dv", "o": "Dv", "do": "Dv", "dv": "Dv"}  # fmt: skip

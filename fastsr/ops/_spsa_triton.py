@@ -75,27 +75,28 @@ def _constexprs(Dkf: int, Dks: int, Dv: int, dtype: torch.dtype) -> dict:
 def spsa_forward_triton(
     q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, v: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Returns out (B, H, Lq, Dv) in the input dtype and lse_fea, lse_seg, csum (B, H, Lq) fp32
-    (natural-log log-sum-exps of both score rows and Σ_i c_i)."""
+    """Returns out (B, H, Lq, Dv) in the input dtype; stats_fea, stats_seg (B, H, 2, Lq) fp32,
+    the row max m and 1/Σ_i exp(s_i − m) of each score row; csum (B, H, Lq) fp32, Σ_i c_i."""
     B, H, Lq, Lk, Dkf, Dks, Dv = _check_inputs(q_fea, k_fea, q_seg, k_seg, v)
     out = torch.empty((B, H, Lq, Dv), dtype=v.dtype, device=v.device)
-    lse_fea, lse_seg, csum = (
-        torch.empty((B, H, Lq), dtype=torch.float32, device=v.device) for _ in range(3)
+    stats_fea, stats_seg = (
+        torch.empty((B, H, 2, Lq), dtype=torch.float32, device=v.device) for _ in range(2)
     )
+    csum = torch.empty((B, H, Lq), dtype=torch.float32, device=v.device)
     if Lq == 0 or B * H == 0:
-        return out, lse_fea, lse_seg, csum
+        return out, stats_fea, stats_seg, csum
 
     def grid(meta):
         return (triton.cdiv(Lq, meta["BLOCK_M"]), B * H)
 
     spsa_fwd[grid](
-        q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum,
+        q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum,
         float(scale), H, Lq, Lk, Dkf, Dks, Dv,
         *q_fea.stride(), *k_fea.stride(), *q_seg.stride(), *k_seg.stride(), *v.stride(),
         *out.stride(),
         **_constexprs(Dkf, Dks, Dv, v.dtype),
     )  # fmt: skip
-    return out, lse_fea, lse_seg, csum
+    return out, stats_fea, stats_seg, csum
 
 
 def spsa_backward_triton(
@@ -106,29 +107,31 @@ def spsa_backward_triton(
     k_seg: Tensor,
     v: Tensor,
     out: Tensor,
-    lse_fea: Tensor,
-    lse_seg: Tensor,
+    stats_fea: Tensor,
+    stats_seg: Tensor,
     csum: Tensor,
     scale: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients (dq_fea, dk_fea, dq_seg, dk_seg, dv), each shaped and typed like its input.
-    grad_out and out are (B, H, Lq, Dv) in the input dtype; lse_fea, lse_seg, csum are the
+    grad_out and out are (B, H, Lq, Dv) in the input dtype; stats_fea, stats_seg, csum are the
     forward's (B, H, Lq) fp32 statistics."""
     B, H, Lq, Lk, Dkf, Dks, Dv = _check_inputs(q_fea, k_fea, q_seg, k_seg, v)
     dtype, device = v.dtype, v.device
     _check("grad_out", grad_out, (B, H, Lq, Dv), "(B, H, Lq, Dv)", dtype, device)
     _check("out", out, (B, H, Lq, Dv), "(B, H, Lq, Dv)", dtype, device)
-    for name, x in (("lse_fea", lse_fea), ("lse_seg", lse_seg), ("csum", csum)):
-        _check(name, x, (B, H, Lq), "(B, H, Lq)", torch.float32, device)
+    for name, x in (("stats_fea", stats_fea), ("stats_seg", stats_seg)):
+        _check(name, x, (B, H, 2, Lq), "(B, H, 2, Lq)", torch.float32, device)
+    _check("csum", csum, (B, H, Lq), "(B, H, Lq)", torch.float32, device)
     # The statistics are indexed as contiguous (B·H, Lq); the forward allocates them so.
-    lse_fea, lse_seg, csum = lse_fea.contiguous(), lse_seg.contiguous(), csum.contiguous()
+    stats_fea, stats_seg, csum = stats_fea.contiguous(), stats_seg.contiguous(), csum.contiguous()
 
-    dq_fea, dk_fea, dq_seg, dk_seg, dv = (torch.empty_like(x) for x in (q_fea, k_fea, q_seg, k_seg, v))
+    dq_fea, dk_fea, dq_seg, dk_seg, dv = (  # contiguous, as the custom op's fake promises
+        x.new_empty(x.shape) for x in (q_fea, k_fea, q_seg, k_seg, v)
+    )
     if Lq == 0 or B * H == 0:  # no queries: nothing flows back to the keys or values
         return dq_fea, dk_fea.zero_(), dq_seg, dk_seg.zero_(), dv.zero_()
-    delta, dp_sum, dq_sum = (
-        torch.empty((B, H, Lq), dtype=torch.float32, device=device) for _ in range(3)
-    )
+    delta = torch.empty((B, H, 2, Lq), dtype=torch.float32, device=device)  # δ0 = dO·o, ε
+    dp_sum, dq_sum = (torch.empty((B, H, Lq), dtype=torch.float32, device=device) for _ in range(2))
     scalars = (float(scale), H, Lq, Lk, Dkf, Dks, Dv)
     strides_in = (
         *q_fea.stride(), *k_fea.stride(), *q_seg.stride(), *k_seg.stride(), *v.stride(),
@@ -142,20 +145,20 @@ def spsa_backward_triton(
         return (triton.cdiv(Lk, meta["BLOCK_N"]), B * H)
 
     spsa_bwd_preprocess[query_grid](
-        q_fea, k_fea, q_seg, k_seg, v, out, grad_out, lse_fea, lse_seg, csum,
+        q_fea, k_fea, q_seg, k_seg, v, out, grad_out, stats_fea, stats_seg, csum,
         delta, dp_sum, dq_sum,
         *scalars, *strides_in, *out.stride(), *grad_out.stride(),
         **constexprs,
     )  # fmt: skip
     spsa_bwd_dkdv[key_grid](
-        q_fea, k_fea, q_seg, k_seg, v, grad_out, lse_fea, lse_seg, csum,
+        q_fea, k_fea, q_seg, k_seg, v, grad_out, stats_fea, stats_seg, csum,
         delta, dp_sum, dq_sum, dk_fea, dk_seg, dv,
         *scalars, *strides_in, *grad_out.stride(),
         *dk_fea.stride(), *dk_seg.stride(), *dv.stride(),
         **constexprs,
     )  # fmt: skip
     spsa_bwd_dq[query_grid](
-        q_fea, k_fea, q_seg, k_seg, v, grad_out, lse_fea, lse_seg, csum,
+        q_fea, k_fea, q_seg, k_seg, v, grad_out, stats_fea, stats_seg, csum,
         delta, dp_sum, dq_sum, dq_fea, dq_seg,
         *scalars, *strides_in, *grad_out.stride(), *dq_fea.stride(), *dq_seg.stride(),
         **constexprs,

@@ -119,15 +119,21 @@ def _torch_forward(q_fea, k_fea, q_seg, k_seg, v, scale):
             torch.sum(c, dim=-1, keepdim=True, out=csum[hs, rs])
             torch.bmm(c, vv[hs], out=out[hs, rs]).div_(csum[hs, rs])
     out = out.reshape(B, H, Lq, Dv).to(q_fea.dtype)
-    empty = q_fea.new_empty(B, H, 0, dtype=cdt)  # this path keeps no log-sum-exps
+    empty = q_fea.new_empty(B, H, 0, Lq, dtype=cdt)  # this path keeps no softmax statistics
     return out, empty, empty.clone(), csum.reshape(B, H, Lq)
 
 
-def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
-    """Backward of the tiled path (DESIGN.md): recomputes each tile's p, q, c, then
+def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, csum, scale):
+    """Backward of the tiled path (DESIGN.md): recomputes each tile's p, q, c, then, with
+    β = c / Σc and r = d / s,
 
-    gc = (dO·v − dO·o) / Σc;  dp = gc ∂f/∂p,  dq = gc ∂f/∂q  with  r = d/s:
-    ∂f/∂q = |r|(2 − r),  ∂f/∂p = 1 − |r|(2 + r);  dS = p ∘ (dp − Σ p dp)  (and likewise for q).
+    gc = (dO·v − δ) / Σc,  δ = Σ β dO·v (= dO·o);   dv = βᵀ dO
+    ∂f/∂q = |r|(2 − r),  ∂f/∂p = 1 − 4|r| + ∂f/∂q  (= 1 − |r|(2 + r))
+    dp = gc ∂f/∂p,  dq = gc ∂f/∂q;   dS = p ∘ (dp − Σ p dp)  (and likewise for q).
+
+    δ comes from the tile's own β rather than the rounded output, and ∂f/∂p is 0 exactly where
+    q = 0 (r = −1): where one key carries all of c, every gradient that is 0 in exact
+    arithmetic is 0 here too, instead of a rounding error that a large `scale` amplifies.
     """
     B, H, Lq, Dkf = q_fea.shape
     Lk, Dks, Dv = v.shape[-2], k_seg.shape[-1], v.shape[-1]
@@ -141,7 +147,6 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
     do = _flat(grad_out, cdt)
     csum = csum.reshape(-1, Lq, 1).to(cdt)
     do_c = do / csum  # dO_j / Σc_j
-    delta = (do_c * _flat(out, cdt)).sum(-1, keepdim=True)  # dO_j·o_j / Σc_j
     n = qf.shape[0]
     dqf, dqs = torch.empty_like(qf), torch.empty_like(qs)
     dkf_t, dks_t, dv = torch.zeros_like(kf_t), torch.zeros_like(ks_t), torch.zeros_like(vv)
@@ -162,14 +167,16 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale):
             d = torch.sub(q, p, out=b0)
             s = torch.add(q, p, out=b1).add_(tiny)
             c = torch.addcdiv(p, torch.abs(d, out=b4).mul_(d), s, out=b5)
-            dv[hs].baddbmm_(c.transpose(1, 2), do_c[hs, rs])  # dv += (c/Σc)ᵀ dO
+            beta = c.div_(csum[hs, rs])  # b5
+            dv[hs].baddbmm_(beta.transpose(1, 2), do[hs, rs])  # dv += βᵀ dO
             r = d.div_(s)  # b0; s is free from here
-            # gc = dO·v/Σc − dO·o/Σc in one fused GEMM with a per-row bias.
-            gc = torch.baddbmm(delta[hs, rs].neg(), do_c[hs, rs], vv[hs].transpose(1, 2), out=b1)
-            g2 = torch.abs(r, out=b4).mul_(gc)  # gc·|r|
-            h = torch.mul(g2, r, out=b5)  # gc·|r|·r
-            dq = g2.mul_(2).sub_(h)  # gc·|r|(2 − r)
-            dp = gc.sub_(dq).sub_(h, alpha=2)  # gc·(1 − |r|(2 + r))
+            gc = torch.bmm(do_c[hs, rs], vv[hs].transpose(1, 2), out=b1)  # dO·v / Σc
+            gc.sub_(torch.matmul(beta.unsqueeze(-2), gc.unsqueeze(-1)).squeeze(-1))  # − δ/Σc
+            abs_r = torch.abs(r, out=b4)
+            fq = torch.mul(abs_r, 2, out=b5).addcmul_(abs_r, r, value=-1)  # |r|(2 − r)
+            fp = torch.add(fq, abs_r, alpha=-4, out=b4).add_(1)  # 1 − 4|r| + ∂f/∂q
+            dq = fq.mul_(gc)
+            dp = gc.mul_(fp)
             dsf = _softmax_grad_(p, dp)
             dss = _softmax_grad_(q, dq)
             torch.bmm(dsf, kf_t[hs].transpose(1, 2), out=dqf[hs, rs])
@@ -200,11 +207,11 @@ def _triton_forward(q_fea, k_fea, q_seg, k_seg, v, scale):
     return spsa_forward_triton(q_fea, k_fea, q_seg, k_seg, v, scale)
 
 
-def _triton_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale):
+def _triton_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum, scale):
     from fastsr.ops._spsa_triton import spsa_backward_triton
 
     return spsa_backward_triton(
-        grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale
+        grad_out, q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum, scale
     )
 
 
@@ -225,11 +232,11 @@ def _spsa_fwd(
 @_spsa_fwd.register_fake
 def _(q_fea, k_fea, q_seg, k_seg, v, scale, backend):
     B, H, Lq, _ = q_fea.shape
-    lse_len = Lq if backend == "triton" else 0
-    cdt = _compute_dtype(q_fea.dtype)  # log-sum-exps and Σc: float32 (float64 for float64)
+    cdt = _compute_dtype(q_fea.dtype)  # statistics: float32 (float64 for float64)
     out = v.new_empty(B, H, Lq, v.shape[-1])
-    lse = q_fea.new_empty(B, H, lse_len, dtype=cdt)
-    return out, lse, lse.clone(), q_fea.new_empty(B, H, Lq, dtype=cdt)
+    # Triton keeps each softmax row's max and 1/sum, (B, H, 2, Lq); the CPU path keeps none.
+    stats = q_fea.new_empty(B, H, 2 if backend == "triton" else 0, Lq, dtype=cdt)
+    return out, stats, stats.clone(), q_fea.new_empty(B, H, Lq, dtype=cdt)
 
 
 @torch.library.custom_op("fastsr::spsa_attention_bwd", mutates_args=())
@@ -241,32 +248,33 @@ def _spsa_bwd(
     k_seg: Tensor,
     v: Tensor,
     out: Tensor,
-    lse_fea: Tensor,
-    lse_seg: Tensor,
+    stats_fea: Tensor,
+    stats_seg: Tensor,
     csum: Tensor,
     scale: float,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     if backend == "triton":
         return _triton_backward(
-            grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale
+            grad_out, q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum, scale
         )
-    return _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, csum, scale)
+    return _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, csum, scale)
 
 
 @_spsa_bwd.register_fake
-def _(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum, scale, backend):
-    return tuple(torch.empty_like(x) for x in (q_fea, k_fea, q_seg, k_seg, v))
+def _(grad_out, q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum, scale, backend):
+    # Contiguous whatever the inputs' strides, as both backends return them.
+    return tuple(x.new_empty(x.shape) for x in (q_fea, k_fea, q_seg, k_seg, v))
 
 
 def _setup_context(ctx, inputs, output):
     q_fea, k_fea, q_seg, k_seg, v, scale, backend = inputs
-    out, lse_fea, lse_seg, csum = output
-    ctx.save_for_backward(q_fea, k_fea, q_seg, k_seg, v, out, lse_fea, lse_seg, csum)
+    out, stats_fea, stats_seg, csum = output
+    ctx.save_for_backward(q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum)
     ctx.scale, ctx.backend = scale, backend
 
 
-def _backward(ctx, grad_out, _grad_lse_fea, _grad_lse_seg, _grad_csum):
+def _backward(ctx, grad_out, _grad_stats_fea, _grad_stats_seg, _grad_csum):
     grads = _spsa_bwd(grad_out.contiguous(), *ctx.saved_tensors, ctx.scale, ctx.backend)
     return (*grads, None, None)
 

@@ -76,11 +76,11 @@ def _configs(gpu: list[tuple[int, int, int, int]]) -> list[triton.Config]:
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). Every listed config compiles without spills for
 # sm_80 and sm_90 at fp16, bf16 and fp32/tf32 (python -m fastsr.kernels.report --all-configs).
 FWD_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 64, 8, 3)])
-PREPROCESS_CONFIGS = _configs([(64, 32, 4, 3), (64, 32, 4, 2), (32, 64, 4, 2)])
+PREPROCESS_CONFIGS = _configs([(64, 32, 4, 3), (64, 16, 4, 3)])
 # dkdv keeps kf, ks, v and three fp32 accumulators resident: it is the register-bound kernel
-# (255 registers on sm_80 at fp32 with M16 N64, still no spills); M32+ tiles spill there.
-DKDV_CONFIGS = _configs([(16, 64, 4, 2), (16, 128, 8, 2)])
-DQ_CONFIGS = _configs([(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2), (32, 32, 4, 2)])
+# (N64 tiles spill on sm_80 at fp32).
+DKDV_CONFIGS = _configs([(16, 32, 4, 2), (32, 32, 4, 2)])
+DQ_CONFIGS = _configs([(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2)])
 _KEY = ["Lq", "Lk", "Dkf", "Dks", "Dv"]
 
 

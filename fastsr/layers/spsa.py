@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fastsr.ops.spsa import BACKENDS, spsa_attention
+from fastsr.ops.spsa import BACKENDS, spsa_attention, spsa_attention_maps
 
 __all__ = ["SPSA"]
 
@@ -209,15 +209,8 @@ class SPSA(nn.Module):
         k_fea = self._split_heads(self.f_fea(x))  # (B, heads, L, qk/heads)
         q_seg = self._split_heads(self.g_seg(z))[:, :, rows]  # (B, heads, P, qk/heads)
         k_seg = self._split_heads(self.f_seg(z))  # (B, heads, L, qk/heads)
-        beta_fea = torch.softmax(self.scale * q_fea @ k_fea.transpose(-1, -2), dim=-1)  # (B,h,P,L)
-        beta_seg = torch.softmax(self.scale * q_seg @ k_seg.transpose(-1, -2), dim=-1)  # (B,h,P,L)
-        total = beta_seg + beta_fea
-        nonzero = total > 0
-        # eq. 5; where both attentions underflow to 0 the weight (and the combination) is 0.
-        w_seg = (beta_seg - beta_fea).abs() / torch.where(nonzero, total, 1)
-        w_seg = torch.where(nonzero, w_seg, 0)
-        beta = w_seg * beta_seg + (1 - w_seg) * beta_fea  # eq. 6
-        beta = beta / beta.sum(dim=-1, keepdim=True)
+        maps = spsa_attention_maps(q_fea, k_fea, q_seg, k_seg, self.scale)  # 3 × (B, h, P, L)
+        beta_fea, beta_seg, beta = maps
         shape = (B, self.heads, len(rows), H, W)
         return {
             "feature": beta_fea.reshape(shape),

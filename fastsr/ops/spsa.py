@@ -23,7 +23,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["spsa_attention", "spsa_attention_reference", "BACKENDS"]
+__all__ = ["spsa_attention", "spsa_attention_reference", "spsa_attention_maps", "BACKENDS"]
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -33,10 +33,11 @@ BACKENDS = ("auto", "triton", "torch", "reference")
 # ---------------------------------------------------------------------------------------------
 
 
-def spsa_attention_reference(
-    q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, v: Tensor, scale: float = 1.0
-) -> Tensor:
-    """Pure-PyTorch SPSA attention; O(Lq·Lk) memory. Shapes as in :func:`spsa_attention`."""
+def spsa_attention_maps(
+    q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, scale: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The three (B, H, Lq, Lk) attention maps: feature β_fea (eq. 2), segmentation β_seg
+    (eq. 4) and combined β (eqs. 5–6, renormalised: each row sums to 1)."""
     beta_fea = torch.softmax(scale * q_fea @ k_fea.transpose(-1, -2), dim=-1)  # (B, H, Lq, Lk)
     beta_seg = torch.softmax(scale * q_seg @ k_seg.transpose(-1, -2), dim=-1)  # (B, H, Lq, Lk)
     total = beta_seg + beta_fea
@@ -44,7 +45,14 @@ def spsa_attention_reference(
     # eq. 5; where both attentions underflow to 0 the weight is 0 (and so is the combination).
     w_seg = torch.where(nonzero, (beta_seg - beta_fea).abs() / torch.where(nonzero, total, 1), 0)
     beta = w_seg * beta_seg + (1 - w_seg) * beta_fea  # eq. 6, numerator
-    beta = beta / beta.sum(dim=-1, keepdim=True)  # eq. 6, renormalised
+    return beta_fea, beta_seg, beta / beta.sum(dim=-1, keepdim=True)  # eq. 6, renormalised
+
+
+def spsa_attention_reference(
+    q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, v: Tensor, scale: float = 1.0
+) -> Tensor:
+    """Pure-PyTorch SPSA attention; O(Lq·Lk) memory. Shapes as in :func:`spsa_attention`."""
+    _, _, beta = spsa_attention_maps(q_fea, k_fea, q_seg, k_seg, scale)
     return beta @ v  # eq. 7: (B, H, Lq, Dv)
 
 

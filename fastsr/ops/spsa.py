@@ -17,6 +17,7 @@ autograd registration, then the public function.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
@@ -78,6 +79,14 @@ def _tile_shape(n: int, lq: int, lk: int) -> tuple[int, int]:
     return heads, rows
 
 
+def _tiles(n: int, lq: int, lk: int):
+    """Yield (head slice, row slice) covering (n, lq) in tiles of `_tile_shape`."""
+    heads, rows = _tile_shape(n, lq, lk)
+    for h0 in range(0, n, heads):
+        for r0 in range(0, lq, rows):
+            yield slice(h0, min(n, h0 + heads)), slice(r0, min(lq, r0 + rows))
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -110,22 +119,16 @@ def _torch_forward(q_fea, k_fea, q_seg, k_seg, v, scale):
     n = qf.shape[0]
     out = torch.empty(n, Lq, Dv, dtype=cdt, device=v.device)
     csum = torch.empty(n, Lq, 1, dtype=cdt, device=v.device)
-    heads, rows = _tile_shape(n, Lq, Lk)
-    buf = torch.empty(4, heads, rows, Lk, dtype=cdt, device=v.device)
-    for h0 in range(0, n, heads):
-        hs = slice(h0, min(n, h0 + heads))
-        nh = hs.stop - hs.start
-        for r0 in range(0, Lq, rows):
-            rs = slice(r0, min(Lq, r0 + rows))
-            nr = rs.stop - rs.start
-            sf, ss, d, work = (b[:nh, :nr] for b in buf)
-            torch.bmm(qf[hs, rs], kf_t[hs], out=sf)  # (nh, nr, Lk) feature scores
-            torch.bmm(qs[hs, rs], ks_t[hs], out=ss)  # (nh, nr, Lk) segmentation scores
-            p = _softmax_out(sf, work)
-            q = _softmax_out(ss, sf)
-            c = _combine_(p, q, d, ss)  # in `work`
-            torch.sum(c, dim=-1, keepdim=True, out=csum[hs, rs])
-            torch.bmm(c, vv[hs], out=out[hs, rs]).div_(csum[hs, rs])
+    buf = torch.empty(4, *_tile_shape(n, Lq, Lk), Lk, dtype=cdt, device=v.device)
+    for hs, rs in _tiles(n, Lq, Lk):
+        sf, ss, d, work = (b[: hs.stop - hs.start, : rs.stop - rs.start] for b in buf)
+        torch.bmm(qf[hs, rs], kf_t[hs], out=sf)  # (heads, rows, Lk) feature scores
+        torch.bmm(qs[hs, rs], ks_t[hs], out=ss)  # (heads, rows, Lk) segmentation scores
+        p = _softmax_out(sf, work)
+        q = _softmax_out(ss, sf)
+        c = _combine_(p, q, d, ss)  # in `work`
+        torch.sum(c, dim=-1, keepdim=True, out=csum[hs, rs])
+        torch.bmm(c, vv[hs], out=out[hs, rs]).div_(csum[hs, rs])
     out = out.reshape(B, H, Lq, Dv).to(q_fea.dtype)
     empty = q_fea.new_empty(B, H, 0, Lq, dtype=cdt)  # this path keeps no softmax statistics
     return out, empty, empty.clone(), csum.reshape(B, H, Lq)
@@ -158,40 +161,34 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, csum, scale):
     n = qf.shape[0]
     dqf, dqs = torch.empty_like(qf), torch.empty_like(qs)
     dkf_t, dks_t, dv = torch.zeros_like(kf_t), torch.zeros_like(ks_t), torch.zeros_like(vv)
-    heads, rows = _tile_shape(n, Lq, Lk)
-    buf = torch.empty(6, heads, rows, Lk, dtype=cdt, device=v.device)
+    buf = torch.empty(6, *_tile_shape(n, Lq, Lk), Lk, dtype=cdt, device=v.device)
     tiny = torch.finfo(cdt).tiny
-    for h0 in range(0, n, heads):
-        hs = slice(h0, min(n, h0 + heads))
-        nh = hs.stop - hs.start
-        for r0 in range(0, Lq, rows):
-            rs = slice(r0, min(Lq, r0 + rows))
-            nr = rs.stop - rs.start
-            b0, b1, b2, b3, b4, b5 = (b[:nh, :nr] for b in buf)
-            torch.bmm(qf[hs, rs], kf_t[hs], out=b0)
-            torch.bmm(qs[hs, rs], ks_t[hs], out=b1)
-            p = _softmax_out(b0, b2)
-            q = _softmax_out(b1, b3)
-            d = torch.sub(q, p, out=b0)
-            s = torch.add(q, p, out=b1).add_(tiny)
-            c = torch.addcdiv(p, torch.abs(d, out=b4).mul_(d), s, out=b5)
-            beta = c.div_(csum[hs, rs])  # b5
-            dv[hs].baddbmm_(beta.transpose(1, 2), do[hs, rs])  # dv += βᵀ dO
-            r = d.div_(s)  # b0; s is free from here
-            gc = torch.bmm(do_c[hs, rs], vv[hs].transpose(1, 2), out=b1)  # dO·v / Σc
-            gc.sub_(torch.matmul(beta.unsqueeze(-2), gc.unsqueeze(-1)).squeeze(-1))  # − δ/Σc
-            abs_r = torch.abs(r, out=b4)
-            fq = torch.mul(abs_r, 2, out=b5).addcmul_(abs_r, r, value=-1)  # |r|(2 − r)
-            fp = torch.add(fq, abs_r, alpha=-4, out=b4).add_(1)  # 1 − 4|r| + ∂f/∂q
-            dq = fq.mul_(gc)
-            dp = gc.mul_(fp)
-            dsf = _softmax_grad_(p, dp)
-            dss = _softmax_grad_(q, dq)
-            torch.bmm(dsf, kf_t[hs].transpose(1, 2), out=dqf[hs, rs])
-            torch.bmm(dss, ks_t[hs].transpose(1, 2), out=dqs[hs, rs])
-            dkf_t[hs].baddbmm_(qf[hs, rs].transpose(1, 2), dsf)
-            dks_t[hs].baddbmm_(qs[hs, rs].transpose(1, 2), dss)
-    # Contiguous, as the fake implementation (empty_like) promises torch.compile.
+    for hs, rs in _tiles(n, Lq, Lk):
+        b0, b1, b2, b3, b4, b5 = (b[: hs.stop - hs.start, : rs.stop - rs.start] for b in buf)
+        torch.bmm(qf[hs, rs], kf_t[hs], out=b0)
+        torch.bmm(qs[hs, rs], ks_t[hs], out=b1)
+        p = _softmax_out(b0, b2)
+        q = _softmax_out(b1, b3)
+        d = torch.sub(q, p, out=b0)
+        s = torch.add(q, p, out=b1).add_(tiny)
+        c = torch.addcdiv(p, torch.abs(d, out=b4).mul_(d), s, out=b5)
+        beta = c.div_(csum[hs, rs])  # b5
+        dv[hs].baddbmm_(beta.transpose(1, 2), do[hs, rs])  # dv += βᵀ dO
+        r = d.div_(s)  # b0; s is free from here
+        gc = torch.bmm(do_c[hs, rs], vv[hs].transpose(1, 2), out=b1)  # dO·v / Σc
+        gc.sub_(torch.matmul(beta.unsqueeze(-2), gc.unsqueeze(-1)).squeeze(-1))  # − δ/Σc
+        abs_r = torch.abs(r, out=b4)
+        fq = torch.mul(abs_r, 2, out=b5).addcmul_(abs_r, r, value=-1)  # |r|(2 − r)
+        fp = torch.add(fq, abs_r, alpha=-4, out=b4).add_(1)  # 1 − 4|r| + ∂f/∂q
+        dq = fq.mul_(gc)
+        dp = gc.mul_(fp)
+        dsf = _softmax_grad_(p, dp)
+        dss = _softmax_grad_(q, dq)
+        torch.bmm(dsf, kf_t[hs].transpose(1, 2), out=dqf[hs, rs])
+        torch.bmm(dss, ks_t[hs].transpose(1, 2), out=dqs[hs, rs])
+        dkf_t[hs].baddbmm_(qf[hs, rs].transpose(1, 2), dsf)
+        dks_t[hs].baddbmm_(qs[hs, rs].transpose(1, 2), dss)
+    # Contiguous, as the fake implementation promises torch.compile.
     grads = (dqf * scale, dkf_t.transpose(1, 2).contiguous(), dqs * scale,
              dks_t.transpose(1, 2).contiguous(), dv)
     like = (q_fea, k_fea, q_seg, k_seg, v)
@@ -340,17 +337,14 @@ def _check_inputs(tensors: tuple[Tensor, ...], scale: float, backend: str) -> No
 def _resolve(backend: str, device: torch.device) -> str:
     if backend != "auto":
         return backend
-    if device.type == "cuda" and _triton_available():
+    if device.type == "cuda" and _HAS_TRITON:
         return "triton"
     return "torch"
 
 
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# Decided once, at import, without importing Triton (a heavy import that must also stay out of
+# torch.compile's traced region).
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def spsa_attention(

@@ -68,3 +68,14 @@ def test_json_mode_prints_the_records():
     proc = _run_report("--json")
     records = json.loads(proc.stdout)
     assert records and all(set(r) == KEYS for r in records)
+
+
+def test_every_autotune_config_compiles_without_spills_and_with_mma(tmp_path):
+    """The autotuner may pick any listed config on a GPU: all of them must be spill-free."""
+    path = tmp_path / "all.json"
+    proc = _run_report("--all-configs", "--json-out", str(path))
+    assert path.exists(), f"report failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+    rows = json.loads(path.read_text())
+    assert len(rows) > 24  # more than one config per kernel × arch × dtype
+    bad = [r for r in rows if r["spill_bytes"] or not r["mma"]]
+    assert not bad, bad

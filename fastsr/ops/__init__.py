@@ -1,5 +1,13 @@
 """Functional ops: one file per op, each with its reference, CPU path, launchers and autograd."""
 
-from fastsr.ops.spsa import spsa_attention, spsa_attention_reference
+from fastsr.ops.dense_block import dense_block, dense_block_reference, dense_connections
+from fastsr.ops.spsa import spsa_attention, spsa_attention_maps, spsa_attention_reference
 
-__all__ = ["spsa_attention", "spsa_attention_reference"]
+__all__ = [
+    "dense_block",
+    "dense_block_reference",
+    "dense_connections",
+    "spsa_attention",
+    "spsa_attention_maps",
+    "spsa_attention_reference",
+]

@@ -12,6 +12,8 @@ writes its output into its own slot.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
 
 import torch
@@ -81,8 +83,220 @@ def dense_block_reference(
 
 
 # ---------------------------------------------------------------------------------------------
+# Buffer layout shared by the fast paths
+#
+# The reference copies its inputs into a new tensor before every conv: 4 concatenations of
+# 64…160 channels per block, and autograd keeps each of them for the backward (≈2.5× the
+# block's features). Here one buffer [x_0 | x_1 | x_2 | x_3 | x_4] holds every feature once,
+# each conv reads its inputs as channel ranges of it (a prefix, for the dense block: a plain
+# view) and writes its output into its own slot, and the backward reads the same buffer.
+# ---------------------------------------------------------------------------------------------
+
+
+def _slot(layer: int, nf: int, gc: int) -> tuple[int, int]:
+    """Buffer channels of x_layer (0 … 4)."""
+    return (0, nf) if layer == 0 else (nf + gc * (layer - 1), nf + gc * layer)
+
+
+def _input_ranges(kept: Sequence[int], nf: int, gc: int) -> list[tuple[int, int]]:
+    """Buffer channel ranges of [x_0, x_kept…], adjacent ranges merged (dense: one prefix)."""
+    ranges: list[tuple[int, int]] = []
+    for start, stop in [_slot(0, nf, gc)] + [_slot(i, nf, gc) for i in kept]:
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], stop)
+        else:
+            ranges.append((start, stop))
+    return ranges
+
+
+def _weight_columns(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For each buffer range, its columns in the conv's (concatenated) input channels."""
+    cols, at = [], 0
+    for start, stop in ranges:
+        cols.append((at, at + stop - start))
+        at += stop - start
+    return cols
+
+
+def _conv_ranges(buf: Tensor, ranges, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv3×3(buffer channels `ranges`, weight) + bias, without gathering the channels: one
+    convolution per range, summed (one range for a dense block)."""
+    out = None
+    for (start, stop), (c0, c1) in zip(ranges, _weight_columns(ranges)):
+        part = F.conv2d(buf[:, start:stop], weight[:, c0:c1], bias if out is None else None, padding=1)
+        out = part if out is None else out.add_(part)
+    return out
+
+
+def _torch_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
+    B, nf, H, W = x0.shape
+    gc = weights[0].shape[0]
+    buf = x0.new_empty(B, nf + gc * (NUM_CONVS - 1), H, W)
+    buf[:, :nf].copy_(x0)
+    for layer in range(1, NUM_CONVS):
+        y = _conv_ranges(buf, _input_ranges(kept[layer - 1], nf, gc), weights[layer - 1], biases[layer - 1])
+        start, stop = _slot(layer, nf, gc)
+        torch.ops.aten.leaky_relu.out(y, NEGATIVE_SLOPE, out=buf[:, start:stop])
+    y5 = _conv_ranges(buf, _input_ranges(kept[4], nf, gc), weights[4], biases[4])
+    return torch.add(x0, y5, alpha=RESIDUAL_SCALE), buf
+
+
+def _triton_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
+    from fastsr.ops._dense_conv_triton import dense_conv3x3_triton
+
+    B, nf, H, W = x0.shape
+    gc = weights[0].shape[0]
+    buf = x0.new_empty(B, nf + gc * (NUM_CONVS - 1), H, W)
+    buf[:, :nf].copy_(x0)
+    out = torch.empty_like(x0)
+    for layer in range(1, NUM_CONVS + 1):
+        channels = torch.cat(
+            [torch.arange(a, b, device=x0.device) for a, b in _input_ranges(kept[layer - 1], nf, gc)]
+        ).to(torch.int32)
+        if layer < NUM_CONVS:
+            dense_conv3x3_triton(buf, channels, weights[layer - 1], biases[layer - 1], buf,
+                                 _slot(layer, nf, gc)[0], activation=True)  # fmt: skip
+        else:
+            dense_conv3x3_triton(buf, channels, weights[4], biases[4], out, 0, activation=False,
+                                 residual=x0, residual_scale=RESIDUAL_SCALE)  # fmt: skip
+    return out, buf
+
+
+def _backward(grad_out: Tensor, buf: Tensor, weights, kept) -> tuple[Tensor, list, list]:
+    """PyTorch ops over the saved buffer, for both backends: cuDNN's / oneDNN's convolution
+    backward kernels are hard to beat, and each reads its input as a view of the buffer.
+
+    G holds ∂L/∂x_0 … ∂L/∂x_4 in the buffer's layout; conv l = 5 … 1 in turn turns the gradient
+    of its output into gradients of its weight, bias and inputs (added into their slots)."""
+    nf = grad_out.shape[1]
+    gc = weights[0].shape[0]
+    grad = torch.zeros_like(buf)
+    grad[:, :nf].copy_(grad_out)  # out = x_0 + 0.2 · x_5
+    d_weights, d_biases = [None] * NUM_CONVS, [None] * NUM_CONVS
+    for layer in range(NUM_CONVS, 0, -1):
+        if layer == NUM_CONVS:
+            g = grad_out * RESIDUAL_SCALE
+        else:  # through the LeakyReLU: x_l > 0 exactly where its input was
+            start, stop = _slot(layer, nf, gc)
+            x = buf[:, start:stop]
+            g = torch.where(x > 0, grad[:, start:stop], grad[:, start:stop] * NEGATIVE_SLOPE)
+        weight = weights[layer - 1]
+        ranges = _input_ranges(kept[layer - 1], nf, gc)
+        d_weight = torch.empty_like(weight)
+        for (start, stop), (c0, c1) in zip(ranges, _weight_columns(ranges)):
+            d_in, d_w, _ = torch.ops.aten.convolution_backward(
+                g, buf[:, start:stop], weight[:, c0:c1], None,
+                [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False],
+            )  # fmt: skip
+            grad[:, start:stop].add_(d_in)
+            d_weight[:, c0:c1] = d_w
+        d_weights[layer - 1] = d_weight
+        d_biases[layer - 1] = g.sum(dim=(0, 2, 3))
+    return grad[:, :nf].clone(), d_weights, d_biases
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom op + autograd
+# ---------------------------------------------------------------------------------------------
+
+
+def _encode(kept: Sequence[Sequence[int]]) -> list[int]:
+    """Connections as one int list for the op schema: per conv, its count then its indices
+    (never empty, which autograd's input matching needs)."""
+    return [v for layer in kept for v in (len(layer), *layer)]
+
+
+def _decode(code: Sequence[int]) -> list[list[int]]:
+    out, at = [], 0
+    while at < len(code):
+        n = code[at]
+        out.append(list(code[at + 1 : at + 1 + n]))
+        at += 1 + n
+    return out
+
+
+@torch.library.custom_op("fastsr::dense_block_fwd", mutates_args=())
+def _dense_block_fwd(
+    x0: Tensor, weights: list[Tensor], biases: list[Tensor], kept_code: list[int], backend: str
+) -> tuple[Tensor, Tensor]:
+    kept = _decode(kept_code)
+    if backend == "triton":
+        return _triton_forward(x0, weights, biases, kept)
+    return _torch_forward(x0, weights, biases, kept)
+
+
+@_dense_block_fwd.register_fake
+def _(x0, weights, biases, kept_code, backend):
+    B, nf, H, W = x0.shape
+    gc = weights[0].shape[0]
+    return torch.empty_like(x0), x0.new_empty(B, nf + gc * (NUM_CONVS - 1), H, W)
+
+
+@torch.library.custom_op("fastsr::dense_block_bwd", mutates_args=())
+def _dense_block_bwd(
+    grad_out: Tensor, buf: Tensor, weights: list[Tensor], kept_code: list[int]
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    return _backward(grad_out, buf, weights, _decode(kept_code))
+
+
+@_dense_block_bwd.register_fake
+def _(grad_out, buf, weights, kept_code):
+    return (
+        torch.empty_like(grad_out),
+        [torch.empty_like(w) for w in weights],
+        [w.new_empty(w.shape[0]) for w in weights],
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x0, weights, biases, kept_code, backend = inputs
+    ctx.save_for_backward(output[1], *weights)  # the buffer [x_0 | … | x_4] and the weights
+    ctx.kept_code = kept_code
+
+
+def _autograd_backward(ctx, grad_out, _grad_buf):
+    buf, *weights = ctx.saved_tensors
+    d_x0, d_weights, d_biases = _dense_block_bwd(grad_out.contiguous(), buf, weights, ctx.kept_code)
+    return d_x0, d_weights, d_biases, None, None
+
+
+_dense_block_fwd.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
 # Public function
 # ---------------------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+
+
+def _check_inputs(x0, weights, biases, kept, backend) -> None:
+    if not isinstance(x0, Tensor) or x0.dim() != 4 or not x0.is_floating_point():
+        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating-point (B, nf, H, W) tensor; got {got}")
+    nf = x0.shape[1]
+    for name, seq in (("weights", weights), ("biases", biases)):
+        if not isinstance(seq, Sequence) or len(seq) != NUM_CONVS or not all(isinstance(t, Tensor) for t in seq):
+            raise ValueError(f"{name} must be a sequence of {NUM_CONVS} tensors (conv1 … conv5)")
+    gc = weights[0].shape[0] if weights[0].dim() == 4 else -1
+    for layer in range(1, NUM_CONVS + 1):
+        w, b = weights[layer - 1], biases[layer - 1]
+        cout = nf if layer == NUM_CONVS else gc
+        want = (cout, nf + gc * len(kept[layer - 1]), 3, 3)
+        if tuple(w.shape) != want:
+            raise ValueError(
+                f"weights[{layer - 1}] (conv{layer}) must be (Cout, nf + gc·{len(kept[layer - 1])}, 3, 3)"
+                f" = {want} for x0 with nf = {nf} and gc = {gc}; got {tuple(w.shape)}"
+            )
+        if tuple(b.shape) != (cout,):
+            raise ValueError(f"biases[{layer - 1}] (conv{layer}) must be ({cout},); got {tuple(b.shape)}")
+        for name, t in ((f"weights[{layer - 1}]", w), (f"biases[{layer - 1}]", b)):
+            if t.dtype != x0.dtype or t.device != x0.device:
+                raise ValueError(
+                    f"{name} must match x0 ({x0.dtype} on {x0.device}); got {t.dtype} on {t.device}"
+                )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
 
 
 def dense_block(
@@ -93,7 +307,7 @@ def dense_block(
     *,
     backend: str = "auto",
 ) -> Tensor:
-    """One (sparse) residual dense block.
+    """One (sparse) residual dense block, without `torch.cat`.
 
     Args:
         x0: (B, nf, H, W) block input.
@@ -101,9 +315,24 @@ def dense_block(
             (nf, nf + gc·len(kept_5), 3, 3).
         biases: five biases, (gc,) × 4 and (nf,).
         connections: five lists, the kept inputs x_i (i ≥ 1) of each conv; None = dense.
-        backend: "auto", "triton", "torch" or "reference".
+        backend: "auto" (Triton on CUDA, the buffer path with PyTorch convolutions elsewhere),
+            "triton", "torch" or "reference" (torch.cat + conv2d).
 
     Returns:
-        (B, nf, H, W): 0.2 · x_5 + x_0.
+        (B, nf, H, W): 0.2 · x_5 + x_0. Differentiable in x0, the weights and the biases.
     """
-    return dense_block_reference(x0, weights, biases, connections)
+    kept = check_connections(connections)
+    _check_inputs(x0, weights, biases, kept, backend)
+    if backend == "auto":
+        backend = "triton" if x0.device.type == "cuda" and _HAS_TRITON else "torch"
+    if backend == "reference" or x0.numel() == 0:
+        return dense_block_reference(x0, weights, biases, kept)
+    if backend == "triton" and x0.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            "backend='triton' on CPU tensors runs only under TRITON_INTERPRET=1; "
+            "use backend='torch' or CUDA tensors"
+        )
+    return _dense_block_fwd(x0, list(weights), list(biases), _encode(kept), backend)[0]
+
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None

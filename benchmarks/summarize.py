@@ -2,8 +2,9 @@
 
     python benchmarks/summarize.py spsa.json
 
-One row per (device, mode, length); per provider the best time and the peak extra memory, and
-fastsr's speed-up over each other provider (their time / fastsr's time).
+One row per (device, mode, length); per provider (fastsr first, then the others in the order
+they ran) the best time and the peak extra memory, and fastsr's speed-up over each other
+provider (their time / fastsr's time).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ def summarize(path: str) -> str:
         key = (info["device"], info["mode"], info["length"])
         rows[key][info["provider"]] = (bench["stats"]["min"], info["peak_extra_bytes"], info["gflops"])
         machines.add(f"{info['device']}: {info['machine']}")
-    providers = ["fastsr", "naive", "naive_compiled"]
+    seen = [b["extra_info"]["provider"] for b in data["benchmarks"]]
+    providers = ["fastsr"] + sorted(set(seen) - {"fastsr"}, key=seen.index)
     head = ["device", "mode", "L"]
     head += [f"{p} ms" for p in providers] + [f"{p} peak MiB" for p in providers]
-    head += ["fastsr GFLOP/s", "× vs naive", "× vs compiled"]
+    head += ["fastsr GFLOP/s"] + [f"× vs {p}" for p in providers[1:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (device, mode, length), by in sorted(rows.items()):
         times = [f"{by[p][0] * 1e3:,.1f}" if p in by else "–" for p in providers]

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-MODULES = ("fastsr.kernels.spsa",)
+MODULES = ("fastsr.kernels.spsa", "fastsr.kernels.dense_conv")
 ARCHS = (80, 90)
 KEYS = ("kernel", "arch", "dtype", "regs", "spill_bytes", "shared_bytes", "mma")
 

@@ -1,0 +1,246 @@
+"""Triton kernel for the convolutions of a (sparse) dense block (launcher:
+fastsr/ops/_dense_conv_triton.py).
+
+The math. ESRGAN's dense block (nf = 64 channels in x0, gc = 32 in each of x1…x4):
+
+    x_l = lrelu(conv3x3_l([x0, x1, …, x_{l−1}]) + b_l, 0.2)      l = 1…4
+    x5  = conv3x3_5([x0, …, x4]) + b5                             (no activation)
+    out = 0.2 · x5 + x0
+
+SPSAGAN's RRSB keeps only a subset of x1…x_{l−1} in each concatenation (x0 is always kept).
+``dense_conv3x3_fwd`` computes one such layer for an arbitrary list of input channels:
+
+    OUT[b, out_offset + n, y, x] = post( bias[n] + Σ_{c, ky, kx} W[n, c, ky, kx] ·
+                                         X[b, CH_IDX[c], y + ky − 1, x + kx − 1] )
+    post(v) = lrelu(v, 0.2) if ACTIVATION, then v · residual_scale + RES[b, n, y, x] if RESIDUAL
+
+(3×3, stride 1, zero padding 1: X reads outside the image are 0.)
+
+Implicit GEMM. Rows M = B·H·W output pixels, columns N = Cout, reduction K = 9·Cin with
+Cin = len(CH_IDX); k = (tap, c) with tap = 3·ky + kx, so A[m, k] = X[b, CH_IDX[c], y + ky − 1,
+x + kx − 1] and Bmat[k, n] = W[n, c, ky, kx]. No im2col matrix is ever written: each program
+gathers its A tile straight from X. A program owns a TILE_H × TILE_W patch of one image
+(BLOCK_M = TILE_H·TILE_W rows) and BLOCK_N output channels, and walks K in ONE flat loop of
+9 · ⌈Cin / BLOCK_K⌉ steps, taps outside and channel blocks inside (step i: tap = i // n_cblk,
+channels (i mod n_cblk)·BLOCK_K + [0, BLOCK_K)). One flat loop instead of two nested ones lets
+Triton's software pipeliner keep its multi-buffered loads (see "cp.async" at FWD_CONFIGS) in
+flight across taps (conv1 has only 2 channel blocks per tap: a nested inner loop would drain
+the pipeline 9 times). What changes with the tap is hoisted: the pixel offsets and row/column
+indices are computed once per program; per step the tap adds one scalar offset
+(dy·sx_y + dx·sx_x) and the border mask is four compares of the hoisted y, x against scalar
+bounds.
+
+Memory trick. The block keeps ONE feature buffer X = (B, nf + 4·gc, H, W) = [x0 | x1 | … | x4].
+Each conv reads its inputs through the int32 channel table CH_IDX (a dense prefix for RRDB, any
+subset for RRSB) and writes its Cout channels straight into their slot at out_offset: no
+torch.cat, no copy of the inputs, and the kernel's reads of X are the only reads. The caller
+guarantees the written channels are not in CH_IDX (other programs read the halo of every input
+channel, so an overlap would race). RES is read and OUT written at the same (pixel, channel) by
+the same program, so RES may even alias OUT's written channels exactly (in-place
+x0 ← 0.2·x5 + x0).
+
+Memory traffic. A 2-D pixel patch makes the nine taps re-read mostly the same cache lines: a
+TILE_H × TILE_W patch touches (TILE_H + 2)(TILE_W + 2) pixels per channel, 1.4× its own size
+at 8 × 16, against 3× for a 128 × 1 row strip, so most of the 9× re-reading of A can hit L1/L2
+(not measured: no GPU was available when this was written). The column index within the patch
+is ``offs % TILE_W`` with a power-of-two TILE_W, which Triton's axis analysis recognises as
+contiguous: A tiles are loaded with the pixel axis fastest (32 consecutive pixels per warp,
+coalesced along W), not the channel axis (stride H·W).
+Weights are read through four strides. The launcher passes a (Cout, Cin, 3, 3) view of a
+tap-major (3, 3, Cin, Cout) copy (≤ 0.2 MB for conv5): the B tile of a step is then BLOCK_K rows
+contiguous along N (coalesced, vectorised, cp.async-able), where the PyTorch layout would make
+every element of it a separate 2-byte access with stride 9·Cin.
+
+Tails: pixels outside the image (patch tails at the right and bottom edges), output channels
+≥ Cout and channels ≥ Cin are masked (loads give 0, stores are skipped). Accumulation is fp32;
+``PRECISION`` is the ``tl.dot`` input precision ("ieee" or "tf32", only relevant for fp32); the
+output is stored in OUT's dtype. The batch offset is int64 (B·C·H·W may exceed 2³¹); offsets
+within one image are int32 (the launcher checks C·H·W < 2³¹).
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_INTERPRET = tl.constexpr(INTERPRET)
+_NEGATIVE_SLOPE = tl.constexpr(0.2)  # ESRGAN's LeakyReLU
+
+# ---------------------------------------------------------------------------------------------
+# Autotune configs. BLOCK_N is not tuned: the launcher sets it to Cout rounded up to a power of
+# two in [16, 64] (one N-block for gc = 32 and nf = 64, so every A tile is gathered once). The
+# first config is the one the AOT report compiles by default. Under the interpreter there is
+# exactly one config, with small tiles so that the tests' odd sizes exercise every tail.
+# ---------------------------------------------------------------------------------------------
+
+
+def _configs(gpu: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
+    if INTERPRET:
+        return [
+            triton.Config({"TILE_H": 4, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1)
+        ]
+    return [
+        triton.Config({"TILE_H": h, "TILE_W": w, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
+        for h, w, k, nw, ns in gpu
+    ]
+
+
+# (TILE_H, TILE_W, BLOCK_K, num_warps, num_stages). Every listed config compiles without spills
+# and with MMA for sm_80 and sm_90 at fp16, bf16 and fp32/tf32, for BLOCK_N = 32 and 64
+# (python -m fastsr.kernels.report --all-configs); an 8 × 32 patch with 8 warps spills 16 bytes at
+# fp32 on sm_80 and is left out. At fp16/bf16 the A gathers are 2-byte accesses shifted by the
+# tap (dx = ±1), which cp.async cannot copy: only the B tiles (and fp32 A tiles) are multi-stage
+# buffered in shared memory, so num_stages matters mostly for fp32.
+FWD_CONFIGS = _configs([
+    (8, 16, 32, 4, 3),
+    (4, 16, 32, 4, 3),
+    (8, 16, 64, 4, 3),
+    (16, 16, 32, 8, 3),
+])  # fmt: skip
+_KEY = ["Cin", "Cout", "H", "W"]
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """tl.dot with fp32 accumulation. Triton 3.9's interpreter multiplies bfloat16 operands as
+    their uint16 bit patterns, so under TRITON_INTERPRET=1 (only) they are upcast to fp32 first,
+    which is exact for the products (as fastsr.kernels.spsa._dot)."""
+    if _INTERPRET:
+        if a.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=_KEY)
+@triton.jit
+def dense_conv3x3_fwd(
+    # X, RES, OUT (B, ·, H, W); CH_IDX (Cin,) int32; WEIGHT (Cout, Cin, 3, 3); BIAS (Cout,)
+    X, CH_IDX, WEIGHT, BIAS, RES, OUT,
+    residual_scale, B, H, W, Cin, Cout, out_offset,
+    sx_b, sx_c, sx_y, sx_x,
+    sw_n, sw_c, sw_y, sw_x,
+    sr_b, sr_c, sr_y, sr_x,
+    so_b, so_c, so_y, so_x,
+    ACTIVATION: tl.constexpr, RESIDUAL: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    BLOCK_M: tl.constexpr = TILE_H * TILE_W
+    # 1-D grid, output-channel blocks fastest: the programs sharing a pixel patch run together
+    # and find its A tiles in L2.
+    pid = tl.program_id(0)
+    n_nblk = tl.cdiv(Cout, BLOCK_N)
+    tiles_h = tl.cdiv(H, TILE_H)
+    tiles_w = tl.cdiv(W, TILE_W)
+    pid_n = pid % n_nblk
+    pid_m = pid // n_nblk
+    b = pid_m // (tiles_h * tiles_w)
+    tile = pid_m % (tiles_h * tiles_w)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    y = (tile // tiles_w) * TILE_H + offs_m // TILE_W  # (M,) output row
+    x = (tile % tiles_w) * TILE_W + offs_m % TILE_W  # (M,) output column, contiguous runs
+    pix_ok = (y < H) & (x < W)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < Cout
+    offs_k = tl.arange(0, BLOCK_K)
+    b64 = b.to(tl.int64)
+
+    x_pix = X + b64 * sx_b + (y * sx_y + x * sx_x)  # (M,) pointers to X[b, 0, y, x]
+    w_col = WEIGHT + offs_n * sw_n  # (N,) pointers to W[n, 0, 0, 0]
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    n_cblk = tl.cdiv(Cin, BLOCK_K)
+    for i in range(0, 9 * n_cblk):
+        tap = i // n_cblk
+        c = (i - tap * n_cblk) * BLOCK_K + offs_k  # (K,) positions in the channel table
+        ky = tap // 3
+        kx = tap - 3 * ky
+        dy = ky - 1
+        dx = kx - 1
+        inside = pix_ok & (y >= -dy) & (y < H - dy) & (x >= -dx) & (x < W - dx)  # (M,)
+        c_ok = c < Cin
+        ch = tl.load(CH_IDX + c, mask=c_ok, other=0)  # (K,) buffer channels
+        a = tl.load(
+            x_pix[:, None] + (dy * sx_y + dx * sx_x) + ch[None, :] * sx_c,
+            mask=inside[:, None] & c_ok[None, :], other=0.0,
+        )  # (M, K)  fmt: skip
+        w = tl.load(
+            w_col[None, :] + (ky * sw_y + kx * sw_x) + c[:, None] * sw_c,
+            mask=c_ok[:, None] & n_ok[None, :], other=0.0,
+        )  # (K, N)  fmt: skip
+        acc = _dot(a, w, acc, PRECISION)
+
+    acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    if ACTIVATION:
+        acc = tl.where(acc >= 0, acc, acc * _NEGATIVE_SLOPE)
+    mask = pix_ok[:, None] & n_ok[None, :]
+    if RESIDUAL:
+        r_ptrs = RES + b64 * sr_b + (y * sr_y + x * sr_x)[:, None] + offs_n[None, :] * sr_c
+        acc = acc * residual_scale + tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
+    o_ptrs = (
+        OUT + b64 * so_b + (y * so_y + x * so_x)[:, None] + (out_offset + offs_n)[None, :] * so_c
+    )
+    tl.store(o_ptrs, acc.to(OUT.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time compile specs (read by fastsr.kernels.report; no GPU needed)
+# ---------------------------------------------------------------------------------------------
+
+# Representative layers of one dense block at B = 1 on a 128 × 128 LR input, nf = 64, gc = 32:
+# the buffer holds nf + 4·gc = 192 channels. conv1 reads x0 (Cin = 64) and writes x1 (Cout = 32,
+# LeakyReLU) into the buffer; conv5 reads all 192 channels and writes 0.2·(conv5 + b5) + x0
+# (Cout = 64, RESIDUAL, RES = the x0 channels of the buffer) into a separate output.
+_LAYERS = {
+    "conv1": dict(Cin=64, Cout=32, out_offset=64, out_channels=192,
+                  activation=True, residual=False),
+    "conv5": dict(Cin=192, Cout=64, out_offset=0, out_channels=64,
+                  activation=False, residual=True),
+}
+
+
+def aot_specs(all_configs: bool = False) -> list[dict]:
+    """One spec per layer (conv1, conv5) × dtype × config, named "dense_conv3x3_fwd[conv1]" etc.
+    in the report's kernel column: B = 1, H = W = 128, buffer (1, 192, 128, 128), weights
+    tap-major as the launcher passes them. Without ``all_configs`` only the autotune list's
+    first config is listed. fp32 is compiled with tf32 dots (the launcher uses "ieee" unless
+    torch.backends.cuda.matmul.allow_tf32 is set). The spec format is that of
+    fastsr.kernels.spsa.aot_specs."""
+    B, H, W, C = 1, 128, 128, 192
+    fn = dense_conv3x3_fwd.fn
+    configs = dense_conv3x3_fwd.configs if all_configs else dense_conv3x3_fwd.configs[:1]
+    specs = []
+    for layer, p in _LAYERS.items():
+        Cin, Cout = p["Cin"], p["Cout"]
+        block_n = min(64, max(16, triton.next_power_of_2(Cout)))
+        for dtype in ("fp16", "bf16", "fp32"):
+            args = dict(
+                X=f"*{dtype}", CH_IDX="*i32", WEIGHT=f"*{dtype}", BIAS=f"*{dtype}",
+                RES=f"*{dtype}", OUT=f"*{dtype}",
+                residual_scale=0.2 if p["residual"] else 1.0, B=B, H=H, W=W, Cin=Cin, Cout=Cout,
+                out_offset=p["out_offset"],
+                sx_b=C * H * W, sx_c=H * W, sx_y=W, sx_x=1,
+                sw_n=1, sw_c=Cout, sw_y=3 * Cin * Cout, sw_x=Cin * Cout,  # tap-major
+                sr_b=C * H * W, sr_c=H * W, sr_y=W, sr_x=1,
+                so_b=p["out_channels"] * H * W, so_c=H * W, so_y=W, so_x=1,
+            )  # fmt: skip
+            for config in configs:
+                constexprs = dict(
+                    config.kwargs, BLOCK_N=block_n,
+                    ACTIVATION=p["activation"], RESIDUAL=p["residual"],
+                    PRECISION="tf32" if dtype == "fp32" else "ieee",
+                )  # fmt: skip
+                kw = config.kwargs
+                specs.append(dict(
+                    kernel=f"{fn.__name__}[{layer}]", dtype=dtype, fn=fn, args=args,
+                    constexprs=constexprs, num_warps=config.num_warps,
+                    num_stages=config.num_stages,
+                    config=f"T{kw['TILE_H']}x{kw['TILE_W']} N{block_n} K{kw['BLOCK_K']} "
+                    f"w{config.num_warps} s{config.num_stages}",
+                ))  # fmt: skip
+    return specs

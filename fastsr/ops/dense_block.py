@@ -12,6 +12,7 @@ writes its output into its own slot.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -150,16 +151,25 @@ def _triton_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
     buf[:, :nf].copy_(x0)
     out = torch.empty_like(x0)
     for layer in range(1, NUM_CONVS + 1):
-        channels = torch.cat(
-            [torch.arange(a, b, device=x0.device) for a, b in _input_ranges(kept[layer - 1], nf, gc)]
-        ).to(torch.int32)
+        # Built from validated connections, so the launcher may skip its value checks (each of
+        # which would copy the table back to the host).
+        channels = _channel_table(tuple(kept[layer - 1]), nf, gc, x0.device)
         if layer < NUM_CONVS:
             dense_conv3x3_triton(buf, channels, weights[layer - 1], biases[layer - 1], buf,
-                                 _slot(layer, nf, gc)[0], activation=True)  # fmt: skip
+                                 _slot(layer, nf, gc)[0], activation=True,
+                                 validate_channels=False)  # fmt: skip
         else:
             dense_conv3x3_triton(buf, channels, weights[4], biases[4], out, 0, activation=False,
-                                 residual=x0, residual_scale=RESIDUAL_SCALE)  # fmt: skip
+                                 residual=x0, residual_scale=RESIDUAL_SCALE,
+                                 validate_channels=False)  # fmt: skip
     return out, buf
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_table(kept: tuple[int, ...], nf: int, gc: int, device: torch.device) -> Tensor:
+    """int32 buffer channels of [x_0, x_kept…] on `device`, made once per pattern."""
+    channels = [c for a, b in _input_ranges(kept, nf, gc) for c in range(a, b)]
+    return torch.tensor(channels, dtype=torch.int32, device=device)
 
 
 def _backward(grad_out: Tensor, buf: Tensor, weights, kept) -> tuple[Tensor, list, list]:

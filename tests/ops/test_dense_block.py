@@ -106,8 +106,9 @@ def test_gradcheck_float64_sparse():
     )
 
 
-def test_never_calls_torch_cat(monkeypatch):
-    """The fast path reads channel ranges of one buffer, forward and backward."""
+@pytest.mark.parametrize("backend", ["torch", TRITON])
+def test_never_calls_torch_cat(monkeypatch, backend):
+    """The fast paths read channel ranges of one buffer, forward and backward."""
     kept = check_connections(PATTERNS["sparse"])
     tensors, grad = _make(kept)
     calls = []
@@ -118,7 +119,7 @@ def test_never_calls_torch_cat(monkeypatch):
         return real_cat(*args, **kwargs)
 
     monkeypatch.setattr(torch, "cat", spy)
-    _run(lambda x, w, b: dense_block(x, w, b, kept, backend="torch"), tensors, grad)
+    _run(lambda x, w, b: dense_block(x, w, b, kept, backend=backend), tensors, grad)
     assert not calls
 
 

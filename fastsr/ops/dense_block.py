@@ -172,6 +172,17 @@ def _channel_table(kept: tuple[int, ...], nf: int, gc: int, device: torch.device
     return torch.tensor(channels, dtype=torch.int32, device=device)
 
 
+def _live_layers(kept: Sequence[Sequence[int]]) -> set[int]:
+    """Convs whose output reaches the block's output: conv5, and every x_l a live conv keeps. A
+    pruned config can leave a conv with no consumer; its backward is skipped (its gradients are
+    0, as they are in exact arithmetic)."""
+    live = {NUM_CONVS}
+    for layer in range(NUM_CONVS, 0, -1):
+        if layer in live:
+            live.update(kept[layer - 1])
+    return live
+
+
 def _backward(grad_out: Tensor, buf: Tensor, weights, kept) -> tuple[Tensor, list, list]:
     """PyTorch ops over the saved buffer, for both backends: cuDNN's / oneDNN's convolution
     backward kernels are hard to beat, and each reads its input as a view of the buffer.
@@ -182,17 +193,22 @@ def _backward(grad_out: Tensor, buf: Tensor, weights, kept) -> tuple[Tensor, lis
     gc = weights[0].shape[0]
     grad = torch.zeros_like(buf)
     grad[:, :nf].copy_(grad_out)  # out = x_0 + 0.2 · x_5
-    d_weights, d_biases = [None] * NUM_CONVS, [None] * NUM_CONVS
+    d_weights = [torch.zeros_like(w) for w in weights]
+    d_biases = [w.new_zeros(w.shape[0]) for w in weights]
+    live = _live_layers(kept)
     for layer in range(NUM_CONVS, 0, -1):
+        if layer not in live:
+            continue
         if layer == NUM_CONVS:
             g = grad_out * RESIDUAL_SCALE
-        else:  # through the LeakyReLU: x_l > 0 exactly where its input was
+        else:  # through the LeakyReLU, from its output: x_l > 0 exactly where its input was
             start, stop = _slot(layer, nf, gc)
-            x = buf[:, start:stop]
-            g = torch.where(x > 0, grad[:, start:stop], grad[:, start:stop] * NEGATIVE_SLOPE)
+            g = torch.ops.aten.leaky_relu_backward(
+                grad[:, start:stop], buf[:, start:stop], NEGATIVE_SLOPE, True
+            )
         weight = weights[layer - 1]
         ranges = _input_ranges(kept[layer - 1], nf, gc)
-        d_weight = torch.empty_like(weight)
+        d_weight = d_weights[layer - 1]
         for (start, stop), (c0, c1) in zip(ranges, _weight_columns(ranges)):
             d_in, d_w, _ = torch.ops.aten.convolution_backward(
                 g, buf[:, start:stop], weight[:, c0:c1], None,
@@ -200,8 +216,7 @@ def _backward(grad_out: Tensor, buf: Tensor, weights, kept) -> tuple[Tensor, lis
             )  # fmt: skip
             grad[:, start:stop].add_(d_in)
             d_weight[:, c0:c1] = d_w
-        d_weights[layer - 1] = d_weight
-        d_biases[layer - 1] = g.sum(dim=(0, 2, 3))
+        torch.sum(g, dim=(0, 2, 3), out=d_biases[layer - 1])
     return grad[:, :nf].clone(), d_weights, d_biases
 
 

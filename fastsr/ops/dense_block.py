@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -129,10 +130,11 @@ def _conv_ranges(buf: Tensor, ranges, weight: Tensor, bias: Tensor | None) -> Te
     return out
 
 
-def _torch_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
+def _torch_forward(x0, weights, biases, kept, buf: Tensor | None = None) -> tuple[Tensor, Tensor]:
     B, nf, H, W = x0.shape
     gc = weights[0].shape[0]
-    buf = x0.new_empty(B, nf + gc * (NUM_CONVS - 1), H, W)
+    if buf is None:
+        buf = x0.new_empty(B, nf + gc * (NUM_CONVS - 1), H, W)
     buf[:, :nf].copy_(x0)
     for layer in range(1, NUM_CONVS):
         y = _conv_ranges(buf, _input_ranges(kept[layer - 1], nf, gc), weights[layer - 1], biases[layer - 1])
@@ -163,6 +165,21 @@ def _triton_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
                                  residual=x0, residual_scale=RESIDUAL_SCALE,
                                  validate_channels=False)  # fmt: skip
     return out, buf
+
+
+_workspace = threading.local()
+
+
+def _inference_buffer(x0: Tensor, gc: int) -> Tensor:
+    """A per-thread feature buffer reused across calls when nothing needs it afterwards (no
+    autograd). A fresh 12 MB buffer per block (nf = 64, 128×128) costs ~3000 page faults a
+    call with glibc's default allocator: measured 25–40% of a dense block's CPU forward."""
+    B, nf, H, W = x0.shape
+    shape = (B, nf + gc * (NUM_CONVS - 1), H, W)
+    buf = getattr(_workspace, "buf", None)
+    if buf is None or buf.shape != shape or buf.dtype != x0.dtype or buf.device != x0.device:
+        buf = _workspace.buf = x0.new_empty(shape)
+    return buf
 
 
 @functools.lru_cache(maxsize=256)
@@ -357,6 +374,11 @@ def dense_block(
             "backend='triton' on CPU tensors runs only under TRITON_INTERPRET=1; "
             "use backend='torch' or CUDA tensors"
         )
+    tensors = (x0, *weights, *biases)
+    inference = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    if inference and backend == "torch" and not torch.compiler.is_compiling():
+        gc = weights[0].shape[0]
+        return _torch_forward(x0, weights, biases, kept, _inference_buffer(x0, gc))[0]
     return _dense_block_fwd(x0, list(weights), list(biases), _encode(kept), backend)[0]
 
 

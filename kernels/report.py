@@ -206,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(_table(rows))
         print(
-            f"\n{len(rows)} compiles in {time.perf_counter() - start:.0f} s. Representative shape: "
-            "Lq = Lk = 4096, Dkf = Dks = 8 (padded to 16), Dv = 64, contiguous; fp32 compiled "
-            "with tf32 dots; spill_bytes = STL + LDL bytes in the SASS."
+            f"\n{len(rows)} compiles in {time.perf_counter() - start:.0f} s. Representative shapes: "
+            "spsa_* Lq = Lk = 4096, Dkf = Dks = 8 (padded to 16), Dv = 64; dense_conv3x3_fwd "
+            "B = 1, 128×128, a 192-channel buffer, conv1 64 → 32 and conv5 192 → 64; fp32 "
+            "compiled with tf32 dots; spill_bytes = STL + LDL bytes in the SASS."
         )
     bad = [r for r in rows if r["spill_bytes"] or not r["mma"]]
     return 1 if bad else 0

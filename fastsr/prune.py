@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fastsr._io import atomic_write
 from fastsr.ops.dense_block import NUM_CONVS, check_connections
 
 __all__ = [
@@ -351,20 +351,7 @@ def _check_ds(ds: Any, name: str) -> list[list[list[list[float]]]]:
 def save_config(path: str | os.PathLike, cfg: dict) -> Path:
     """Validates ``cfg`` and writes it as JSON atomically (temporary file + rename)."""
     cfg = validate_config(cfg)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write((json.dumps(cfg, indent=1) + "\n").encode()))
 
 
 def load_config(path: str | os.PathLike) -> dict:

@@ -1,7 +1,6 @@
 """RRDB → RRSB pruning (fastsr.prune): eq. 8 against numpy, the k-means rule against a brute-force
 1-D 2-means, the recorder against per-forward DS computed by hand, the config file format."""
 
-import itertools
 import json
 
 import numpy as np

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastsr._io import atomic_write
 from fastsr.ops.dense_block import (
     BACKENDS,
     NUM_CONVS,
@@ -394,24 +394,8 @@ class RRDBNet(nn.Module):
         to a temporary file in the same directory, then ``os.replace`` — path is either absent
         (or its old content) or the complete new checkpoint, never a partial file. The "params"
         key is BasicSR's, so BasicSR loads the weights too."""
-        path = os.fspath(path)
-        directory, name = os.path.split(os.path.abspath(path))
-        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
         checkpoint = {"config": self.config(), "params": self.state_dict()}
-        # O_EXCL: never clobber someone else's file; mode 0o666 & ~umask, like a plain open().
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     @classmethod
     def from_checkpoint(

@@ -146,8 +146,7 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, csum, scale):
     q = 0 (r = −1): where one key carries all of c, every gradient that is 0 in exact
     arithmetic is 0 here too, instead of a rounding error that a large `scale` amplifies.
     """
-    B, H, Lq, Dkf = q_fea.shape
-    Lk, Dks, Dv = v.shape[-2], k_seg.shape[-1], v.shape[-1]
+    Lq, Lk = q_fea.shape[2], v.shape[-2]
     cdt = _compute_dtype(q_fea.dtype)
     qf, qs = _flat(q_fea, cdt) * scale, _flat(q_seg, cdt) * scale  # dk = dSᵀ (scale · q)
     # Keys stored transposed, (N, D, Lk): MKL's GEMMs with an output or operand of width 8 are

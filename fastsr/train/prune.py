@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastsr._io import atomic_write
 from fastsr.prune import DissimilarityRecorder, connection_config, save_config
 
 VAL_SIZE = 128  # the right-most VAL_SIZE columns of each sample image are held out for validation
@@ -179,15 +178,11 @@ def save_image_rows(path: Path, rows: list[Tensor]) -> None:
 
     grid = torch.cat([torch.cat(list(images), dim=1) for images in rows], dim=2)  # (3, N·H, len·W)
     pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def run(cfg: PruneConfig) -> dict:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsr import RRDB, RRDBNet, ResidualDenseBlock, load_basicsr_state_dict
+from triton_marks import TRITON
 
 NF, GC, NB = 16, 8, 2  # small widths, two blocks
 DENSE = [[], [1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
@@ -179,26 +180,6 @@ def test_gradients_match(connections):
         expected = torch.zeros_like(p) if ref_grad is None else ref_grad
         grad = torch.zeros_like(p) if p.grad is None else p.grad
         torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-10)
-
-
-def _triton_skip_reason():
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        return "no CUDA and TRITON_INTERPRET != 1"
-    return None
-
-
-TRITON = pytest.param(
-    "triton",
-    marks=[
-        pytest.mark.interpreter if not torch.cuda.is_available() else pytest.mark.cuda,
-        pytest.mark.skipif(_triton_skip_reason() is not None, reason=str(_triton_skip_reason())),
-    ],
-    id="triton",
-)
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch", "reference", TRITON])

@@ -7,7 +7,6 @@ atol. Triton cases run under the interpreter on CPU (tests/conftest.py sets TRIT
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -15,28 +14,8 @@ import torch.nn.functional as F
 
 from fastsr.ops import dense_block
 from fastsr.ops.dense_block import check_connections
+from triton_marks import DEVICE, TRITON
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _triton_skip_reason() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    if DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return "no CUDA and TRITON_INTERPRET != 1"
-    return None
-
-
-TRITON = pytest.param(
-    "triton",
-    marks=[
-        pytest.mark.interpreter if DEVICE.type == "cpu" else pytest.mark.cuda,
-        pytest.mark.skipif(_triton_skip_reason() is not None, reason=str(_triton_skip_reason())),
-    ],
-    id="triton",
-)
 
 PATTERNS = {
     "dense": None,

@@ -17,30 +17,13 @@ Tests are skipped only when Triton is missing or the interpreter is off.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_marks import DEVICE, TRITON_MARKS
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _triton_skip_reason() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    if DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return "no CUDA and TRITON_INTERPRET != 1"
-    return None
-
-
-_TRITON_MARKS = [
-    pytest.mark.interpreter if DEVICE.type == "cpu" else pytest.mark.cuda,
-    pytest.mark.skipif(_triton_skip_reason() is not None, reason=str(_triton_skip_reason())),
-]
-pytestmark = _TRITON_MARKS
+pytestmark = TRITON_MARKS
 
 ATOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

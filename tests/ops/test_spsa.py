@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import re
 
 import pytest
@@ -28,27 +27,10 @@ import torch.nn.functional as F
 
 import fastsr
 from fastsr import spsa_attention, spsa_attention_reference
+from triton_marks import DEVICE, TRITON
 
 spsa_module = importlib.import_module("fastsr.ops.spsa")
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _triton_skip_reason() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    if DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return "no CUDA and TRITON_INTERPRET != 1"
-    return None
-
-
-_TRITON_MARKS = [
-    pytest.mark.interpreter if DEVICE.type == "cpu" else pytest.mark.cuda,
-    pytest.mark.skipif(_triton_skip_reason() is not None, reason=str(_triton_skip_reason())),
-]
-TRITON = pytest.param("triton", marks=_TRITON_MARKS, id="triton")
 
 ATOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
 NAMES = ("out", "d_q_fea", "d_k_fea", "d_q_seg", "d_k_seg", "d_v")

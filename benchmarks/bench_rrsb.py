@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -26,7 +25,7 @@ import torch
 from fastsr.ops.dense_block import check_connections, dense_block, dense_block_reference
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_spsa import _machine, _peak_extra_bytes_here  # noqa: E402
+from bench_spsa import _machine, _peak_extra_bytes_here, peak_extra_bytes  # noqa: E402
 
 NF, GC = 64, 32
 SPARSE = [[], [1], [1], [2, 3], [1, 4]]
@@ -98,19 +97,6 @@ def _make_trunk_run(net_kind, size, device, num_block=23):
     return run, net
 
 
-def _peak(kind, args, device, run) -> int | None:
-    if device == "cuda":
-        run()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        return torch.cuda.max_memory_allocated() - base
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    done = subprocess.run([sys.executable, __file__, kind, *map(str, args)], env=env,
-                          capture_output=True, text=True)  # fmt: skip
-    return int(done.stdout.split()[-1]) if done.returncode == 0 else None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _warm_machine():
     """A few seconds of convolutions before the first row: on this 2-core machine the first
@@ -136,7 +122,7 @@ def test_dense_block(benchmark, device, provider, mode, pattern):
         "cat_reference" if provider == "fastsr" else "fastsr", mode, kept, size, device
     )
     run()
-    peak = _peak("block", (provider, mode, pattern, size), device, run)
+    peak = peak_extra_bytes(device, run, __file__, "block", provider, mode, pattern, size)
     # Each timed round follows an untimed round of the other provider, so both rows are timed
     # in the same alternating sequence: this shared 2-core machine drifts by ±20% over tens of
     # seconds, more than the difference being measured.
@@ -157,7 +143,7 @@ def test_trunk_inference(benchmark, device, net_kind):
     run, net = _make_trunk_run(net_kind, size, device)
     other, _ = _make_trunk_run("rrsb" if net_kind == "rrdb" else "rrdb", size, device)
     run()
-    peak = _peak("trunk", (net_kind, size), device, run)
+    peak = peak_extra_bytes(device, run, __file__, "trunk", net_kind, size)
     benchmark.pedantic(run, setup=other, rounds=5, iterations=1, warmup_rounds=1)  # alternating
     connections = None if net_kind == "rrdb" else _rrsb_connections(23)
     blocks = [[None] * 3] * 23 if connections is None else connections

@@ -86,7 +86,10 @@ def _peak_extra_bytes_here(run) -> int:
     return _proc_status("VmHWM") - base
 
 
-def _peak_extra_bytes(provider: str, mode: str, length: int, device: str, run) -> int | None:
+def peak_extra_bytes(device: str, run, script: str, *script_args) -> int | None:
+    """Extra memory at the peak of one ``run()``: on CUDA from the allocator's statistics; on
+    the CPU measured by ``python script *script_args`` in a fresh process (see the module
+    docstring), which must rebuild the same run and print `_peak_extra_bytes_here(run)`."""
     if device == "cuda":
         run()
         base = torch.cuda.memory_allocated()
@@ -94,7 +97,7 @@ def _peak_extra_bytes(provider: str, mode: str, length: int, device: str, run) -
         run()
         return torch.cuda.max_memory_allocated() - base
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [sys.executable, __file__, provider, mode, str(length)]
+    cmd = [sys.executable, script, *map(str, script_args)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return None  # e.g. /proc/self/clear_refs not writable: no memory figure
@@ -118,7 +121,7 @@ def test_spsa(benchmark, device, provider, mode, length):
         pytest.skip("naive forward+backward at L = 16384 needs more than this machine's 24 GiB")
     run = _make_run(provider, mode, length, device)
     run()  # warm-up (and compilation)
-    peak = _peak_extra_bytes(provider, mode, length, device, run)
+    peak = peak_extra_bytes(device, run, __file__, provider, mode, length)
     slow = length >= 16384 and device == "cpu"
     benchmark.pedantic(run, rounds=1 if slow else 5, iterations=1, warmup_rounds=0)
     flop = 2.0 * length * length * (2 * D_QK + D_V) * (2.5 if mode == "fwd_bwd" else 1.0)

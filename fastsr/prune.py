@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from fastsr._io import atomic_write
+from fastsr.layers.rrdb import check_net_connections
 from fastsr.ops.dense_block import NUM_CONVS, check_connections
 
 __all__ = [
@@ -389,17 +390,13 @@ def validate_config(cfg: Any) -> dict:
         )
     if len(ds) != cfg["num_block"]:
         raise ValueError(f"config field 'ds' must hold num_block = {cfg['num_block']} blocks; got {len(ds)}")
-    checked = []
-    for b, block in enumerate(connections):
-        if not isinstance(block, list) or len(block) != len(RDB_NAMES):
-            raise ValueError(f"config field 'connections[{b}]' must hold {len(RDB_NAMES)} dense blocks; got {block!r}")
-        rows = []
-        for r, rdb in enumerate(block):
-            try:
-                rows.append(check_connections(rdb))
-            except ValueError as e:
-                raise ValueError(f"config field 'connections[{b}][{r}]': {e}") from None
-        checked.append(rows)
+    try:  # the network's own check; a config stores every dense block's lists explicitly
+        per_block = check_net_connections(connections, cfg["num_block"])
+    except ValueError as e:
+        raise ValueError(f"config field 'connections': {e}") from None
+    checked = [
+        [check_connections(rdb) for rdb in (block or [None] * len(RDB_NAMES))] for block in per_block
+    ]
     return {**cfg, "rule": dict(rule), "ds": ds, "connections": checked}
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "ResidualDenseBlock",
     "RRDB",
     "RRDBNet",
+    "check_net_connections",
     "convert_esrgan_state_dict",
     "load_basicsr_state_dict",
 ]
@@ -292,7 +293,7 @@ class RRDBNet(nn.Module):
         ):
             _check_positive_int(name, value)
         _check_backend(backend)
-        per_block = _check_net_connections(connections, num_block)
+        per_block = check_net_connections(connections, num_block)
         self.num_in_ch, self.num_out_ch, self.scale = num_in_ch, num_out_ch, scale
         self.num_feat, self.num_block, self.num_grow_ch = num_feat, num_block, num_grow_ch
         self.backend = backend
@@ -435,7 +436,7 @@ class RRDBNet(nn.Module):
         return net.to(map_location)
 
 
-def _check_net_connections(connections: Any, num_block: int) -> list[list[list[list[int]] | None]]:
+def check_net_connections(connections: Any, num_block: int) -> list[list[list[list[int]] | None]]:
     """num_block per-RRDB connections (None → all dense), with errors naming the entry."""
     if connections is None:
         return [None] * num_block

@@ -1,0 +1,253 @@
+"""PSNR and SSIM as published SR tables compute them (BasicSR's ``basicsr/metrics``, itself
+following the MATLAB evaluation code).
+
+Conventions:
+
+    Y      = 16 + 65.481 R + 128.553 G + 24.966 B        R, G, B in [0, 1]; Y on the 0 … 255 scale
+             (ITU-R BT.601 studio swing, MATLAB's rgb2ycbcr; BasicSR keeps Y unrounded, so do we)
+    crop   ``crop_border`` pixels off every side before measuring (papers use crop_border = scale)
+    PSNR   = 10 log10(255² / MSE), MSE over every pixel (and channel) on the 0 … 255 scale;
+             +inf when the images are identical
+    SSIM   mean over the 'valid' SSIM map (Wang et al. 2004):
+             μ = G ⋆ x,  σ² = G ⋆ x² − μ²,  σ_xy = G ⋆ xy − μ_x μ_y
+             G the 11 × 11 Gaussian (σ = 1.5, normalised), only windows fully inside the image
+             SSIM = (2 μ_x μ_y + C1)(2 σ_xy + C2) / ((μ_x² + μ_y² + C1)(σ_x² + σ_y² + C2))
+             C1 = (0.01 · 255)², C2 = (0.03 · 255)²; with y_channel=False, the mean over channels
+
+Everything is computed in float64, detached from autograd (these are measurements, not losses).
+
+Inputs: numpy (H, W, 3) or (H, W), or torch (3, H, W) or (B, 3, H, W) (one channel also works,
+see below). Floats are taken as [0, 1]; uint8 (numpy or torch) as 0 … 255. One image gives a
+Python float; a torch batch gives a (B,) float64 tensor on the input's device. Float values
+beyond ±2 raise an error: they are a 0 … 255 image passed as float. A single-channel
+image is measured as it is (×255), as BasicSR does: ``y_channel`` only converts 3-channel input.
+
+Measure what would be saved: call :func:`quantize` on network outputs first (BasicSR's
+``tensor2img`` rounds to 8 bits before its metrics run).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["psnr", "quantize", "rgb_to_y", "ssim"]
+
+ImageLike = np.ndarray | Tensor
+
+# BT.601 studio-swing luma on [0, 1] RGB, result on the 0 … 255 scale (MATLAB's rgb2ycbcr).
+Y_OFFSET = 16.0
+Y_WEIGHTS = (65.481, 128.553, 24.966)  # R, G, B
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+PIXEL_MAX = 255.0
+FLOAT_LIMIT = 2.0  # |float pixel| above this is no [0, 1] image (overshoot stays far below)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input handling: every image becomes a (B, C, H, W) float64 tensor on the 0 … 255 scale
+# ---------------------------------------------------------------------------------------------
+
+
+def _describe(img) -> str:
+    kind = "numpy" if isinstance(img, np.ndarray) else "torch"
+    return f"{kind} {tuple(img.shape)} {img.dtype}"
+
+
+def _check_dtype(name: str, img: ImageLike) -> None:
+    if isinstance(img, np.ndarray):
+        ok = img.dtype == np.uint8 or np.issubdtype(img.dtype, np.floating)
+    else:
+        ok = img.dtype == torch.uint8 or img.is_floating_point()
+    if not ok:
+        raise TypeError(f"{name} must be float in [0, 1] or uint8; got {_describe(img)}")
+
+
+def _as_batch(name: str, img: ImageLike) -> tuple[Tensor, bool]:
+    """(B, C, H, W) float64 tensor on the 0 … 255 scale, and whether the input was a batch."""
+    out, batched = _to_tensor(name, img)
+    if out.dtype != torch.uint8 and out.numel() and out.abs().max() > FLOAT_LIMIT:
+        # BasicSR's metrics take 0 … 255 floats; fastsr's take [0, 1]: catch the mix-up.
+        raise ValueError(
+            f"{name} is a float image, so it must be in [0, 1]; got values up to "
+            f"{out.abs().max().item():.4g} (pass uint8 for 0 … 255 images)"
+        )
+    scale = 1.0 if out.dtype == torch.uint8 else PIXEL_MAX
+    return out.to(torch.float64) * scale, batched
+
+
+def _to_tensor(name: str, img: ImageLike) -> tuple[Tensor, bool]:
+    """(B, C, H, W) tensor sharing the input's dtype and values, and whether it was a batch."""
+    if isinstance(img, np.ndarray):
+        _check_dtype(name, img)
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.ndim != 3 or img.shape[2] not in (1, 3):
+            raise ValueError(f"{name} must be numpy (H, W, 3) or (H, W); got {_describe(img)}")
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None], False
+    if isinstance(img, Tensor):
+        _check_dtype(name, img)
+        if img.dim() not in (3, 4) or img.shape[-3] not in (1, 3):
+            raise ValueError(
+                f"{name} must be torch (3, H, W) or (B, 3, H, W); got {_describe(img)}"
+            )
+        batched = img.dim() == 4
+        return (img.detach() if batched else img.detach()[None]), batched
+    raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}")
+
+
+def _prepare(sr: ImageLike, hr: ImageLike, crop_border: int, y_channel: bool, min_size: int = 1):
+    """Checked, cropped (B, C, H, W) float64 pair on the 0 … 255 scale (Y only if asked)."""
+    for name, img in (("sr", sr), ("hr", hr)):
+        if not isinstance(img, (np.ndarray, Tensor)):
+            raise TypeError(
+                f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}"
+            )
+    if isinstance(sr, np.ndarray) != isinstance(hr, np.ndarray):
+        raise TypeError(
+            f"sr and hr must be both numpy arrays or both torch tensors; got sr {_describe(sr)}"
+            f" and hr {_describe(hr)}"
+        )
+    if tuple(sr.shape) != tuple(hr.shape):
+        raise ValueError(
+            f"sr and hr must have the same shape; got sr {tuple(sr.shape)} and hr {tuple(hr.shape)}"
+        )
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
+        raise ValueError(f"crop_border must be an int ≥ 0; got {crop_border!r}")
+    a, batched = _as_batch("sr", sr)
+    b, _ = _as_batch("hr", hr)
+    b = b.to(a.device)
+    height, width = a.shape[-2:]
+    if min(height, width) - 2 * crop_border < min_size:
+        raise ValueError(
+            f"crop_border={crop_border} leaves {height - 2 * crop_border}×{width - 2 * crop_border}"
+            f" of the {height}×{width} images; need at least {min_size}×{min_size}"
+        )
+    if crop_border:
+        c = crop_border
+        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
+    if y_channel and a.shape[1] == 3:
+        a, b = _luma(a / PIXEL_MAX), _luma(b / PIXEL_MAX)
+    return a, b, batched
+
+
+def _luma(rgb: Tensor) -> Tensor:
+    """(..., 3, H, W) RGB in [0, 1] → (..., 1, H, W) Y on the 0 … 255 scale."""
+    r, g, b = rgb.unbind(dim=-3)
+    y = Y_OFFSET + Y_WEIGHTS[0] * r + Y_WEIGHTS[1] * g + Y_WEIGHTS[2] * b
+    return y.unsqueeze(-3)
+
+
+def _result(values: Tensor, batched: bool) -> float | Tensor:
+    return values if batched else float(values[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def rgb_to_y(img: ImageLike) -> ImageLike:
+    """BT.601 luma, 0 … 255 scale: Y = 16 + 65.481 R + 128.553 G + 24.966 B with R, G, B in [0, 1].
+
+    numpy (..., 3) channels-last → (...); torch (..., 3, H, W) → (..., H, W). Floats are taken as
+    [0, 1] (the result keeps their dtype), uint8 as 0 … 255 (the result is float64). Not rounded.
+    """
+    if isinstance(img, np.ndarray):
+        _check_dtype("img", img)
+        if img.ndim < 1 or img.shape[-1] != 3:
+            raise ValueError(f"img must be numpy (..., 3) with RGB last; got {_describe(img)}")
+        rgb = img / 255.0 if img.dtype == np.uint8 else img
+        return Y_OFFSET + rgb @ np.asarray(Y_WEIGHTS, dtype=rgb.dtype)
+    if isinstance(img, Tensor):
+        _check_dtype("img", img)
+        if img.dim() < 3 or img.shape[-3] != 3:
+            raise ValueError(f"img must be torch (..., 3, H, W); got {_describe(img)}")
+        rgb = img.to(torch.float64) / 255.0 if img.dtype == torch.uint8 else img
+        return _luma(rgb).squeeze(-3)
+    raise TypeError(f"img must be a numpy array or a torch tensor; got {type(img).__name__}")
+
+
+def quantize(x: ImageLike) -> ImageLike:
+    """Round to the nearest 1/255 step and clamp to [0, 1], keeping the type and dtype: what an
+    8-bit PNG of x would hold (BasicSR's ``tensor2img``: clamp, ×255, round half to even)."""
+    if isinstance(x, np.ndarray):
+        _check_dtype("x", x)
+        if x.dtype == np.uint8:
+            return x.copy()
+        return (np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0).astype(x.dtype, copy=False)
+    if isinstance(x, Tensor):
+        _check_dtype("x", x)
+        if x.dtype == torch.uint8:
+            return x.clone()
+        return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+    raise TypeError(f"x must be a numpy array or a torch tensor; got {type(x).__name__}")
+
+
+def psnr(
+    sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True
+) -> float | Tensor:
+    """Peak signal-to-noise ratio in dB on the 0 … 255 scale (+inf for identical images).
+
+    Args:
+        sr, hr: numpy (H, W, 3) / (H, W) or torch (3, H, W) / (B, 3, H, W), the same shape;
+            float in [0, 1] or uint8.
+        crop_border: pixels removed from every side first (papers: the SR scale).
+        y_channel: measure Y (see :func:`rgb_to_y`) instead of all three channels.
+
+    Returns:
+        float, or a (B,) float64 tensor for a torch batch.
+    """
+    a, b, batched = _prepare(sr, hr, crop_border, y_channel)
+    mse = (a - b).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    values = 10.0 * torch.log10(PIXEL_MAX**2 / mse)  # mse = 0 → +inf
+    return _result(values, batched)
+
+
+def _gaussian_window(device: torch.device) -> Tensor:
+    """(11,) normalised Gaussian, σ = 1.5 (cv2.getGaussianKernel(11, 1.5))."""
+    half = (SSIM_WINDOW - 1) / 2
+    t = torch.arange(SSIM_WINDOW, dtype=torch.float64, device=device) - half
+    g = torch.exp(-(t**2) / (2 * SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def _filter_valid(x: Tensor, g: Tensor) -> Tensor:
+    """Separable Gaussian filter of (N, 1, H, W), 'valid' windows only → (N, 1, H−10, W−10)."""
+    x = F.conv2d(x, g.view(1, 1, -1, 1))
+    return F.conv2d(x, g.view(1, 1, 1, -1))
+
+
+def ssim(
+    sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True
+) -> float | Tensor:
+    """Structural similarity (11 × 11 Gaussian window, σ = 1.5, valid windows, 0 … 255 scale).
+
+    Args:
+        sr, hr: numpy (H, W, 3) / (H, W) or torch (3, H, W) / (B, 3, H, W), the same shape;
+            float in [0, 1] or uint8; at least 11 × 11 after cropping.
+        crop_border: pixels removed from every side first (papers: the SR scale).
+        y_channel: measure Y (see :func:`rgb_to_y`); else the mean of the per-channel SSIMs.
+
+    Returns:
+        float, or a (B,) float64 tensor for a torch batch.
+    """
+    a, b, batched = _prepare(sr, hr, crop_border, y_channel, min_size=SSIM_WINDOW)
+    batch, channels, height, width = a.shape
+    a = a.reshape(batch * channels, 1, height, width)
+    b = b.reshape(batch * channels, 1, height, width)
+    g = _gaussian_window(a.device)
+    c1, c2 = (SSIM_K1 * PIXEL_MAX) ** 2, (SSIM_K2 * PIXEL_MAX) ** 2
+    mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
+    var_a = _filter_valid(a * a, g) - mu_a * mu_a
+    var_b = _filter_valid(b * b, g) - mu_b * mu_b
+    cov = _filter_valid(a * b, g) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    )
+    values = ssim_map.mean(dim=(1, 2, 3)).view(batch, channels).mean(dim=1)  # (B,)
+    return _result(values, batched)

@@ -1,0 +1,43 @@
+"""Data: MATLAB-compatible bicubic resizing, datasets, segmentation priors, sample images."""
+
+from fastsr.data.imresize import imresize
+from fastsr.data.datasets import (
+    DistributedBatchSampler,
+    HRDataset,
+    ImageReadError,
+    MixedDataset,
+    ValidationSet,
+    bicubic_lr,
+    list_images,
+    mod_crop,
+    read_image,
+)
+from fastsr.data.priors import (
+    OST_CLASSES,
+    ColourClusterPrior,
+    ModulePrior,
+    NpyFolderPrior,
+    PriorSource,
+    prior_from_spec,
+)
+from fastsr.data.samples import sample_image_paths
+
+__all__ = [
+    "imresize",
+    "DistributedBatchSampler",
+    "HRDataset",
+    "ImageReadError",
+    "MixedDataset",
+    "ValidationSet",
+    "bicubic_lr",
+    "list_images",
+    "mod_crop",
+    "read_image",
+    "OST_CLASSES",
+    "ColourClusterPrior",
+    "ModulePrior",
+    "NpyFolderPrior",
+    "PriorSource",
+    "prior_from_spec",
+    "sample_image_paths",
+]

@@ -1,5 +1,8 @@
 """``python -m fastsr.train <stage> [--flag value …]``: each stage's flags are its config's fields.
 
+With no arguments, ``python -m fastsr.train`` runs the main job: a small SPSAGAN trained on the
+embedded sample photographs, psnr stage then gan stage (see :func:`fastsr.train.spsagan.run_demo`).
+
 A stage is a frozen dataclass config (every field has a default and a ``help`` in its metadata)
 and a ``run(config)`` function; argparse is built from the fields, so a config made in Python
 and one made on the command line are the same object.
@@ -12,10 +15,11 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
-from fastsr.train import prune
+from fastsr.train import prune, spsagan
 
 # name → (config dataclass, run function, one-line help)
 STAGES: dict[str, tuple[type, Callable, str]] = {
+    "spsagan": (spsagan.SPSAGANConfig, spsagan.run, "train SPSAGAN: --stage psnr, then --stage gan"),
     "prune": (prune.PruneConfig, prune.run, "train RRDB, prune its dense connections (eq. 8), train the RRSB net"),
 }
 
@@ -38,8 +42,11 @@ def config_from_args(config_cls: type, args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fastsr.train", description="fastsr training stages.")
-    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    parser = argparse.ArgumentParser(
+        prog="python -m fastsr.train",
+        description="fastsr training stages. With no STAGE: the main job (a small SPSAGAN on the embedded "
+                    "sample photographs, psnr then gan stage; see README).")
+    stages = parser.add_subparsers(dest="command", metavar="STAGE")
     for name, (config_cls, _, help_text) in STAGES.items():
         sub = stages.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(sub, config_cls)
@@ -48,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config_cls, run, _ = STAGES[args.stage]
+    if args.command is None:
+        spsagan.run_demo()
+        return 0
+    config_cls, run, _ = STAGES[args.command]
     try:
         config = config_from_args(config_cls, args)
     except ValueError as e:
-        print(f"python -m fastsr.train {args.stage}: {e}", file=sys.stderr)
+        print(f"python -m fastsr.train {args.command}: {e}", file=sys.stderr)
         return 2
     run(config)
     return 0

@@ -1,0 +1,171 @@
+"""Super-resolving whole images with a trained generator: priors, tiles, and the numbers of a
+validation (PSNR / SSIM on Y against bicubic).
+
+The trainers validate with these functions and the ``upscale`` / ``eval`` command-line tools call
+them, so a number printed during training and one printed by ``python -m fastsr.eval`` are
+computed the same way.
+
+Tiling: an image larger than ``tile`` (LR pixels) is cut into ``tile × tile`` LR tiles, each
+super-resolved with ``tile_pad`` extra LR pixels of context on every side; only the tile's own
+part of the output is kept. Convolutions then see the same neighbourhood as on the whole image
+(up to their receptive field beyond ``tile_pad``), but SPSA's attention sees only its tile plus
+padding: tiled SPSA output is not the whole-image output. The prior is always computed on the
+whole image and cropped with each tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fastsr.data.imresize import imresize
+from fastsr.metrics import psnr, quantize, ssim
+
+# (lr (B, 3, h, w), prior (B, S, s·h, s·w) | None) → sr (B, 3, s·h, s·w)
+Generator = Callable[[Tensor, "Tensor | None"], Tensor]
+
+
+def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
+    """(B, C, h, w) → (B, C, s·h, s·w): MATLAB-compatible bicubic, clamped to [0, 1]."""
+    return imresize(lr, scale).clamp(0, 1)
+
+
+@torch.no_grad()
+def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor | None = None,
+                  tile: int = 0, tile_pad: int = 10) -> Tensor:
+    """Run ``generator`` on ``lr`` (B, 3, h, w), whole or in tiles; returns (B, 3, s·h, s·w) in [0, 1].
+
+    Args:
+        prior: (B, S, s·h, s·w) or None; cropped per tile with the image.
+        tile: LR tile side; 0 = the whole image in one pass.
+        tile_pad: LR pixels of context added around each tile (and cut from its output).
+    """
+    if tile < 0 or tile_pad < 0:
+        raise ValueError(f"tile and tile_pad must be ≥ 0; got tile={tile}, tile_pad={tile_pad}")
+    B, _, h, w = lr.shape
+    if tile == 0 or (h <= tile and w <= tile):
+        return generator(lr, prior).clamp(0, 1)
+    out = lr.new_empty(B, 3, h * scale, w * scale)
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            bottom, right = min(top + tile, h), min(left + tile, w)
+            # the tile with its context, clipped to the image
+            t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
+            t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
+            piece = lr[:, :, t0:t1, l0:l1]  # (B, 3, th, tw)
+            piece_prior = None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
+            sr = generator(piece, piece_prior)  # (B, 3, s·th, s·tw)
+            out[:, :, top * scale : bottom * scale, left * scale : right * scale] = sr[
+                :, :, (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale
+            ]
+    return out.clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """PSNR (dB) and SSIM on Y of one image, for the model and for bicubic."""
+
+    name: str
+    psnr: float
+    ssim: float
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+def score(sr: Tensor, bicubic: Tensor, hr: Tensor, *, name: str, crop_border: int) -> ImageScores:
+    """Scores of one image, (3, H, W) each in [0, 1]: quantised to 8 bits first (as BasicSR and
+    the published tables compute them), then PSNR / SSIM on Y with ``crop_border`` cropped."""
+    sr, bicubic, hr = quantize(sr), quantize(bicubic), quantize(hr)
+    return ImageScores(
+        name=name,
+        psnr=float(psnr(sr, hr, crop_border=crop_border)),
+        ssim=float(ssim(sr, hr, crop_border=crop_border)),
+        bicubic_psnr=float(psnr(bicubic, hr, crop_border=crop_border)),
+        bicubic_ssim=float(ssim(bicubic, hr, crop_border=crop_border)),
+    )
+
+
+def mean_scores(scores: Sequence[ImageScores]) -> dict[str, float]:
+    """Means over images: {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}."""
+    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+    return {k: sum(getattr(s, k) for s in scores) / len(scores) for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files: a generator, its config and the prior it was trained with
+# ---------------------------------------------------------------------------------------------
+
+MODEL_FORMAT = "fastsr.model/1"
+
+
+def _generator_classes() -> dict[str, type]:
+    from fastsr.models import SPSAGenerator
+
+    return {"spsagan": SPSAGenerator}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model file read back: ``generator(lr, prior)``, the prior source (None when the generator
+    takes none), the scale and the kind ("spsagan")."""
+
+    kind: str
+    generator: torch.nn.Module
+    prior: object | None
+    scale: int
+
+    @property
+    def needs_prior(self) -> bool:
+        return bool(getattr(self.generator, "use_spsa", False))
+
+
+def save_model(path, generator: torch.nn.Module, prior=None, *, kind: str = "spsagan") -> None:
+    """Write ``{format, kind, config, state_dict, prior spec}`` atomically: everything
+    :func:`load_model` needs to rebuild the generator and its prior source."""
+    from fastsr._io import atomic_write
+
+    state = {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "config": generator.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+        "prior": prior.spec() if prior is not None else None,
+    }
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_model(path, *, map_location: str | torch.device = "cpu", prior=None) -> LoadedModel:
+    """Read a model file written by :func:`save_model` (``weights_only``: tensors and plain data).
+
+    Args:
+        prior: a prior source to use instead of the one saved with the model (for instance a
+            folder of precomputed maps for new images)."""
+    from pathlib import Path
+
+    from fastsr.data.priors import prior_from_spec
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable fastsr model file ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        hint = " (a training checkpoint? use <run>/generator.pt)" if found == "fastsr.train/1" else ""
+        raise ValueError(f"{path} must be a {MODEL_FORMAT!r} model file; got {found!r}{hint}")
+    classes = _generator_classes()
+    if state["kind"] not in classes:
+        raise ValueError(f"{path}: unknown model kind {state['kind']!r}; known: {sorted(classes)}")
+    generator = classes[state["kind"]](**state["config"])
+    generator.load_state_dict(state["state_dict"])
+    generator.to(map_location).eval()
+    if prior is None and state["prior"] is not None:
+        prior = prior_from_spec(state["prior"])
+    if prior is not None:
+        prior = prior.to(map_location)
+    return LoadedModel(kind=state["kind"], generator=generator, prior=prior, scale=state["config"]["scale"])

@@ -474,9 +474,9 @@ def demo_configs(out: Path) -> tuple[SPSAGANConfig, SPSAGANConfig]:
     no pretrained weights to load; pass ``--vgg-weights`` to a real run."""
     common = dict(num_feat=32, num_block=2, num_grow_ch=16, crop=64, batch_size=8, global_skip=True,
                   log_every=100, seed=0)
-    psnr = SPSAGANConfig(stage="psnr", iters=3000, lr=5e-4, val_every=1000, save_every=500,
+    psnr = SPSAGANConfig(stage="psnr", iters=3000, lr=5e-4, val_every=1000, save_every=1000,
                          out=str(out / "psnr"), **common)
-    gan = SPSAGANConfig(stage="gan", iters=600, val_every=300, save_every=300, random_vgg=True,
+    gan = SPSAGANConfig(stage="gan", iters=400, val_every=200, save_every=200, random_vgg=True,
                         pretrained=str(out / "psnr" / "generator.pt"), out=str(out / "gan"), **common)
     return psnr, gan
 

@@ -1,0 +1,223 @@
+"""What the command-line tools (``fastsr.upscale``, ``fastsr.eval``, ``fastsr.visualize``) share:
+the device and prior flags, loading a model file with its prior, reading inputs, writing PNGs.
+
+Exit codes of every tool: 0 everything done, 1 some inputs failed (each reported, the others
+processed), 2 nothing could start (bad arguments, unreadable model file, missing prior).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fastsr._io import atomic_write
+
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+DEVICES = ("auto", "cpu", "cuda")
+PRIOR_OUTPUTS = ("logits", "probabilities")
+
+
+class CLIError(Exception):
+    """A problem with the command line or the model: printed as ``<prog>: error: …``, exit 2."""
+
+
+def report_error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A plain ``warning: …`` line on stderr (no Python warning machinery: no file and line)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int ≥ 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int ≥ 0; got {value}")
+    return value
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the generator runs; auto = cuda when available, else cpu (default auto)")
+    if fp16:
+        parser.add_argument("--fp16", action="store_true",
+                            help="run the generator in float16 on CUDA (weights and activations, as "
+                                 "Real-ESRGAN's half mode; the prior is computed in float32 and cast). "
+                                 "On the CPU it warns and runs in float32")
+
+
+def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=nonnegative_int, default=0, metavar="N",
+                        help="super-resolve in N×N LR tiles to bound memory; 0 = whole image (default). "
+                             "Tiles change an SPSA model's output: its attention sees one tile only")
+    parser.add_argument("--tile-pad", type=nonnegative_int, default=10, metavar="N",
+                        help="LR pixels of context around each tile, cut from its output (default 10)")
+
+
+def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "segmentation prior (models with SPSA; default: the prior source saved in the model file)")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--prior-dir", metavar="DIR",
+                        help="precomputed maps DIR/<image stem>.npy, (S, H, W) float at the output "
+                             "(HR) size; up to 15 extra rows / columns are cropped off bottom-right")
+    source.add_argument("--prior-module", metavar="FILE",
+                        help="a TorchScript segmentation network (torch.jit.save) run on the "
+                             "bicubic-upscaled input, input in [0, 1]")
+    group.add_argument("--prior-outputs", choices=PRIOR_OUTPUTS, default="logits",
+                       help="what --prior-module returns (default logits: softmax over classes is applied)")
+
+
+def pick_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise CLIError(f"--device must be one of {DEVICES}; got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def use_fp16(requested: bool, device: torch.device) -> bool:
+    """--fp16 holds on CUDA only; on the CPU it warns once and the run stays in float32."""
+    if requested and device.type != "cuda":
+        warn("--fp16 applies on CUDA only; running in float32 on the CPU")
+        return False
+    return requested
+
+
+# ---------------------------------------------------------------------------------------------
+# The model and its prior
+# ---------------------------------------------------------------------------------------------
+
+
+def _prior_flag_source(args: argparse.Namespace, num_classes: int):
+    """The prior source --prior-dir / --prior-module name (None without either)."""
+    from fastsr.data.priors import ModulePrior, NpyFolderPrior
+
+    prior_dir, prior_module = getattr(args, "prior_dir", None), getattr(args, "prior_module", None)
+    try:
+        if prior_dir:
+            return NpyFolderPrior(prior_dir, num_classes)
+        if prior_module:
+            return ModulePrior.load(prior_module, num_classes, outputs=args.prior_outputs)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{'--prior-dir' if prior_dir else '--prior-module'}: {e}") from e
+    return None
+
+
+def load(args: argparse.Namespace, device: torch.device, *, fp16: bool = False):
+    """The model file ``args.checkpoint`` on ``device`` (a :class:`fastsr.inference.LoadedModel`),
+    its prior source replaced by --prior-dir / --prior-module when given (then the saved one is
+    never built: its folder or network may exist only where the model was trained). ``prior`` is
+    None for a model without SPSA. Raises CLIError when the file cannot be read or an SPSA model
+    has no prior source."""
+    from fastsr.data.priors import OST_CLASSES
+    from fastsr.inference import load_model
+
+    override = _prior_flag_source(args, len(OST_CLASSES))
+    try:
+        model = load_model(args.checkpoint, map_location=device, prior=override)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise CLIError(f"cannot load model file {args.checkpoint}: {e}") from e
+    prior = model.prior
+    if not model.needs_prior:
+        if override is not None:
+            warn(f"{args.checkpoint} has no SPSA layer and takes no prior; "
+                 f"{'--prior-dir' if args.prior_dir else '--prior-module'} is ignored")
+        prior = None
+    elif override is not None and override.num_classes != model.generator.seg_channels:
+        prior = _prior_flag_source(args, model.generator.seg_channels).to(device)
+    if model.needs_prior and prior is None:
+        raise CLIError(f"{args.checkpoint} has an SPSA layer but no saved prior source: "
+                       "pass --prior-dir DIR or --prior-module FILE")
+    generator = model.generator.half() if fp16 else model.generator
+    return dataclasses.replace(model, generator=generator, prior=prior)
+
+
+def describe(checkpoint, model) -> str:
+    """One line about a loaded model: ``CKPT: spsagan ×4 with SPSA, prior colour_clusters``."""
+    text = f"{checkpoint}: {model.kind} ×{model.scale}"
+    if model.needs_prior:
+        kind = type(model.prior).__name__
+        try:
+            kind = model.prior.spec()["kind"]
+        except (ValueError, NotImplementedError, KeyError, TypeError):
+            pass
+        text += f" with SPSA, prior {kind}"
+    return text
+
+
+def compute_prior(model, lr: Tensor, name: str) -> Tensor | None:
+    """The prior the model reads for ``lr`` (B, 3, h, w): its prior source on the bicubic-upscaled
+    input, (B, S, s·h, s·w) in lr's dtype — never from an HR image. None for a model without SPSA."""
+    from fastsr.inference import bicubic_upscale
+
+    if not model.needs_prior:
+        return None
+    mr = bicubic_upscale(lr.float(), model.scale)  # (B, 3, s·h, s·w)
+    return model.prior(mr, [name] * lr.shape[0]).to(lr.dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def gather_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Image files named directly, and those inside named folders (:func:`fastsr.data.list_images`),
+    in the order given. Returns (paths, problems): a missing path or an image-less folder is a
+    problem, reported by the caller as a failed input."""
+    from fastsr.data import list_images
+
+    paths, problems, seen = [], [], set()
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                problems.append(f"{item}: no images (.png .jpg .jpeg .bmp) in this folder")
+        elif item.exists():
+            found = [item]
+        else:
+            problems.append(f"{item}: no such file or folder")
+            found = []
+        for p in found:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                paths.append(p)
+    return paths, problems
+
+
+def to_uint8(img: Tensor):
+    """(3, H, W) in [0, 1] → (H, W, 3) uint8 numpy, rounded as :func:`fastsr.metrics.quantize`."""
+    return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def write_png(path: str | Path, img: Tensor) -> Path:
+    """Write (3, H, W) in [0, 1] as an 8-bit RGB PNG, atomically (never a partial file)."""
+    from PIL import Image
+
+    pixels = to_uint8(img)
+    return atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))

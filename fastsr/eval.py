@@ -1,0 +1,161 @@
+"""PSNR-Y / SSIM-Y of a model file on HR images, next to bicubic.
+
+    python -m fastsr.eval runs/gan/generator.pt --hr Set14/HR/ --csv set14.csv
+
+For every HR image (files, or the images directly inside folders), as the trainer validates
+(:func:`fastsr.train.spsagan.validate`) and published tables measure:
+
+    hr       = the image mod-cropped to a multiple of the scale (top-left)
+    lr       = imresize(hr, 1/s), MATLAB bicubic, rounded to 8 bits as an LR PNG would be
+               (:func:`fastsr.data.bicubic_lr`; what :class:`fastsr.data.ValidationSet` holds)
+    bicubic  = imresize(lr, s), clamped
+    prior    = the prior source on bicubic (models with SPSA; never from hr)
+    sr       = the generator on lr (in tiles with --tile)
+    scores   = :func:`fastsr.inference.score`: sr, bicubic and hr rounded to 8 bits, PSNR / SSIM on
+               Y (BT.601, 0 … 255), crop_border = s
+
+Images are read one at a time (a whole data set is never held in memory). An unreadable image,
+or one too small to score (SSIM needs 11 × 11 Y pixels after the border crop), is reported and
+skipped; the exit status is then 1 (2: nothing could start). ``--csv`` writes one row per image
+and a last "mean" row, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fastsr._io import atomic_write
+from fastsr.cli import (
+    EXIT_INPUT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    add_device_arguments,
+    add_prior_arguments,
+    add_tile_arguments,
+    compute_prior,
+    describe,
+    gather_images,
+    load,
+    pick_device,
+    report_error,
+    use_fp16,
+)
+
+PROG = "python -m fastsr.eval"
+CSV_FIELDS = ("name", "width", "height", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+SSIM_WINDOW = 11
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="PSNR-Y and SSIM-Y of a fastsr model file on HR images (LR made by MATLAB bicubic "
+                    "downscaling), next to bicubic upscaling; crop_border = scale, as BasicSR.",
+        epilog="Exit status: 0 all scored, 1 some images failed (each reported), 2 nothing could start.",
+    )
+    parser.add_argument("checkpoint", metavar="CKPT", help="model file written by fastsr.inference.save_model")
+    parser.add_argument("--hr", metavar="PATH", nargs="+", required=True,
+                        help="HR images, or folders of them (.png .jpg .jpeg .bmp)")
+    parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV (a last row 'mean')")
+    add_tile_arguments(parser)
+    add_device_arguments(parser)
+    add_prior_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        fp16 = use_fp16(args.fp16, device)
+        model = load(args, device, fp16=fp16)
+    except CLIError as e:
+        report_error(PROG, str(e))
+        return EXIT_USAGE
+    from fastsr.data import ImageReadError, bicubic_lr, mod_crop, read_image
+    from fastsr.inference import bicubic_upscale, mean_scores, score, super_resolve
+
+    s = model.scale
+    dtype = torch.float16 if fp16 else torch.float32
+    paths, problems = gather_images(args.hr)
+    print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
+          f"{len(paths)} HR image{'s' if len(paths) != 1 else ''}; Y channel, crop border {s}", flush=True)
+    failed = len(problems)
+    for problem in problems:
+        report_error(PROG, problem)
+    width = max([len(p.stem) for p in paths] + [12])
+    header = (f"{'image':<{width}} {'size':>11} {'PSNR-Y':>8} {'bicubic':>8} {'SSIM-Y':>8} "
+              f"{'bicubic':>8} {'sec':>6}")
+    print(header + "\n" + "-" * len(header), flush=True)
+
+    rows = []
+    for path in paths:
+        try:
+            img = read_image(path)  # (3, H0, W0)
+        except ImageReadError as e:
+            report_error(PROG, f"{e.path}: {e.reason}; skipped")
+            failed += 1
+            continue
+        hr = mod_crop(img, s)  # (3, H, W)
+        H, W = hr.shape[-2:]
+        if min(H, W) < 2 * s + SSIM_WINDOW:
+            report_error(PROG, f"{path}: {W}×{H} after the mod crop is too small to score (each side must be "
+                               f"≥ 2·{s} + {SSIM_WINDOW} = {2 * s + SSIM_WINDOW}: border crop, then SSIM's "
+                               f"window); skipped")
+            failed += 1
+            continue
+        try:
+            t0 = time.perf_counter()
+            lr = bicubic_lr(hr, s)[None].to(device)  # (1, 3, H/s, W/s), 8-bit values
+            bicubic = bicubic_upscale(lr, s)  # (1, 3, H, W)
+            prior = compute_prior(model, lr.to(dtype), path.stem)  # (1, S, H, W) | None
+            sr = super_resolve(model.generator, lr.to(dtype), s, prior=prior,
+                               tile=args.tile, tile_pad=args.tile_pad)  # (1, 3, H, W)
+            result = score(sr[0].float(), bicubic[0], hr.to(device), name=path.stem, crop_border=s)
+            seconds = time.perf_counter() - t0
+        except (OSError, ValueError, RuntimeError) as e:  # a missing .npy prior, CUDA out of memory, …
+            hint = " (try --tile 256)" if "out of memory" in str(e).lower() else ""
+            report_error(PROG, f"{path}: {type(e).__name__}: {e}{hint}; skipped")
+            failed += 1
+            continue
+        rows.append((result, W, H))
+        print(f"{result.name:<{width}} {f'{W}×{H}':>11} {result.psnr:8.2f} {result.bicubic_psnr:8.2f} "
+              f"{result.ssim:8.4f} {result.bicubic_ssim:8.4f} {seconds:6.2f}", flush=True)
+
+    if rows:
+        means = mean_scores([r for r, _, _ in rows])
+        print("-" * len(header))
+        print(f"{f'mean ({len(rows)})':<{width}} {'':>11} {means['psnr']:8.2f} {means['bicubic_psnr']:8.2f} "
+              f"{means['ssim']:8.4f} {means['bicubic_ssim']:8.4f}", flush=True)
+        if args.csv:
+            write_csv(args.csv, rows, means)
+            print(f"wrote {args.csv}", flush=True)
+    else:
+        report_error(PROG, "no image could be scored")
+    if failed:
+        print(f"{failed} input{'s' if failed != 1 else ''} failed", flush=True)
+    return EXIT_INPUT_FAILED if failed or not rows else EXIT_OK
+
+
+def write_csv(path: str | Path, rows, means: dict[str, float]) -> None:
+    """One row per image (name, width, height, psnr, ssim, bicubic_psnr, bicubic_ssim), then "mean"."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for result, w, h in rows:
+        writer.writerow([result.name, w, h, *(f"{getattr(result, k):.6f}" for k in CSV_FIELDS[3:])])
+    writer.writerow(["mean", "", "", *(f"{means[k]:.6f}" for k in CSV_FIELDS[3:])])
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -181,7 +181,7 @@ def compose(panels: Sequence[Tensor], box: tuple[int, int, int, int], labels: Se
 
 def attention_command(args: argparse.Namespace) -> int:
     from fastsr.data import ImageReadError, bicubic_lr, mod_crop, read_image
-    from fastsr.train.spsagan import prior_picture
+    from fastsr.data.priors import prior_picture
 
     image_path = Path(args.image)
     x, y = args.pixel

@@ -386,3 +386,18 @@ def prior_from_spec(spec: Mapping[str, Any]) -> PriorSource:
     if prior.num_classes != num_classes:
         raise ValueError(f"spec num_classes must equal the number of centroids {prior.num_classes}; got {num_classes}")
     return prior
+
+
+# One colour per prior class, for pictures of a prior (sample grids, attention figures); in the OST
+# order: background black, sky light blue, water navy, grass green, mountain brown, building red, …
+PALETTE = torch.tensor([
+    [0.0, 0.0, 0.0], [0.5, 0.7, 1.0], [0.0, 0.2, 0.6], [0.3, 0.8, 0.2], [0.5, 0.4, 0.3],
+    [0.8, 0.2, 0.2], [0.1, 0.5, 0.1], [0.9, 0.7, 0.1], [0.8, 0.2, 0.8], [0.2, 0.8, 0.8],
+])
+
+
+def prior_picture(prior: Tensor) -> Tensor:
+    """(S, H, W) probabilities → (3, H, W): each pixel coloured by its argmax class."""
+    palette = PALETTE.to(prior.device)
+    idx = prior.argmax(0) % len(palette)  # (H, W)
+    return palette[idx].permute(2, 0, 1)

@@ -1,11 +1,13 @@
 """The pruning stage of SPSAGAN (paper 000, §3.2), as one visible script.
 
-    1. train an RRDBNet with L1 (Adam 2e-4) on random crops of scikit-learn's sample images;
+    1. train an RRDBNet with L1 (Adam 2e-4) on random crops of the embedded sample photographs
+       (LR by MATLAB-compatible bicubic);
        over its last K iterations, record eq. 8's dissimilarities on every dense block
     2. 2-means rule per conv → connection config (JSON) in the run folder
     3. train the RRSB net (same widths, pruned connections) from scratch, same iterations and crops
-    4. save both checkpoints; print it/s, final L1, kept connections, validation PSNR vs bicubic;
-       val.png shows the held-out crops: bicubic | RRDB | RRSB | HR
+    4. save both checkpoints; print it/s, final L1, kept connections, validation PSNR-Y vs bicubic
+       (the held-out photographs, BasicSR's conventions); val.png shows centre crops of them:
+       bicubic | RRDB | RRSB | HR
 
     python -m fastsr.train prune --iters 1000 --out runs/prune-demo
 
@@ -27,9 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastsr._io import atomic_write
+from fastsr.data import DistributedBatchSampler, HRDataset, ValidationSet, sample_image_paths
+from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, score, super_resolve
 from fastsr.prune import DissimilarityRecorder, connection_config, save_config
+from fastsr.train.distributed import pick_device
+from fastsr.train.logs import save_grid
 
-VAL_SIZE = 128  # the right-most VAL_SIZE columns of each sample image are held out for validation
+VAL_CROP = 128  # side of the centre crops shown in val.png
 
 
 @dataclass(frozen=True)
@@ -64,60 +70,8 @@ class PruneConfig:
             raise ValueError(f"last_k must be ≤ iters = {self.iters}; got {self.last_k}")
         if self.crop % self.scale:
             raise ValueError(f"crop must be a multiple of scale = {self.scale}; got {self.crop}")
-        if self.crop > 427 or VAL_SIZE % self.scale:
-            raise ValueError(f"crop must be ≤ 427 (sample image height) and scale divide {VAL_SIZE}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: scikit-learn's two sample images (china.jpg, flower.jpg; 427 × 640, shipped, no download)
-# ---------------------------------------------------------------------------------------------
-
-
-def sample_images() -> tuple[list[Tensor], Tensor]:
-    """Training images (3, 427, 640 − VAL_SIZE) in [0, 1] and the validation crops
-    (2, 3, VAL_SIZE, VAL_SIZE): a centred square of each image's held-out right strip."""
-    from sklearn.datasets import load_sample_images
-
-    train, val = [], []
-    for img in load_sample_images().images:  # (H, W, 3) uint8
-        x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255  # (3, H, W)
-        h, w = x.shape[1:]
-        top = (h - VAL_SIZE) // 2
-        train.append(x[:, :, : w - VAL_SIZE])
-        val.append(x[:, top : top + VAL_SIZE, w - VAL_SIZE :])
-    return train, torch.stack(val)
-
-
-def random_crops(images: list[Tensor], batch: int, size: int, gen: torch.Generator) -> Tensor:
-    """(batch, 3, size, size) crops at random images and positions."""
-    crops = []
-    for _ in range(batch):
-        img = images[int(torch.randint(len(images), (), generator=gen))]
-        top = int(torch.randint(img.shape[1] - size + 1, (), generator=gen))
-        left = int(torch.randint(img.shape[2] - size + 1, (), generator=gen))
-        crops.append(img[:, top : top + size, left : left + size])
-    return torch.stack(crops)
-
-
-def downsample(hr: Tensor, scale: int) -> Tensor:
-    """(B, 3, H, W) → (B, 3, H/scale, W/scale) by antialiased bicubic.
-
-    PyTorch's bicubic (a = −0.75), not MATLAB's imresize (a = −0.5) that published tables use:
-    the MATLAB-compatible resize comes with fastsr.data."""
-    h, w = hr.shape[-2:]
-    lr = F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-    return lr.clamp(0, 1)
-
-
-def psnr_rgb(sr: Tensor, hr: Tensor, border: int) -> float:
-    """Mean PSNR (dB) over the batch, on RGB in [0, 1], ``border`` pixels cropped per side.
-
-    Plain RGB PSNR for this smoke stage; the Y-channel metric of published tables is
-    fastsr.metrics' job."""
-    if border:
-        sr, hr = sr[..., border:-border, border:-border], hr[..., border:-border, border:-border]
-    mse = (sr.clamp(0, 1) - hr).pow(2).flatten(1).mean(1)  # (B,)
-    return float((10 * torch.log10(1 / mse)).mean())
+        if self.crop > 300:
+            raise ValueError(f"crop must be ≤ 300 (the smallest sample photograph's side); got {self.crop}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,12 +79,14 @@ def psnr_rgb(sr: Tensor, hr: Tensor, border: int) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_l1(net: nn.Module, cfg: PruneConfig, images: list[Tensor], device: torch.device, name: str,
+def train_l1(net: nn.Module, cfg: PruneConfig, data: HRDataset, device: torch.device, name: str,
              recorder: DissimilarityRecorder | None = None) -> dict:
     """L1 training for cfg.iters iterations; the recorder (if any) is attached for the last K.
 
     Returns {"losses": [...], "its": iterations/s before the recorder was attached}."""
-    gen = torch.Generator().manual_seed(cfg.seed)  # the same crops for RRDB and RRSB
+    # Batches are a function of (seed, iteration): RRDB and RRSB see the same crops.
+    sampler = DistributedBatchSampler(len(data), cfg.batch_size, seed=cfg.seed)
+    batches = iter(torch.utils.data.DataLoader(data, batch_sampler=sampler))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     record_from = cfg.iters - recorder.last_k if recorder is not None else cfg.iters
     losses = []
@@ -140,8 +96,8 @@ def train_l1(net: nn.Module, cfg: PruneConfig, images: list[Tensor], device: tor
         if it == record_from:
             its = it / (time.perf_counter() - t0) if it else float("nan")
             recorder.attach()  # from here on every forward also records DS (recomputes each block)
-        hr = random_crops(images, cfg.batch_size, cfg.crop, gen).to(device)  # (B, 3, crop, crop)
-        lr = downsample(hr, cfg.scale)  # (B, 3, crop/s, crop/s)
+        batch = next(batches)
+        hr, lr = batch["hr"].to(device), batch["lr"].to(device)  # (B, 3, crop, crop), (B, 3, crop/s, crop/s)
         sr = net(lr)  # (B, 3, crop, crop)
         loss = F.l1_loss(sr, hr)
         opt.zero_grad(set_to_none=True)
@@ -158,27 +114,25 @@ def train_l1(net: nn.Module, cfg: PruneConfig, images: list[Tensor], device: tor
     return {"losses": losses, "its": its}
 
 
-@torch.no_grad()
-def super_resolve(net: nn.Module, val_hr: Tensor, scale: int) -> Tensor:
-    """(N, 3, VAL_SIZE, VAL_SIZE) SR of the downsampled validation crops, clamped to [0, 1]."""
-    net.eval()
-    sr = net(downsample(val_hr, scale))
-    net.train()
-    return sr.clamp(0, 1)
-
-
-def bicubic_upsample(val_hr: Tensor, scale: int) -> Tensor:
-    lr = downsample(val_hr, scale)
-    return F.interpolate(lr, size=val_hr.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def save_image_rows(path: Path, rows: list[Tensor]) -> None:
-    """One PNG: per validation crop a row, per entry of ``rows`` ((N, 3, H, W) each) a column."""
-    from PIL import Image
-
-    grid = torch.cat([torch.cat(list(images), dim=1) for images in rows], dim=2)  # (3, N·H, len·W)
-    pixels = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
+def validation_scores(net: nn.Module | None, val: ValidationSet, scale: int, device: torch.device,
+                      crops: list[Tensor]) -> list[ImageScores]:
+    """Scores of ``net`` on every validation image (bicubic's too); appends centre crops of each
+    SR output (or of bicubic and HR when ``net`` is None) to ``crops`` for the picture."""
+    scores = []
+    for item in val:
+        lr, hr = item["lr"][None].to(device), item["hr"].to(device)  # (1, 3, h, w), (3, H, W)
+        bicubic = bicubic_upscale(lr, scale)[0]  # (3, H, W)
+        if net is not None:
+            net.eval()
+            sr = super_resolve(lambda x, _: net(x), lr, scale)[0]  # (3, H, W)
+            net.train()
+        else:
+            sr = bicubic
+        scores.append(score(sr, bicubic, hr, name=item["name"], crop_border=scale))
+        side = min(VAL_CROP, *hr.shape[-2:])
+        t, l = (hr.shape[-2] - side) // 2, (hr.shape[-1] - side) // 2
+        crops.append(torch.stack([x[:, t : t + side, l : l + side] for x in ([sr] if net is not None else [bicubic, hr])]))
+    return scores
 
 
 def _write_json(path: Path, obj) -> None:
@@ -191,12 +145,11 @@ def run(cfg: PruneConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(cfg.device)
     out = Path(cfg.out or f"runs/prune-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    images, val_hr = sample_images()
-    val_hr = val_hr.to(device)
-    images = [img.to(device) for img in images]
+    data = HRDataset(sample_image_paths("train"), scale=cfg.scale, crop=cfg.crop)
+    val = ValidationSet(sample_image_paths("val"), scale=cfg.scale)
     print(f"prune stage → {out}  ({device}, {torch.get_num_threads()} threads)\n  {cfg}", flush=True)
     t_start = time.perf_counter()
 
@@ -205,7 +158,7 @@ def run(cfg: PruneConfig) -> dict:
     widths = dict(num_feat=cfg.num_feat, num_grow_ch=cfg.num_grow_ch, num_block=cfg.num_block)
     rrdb = RRDBNet(3, 3, scale=cfg.scale, **widths).to(device)
     recorder = DissimilarityRecorder(rrdb, cfg.last_k)
-    rrdb_log = train_l1(rrdb, cfg, images, device, "RRDB", recorder)
+    rrdb_log = train_l1(rrdb, cfg, data, device, "RRDB", recorder)
     rrdb.save(out / "rrdb.pt")
 
     # 2. The rule → connection config.
@@ -216,7 +169,7 @@ def run(cfg: PruneConfig) -> dict:
     # 3. RRSB from scratch: same seed, so the same initialisation stream and the same crops.
     torch.manual_seed(cfg.seed)
     rrsb = RRDBNet(3, 3, scale=cfg.scale, connections=rrsb_cfg["connections"], **widths).to(device)
-    rrsb_log = train_l1(rrsb, cfg, images, device, "RRSB")
+    rrsb_log = train_l1(rrsb, cfg, data, device, "RRSB")
     rrsb.save(out / "rrsb.pt")
 
     # 4. Summary.
@@ -230,28 +183,29 @@ def run(cfg: PruneConfig) -> dict:
         "kept_connections": kept,
         "total_connections": total,
     }
-    bicubic = bicubic_upsample(val_hr, cfg.scale)
-    summary["bicubic"] = {"val_psnr_rgb": psnr_rgb(bicubic, val_hr, border=cfg.scale)}
-    images = [bicubic]
+    reference: list[Tensor] = []  # per validation image: (2, 3, c, c) bicubic and HR centre crops
+    bicubic_scores = validation_scores(None, val, cfg.scale, device, reference)
+    summary["bicubic"] = {"val_psnr_y": mean_scores(bicubic_scores)["bicubic_psnr"]}
+    columns = []
     for name, net, log in (("rrdb", rrdb, rrdb_log), ("rrsb", rrsb, rrsb_log)):
-        images.append(super_resolve(net, val_hr, cfg.scale))
+        columns.append([])
         summary[name] = {
             "its": log["its"],
             "final_l1": float(np.mean(log["losses"][-tail:])),
-            "val_psnr_rgb": psnr_rgb(images[-1], val_hr, border=cfg.scale),
+            "val_psnr_y": mean_scores(validation_scores(net, val, cfg.scale, device, columns[-1]))["psnr"],
             "params": sum(p.numel() for p in net.parameters()),
         }
-    save_image_rows(out / "val.png", images + [val_hr])
+    save_grid(out / "val.png", [[ref[0], a[0], b[0], ref[1]] for ref, a, b in zip(reference, *columns)])
     _write_json(out / "summary.json", summary)
 
     print(f"\nsummary ({cfg.iters} iterations each, {summary['seconds']:.0f} s in all; final L1 = mean of the "
-          f"last {tail} iterations; PSNR on RGB, {cfg.scale}-pixel border cropped, {len(val_hr)} held-out "
-          f"{VAL_SIZE}² crops)")
-    print(f"  {'':8s} {'it/s':>7s} {'final L1':>9s} {'val PSNR':>9s} {'params':>8s}")
-    print(f"  {'bicubic':8s} {'':>7s} {'':>9s} {summary['bicubic']['val_psnr_rgb']:9.2f}")
+          f"last {tail} iterations; PSNR on Y, {cfg.scale}-pixel border cropped, {len(val)} held-out "
+          f"photographs)")
+    print(f"  {'':8s} {'it/s':>7s} {'final L1':>9s} {'PSNR-Y':>9s} {'params':>8s}")
+    print(f"  {'bicubic':8s} {'':>7s} {'':>9s} {summary['bicubic']['val_psnr_y']:9.2f}")
     for name in ("rrdb", "rrsb"):
         s = summary[name]
-        print(f"  {name.upper():8s} {s['its']:7.2f} {s['final_l1']:9.4f} {s['val_psnr_rgb']:9.2f} {s['params']:8d}")
+        print(f"  {name.upper():8s} {s['its']:7.2f} {s['final_l1']:9.4f} {s['val_psnr_y']:9.2f} {s['params']:8d}")
     print(f"  kept connections: {kept} / {total} (x_1 … x_{{l−1}} into conv l; x_0 always kept, not counted)")
     print(f"  wrote {out}/rrdb.pt, rrsb.json, rrsb.pt, summary.json, val.png (bicubic | RRDB | RRSB | HR)",
           flush=True)

@@ -49,7 +49,14 @@ from fastsr.data import (
     list_images,
     sample_image_paths,
 )
-from fastsr.data.priors import ColourClusterPrior, ModulePrior, NpyFolderPrior, PriorSource, prior_from_spec
+from fastsr.data.priors import (
+    ColourClusterPrior,
+    ModulePrior,
+    NpyFolderPrior,
+    PriorSource,
+    prior_from_spec,
+    prior_picture,
+)
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, save_model, score, super_resolve
 from fastsr.models import SPSAGenerator, VGG19FeatureExtractor, VGGStyleDiscriminator
 from fastsr.train import distributed
@@ -213,20 +220,6 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
-
-# One colour per prior channel for the sample grids (SFTGAN-like: sky blue, water navy, grass green …).
-PALETTE = torch.tensor([
-    [0.0, 0.0, 0.0], [0.5, 0.7, 1.0], [0.0, 0.2, 0.6], [0.3, 0.8, 0.2], [0.5, 0.4, 0.3],
-    [0.8, 0.2, 0.2], [0.1, 0.5, 0.1], [0.9, 0.7, 0.1], [0.8, 0.2, 0.8], [0.2, 0.8, 0.8],
-])
-
-
-def prior_picture(prior: Tensor) -> Tensor:
-    """(S, H, W) probabilities → (3, H, W): each pixel coloured by its argmax class."""
-    palette = PALETTE.to(prior.device)
-    idx = prior.argmax(0) % len(palette)  # (H, W)
-    return palette[idx].permute(2, 0, 1)
-
 
 @torch.no_grad()
 def validate(generator: nn.Module, prior_source: PriorSource | None, val: ValidationSet, scale: int,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "quantize", "rgb_to_y", "ssim"]
+__all__ = ["gsm", "psnr", "quantize", "rgb_to_y", "ssim"]
 
 ImageLike = np.ndarray | Tensor
 
@@ -250,4 +250,113 @@ def ssim(
         (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
     )
     values = ssim_map.mean(dim=(1, 2, 3)).view(batch, channels).mean(dim=1)  # (B,)
+    return _result(values, batched)
+
+
+# ---------------------------------------------------------------------------------------------
+# GSM: gradient similarity (Liu, Lin & Narwaria, IEEE TIP 21(4):1500–1512, 2012)
+# ---------------------------------------------------------------------------------------------
+
+# The four 5 × 5 directional high-pass operators GSM takes from Chou & Li's JND model (horizontal,
+# the two diagonals, vertical edges). Each sums to 0, so a flat block has no gradient.
+GSM_KERNELS = (
+    ((0, 0, 0, 0, 0), (1, 3, 8, 3, 1), (0, 0, 0, 0, 0), (-1, -3, -8, -3, -1), (0, 0, 0, 0, 0)),
+    ((0, 0, 1, 0, 0), (0, 8, 3, 0, 0), (1, 3, 0, -3, -1), (0, 0, -3, -8, 0), (0, 0, -1, 0, 0)),
+    ((0, 0, 1, 0, 0), (0, 0, 3, 8, 0), (-1, -3, 0, 3, 1), (0, -8, -3, 0, 0), (0, 0, -1, 0, 0)),
+    ((0, 1, 0, -1, 0), (0, 3, 0, -3, 0), (0, 8, 0, -8, 0), (0, 3, 0, -3, 0), (0, 1, 0, -1, 0)),
+)
+GSM_BLOCK = 5
+GSM_C = 200.0  # gradient-similarity constant, (0 … 255 pixel units)² — see gsm's docstring
+GSM_LUMA_WEIGHT = 0.1  # W = 0.1 · g: luminance weight grows with the gradient similarity
+
+
+def _gsm_maps(a: Tensor, b: Tensor) -> Tensor:
+    """(N, 1, H, W) pair on the 0 … 255 scale → (N, 1, H−4, W−4) GSM quality map q."""
+    kernels = torch.tensor(GSM_KERNELS, dtype=torch.float64, device=a.device).unsqueeze(1)  # (4, 1, 5, 5)
+    block = GSM_BLOCK * GSM_BLOCK
+
+    def gradient(x: Tensor) -> Tensor:  # max_k |mean2(X ⊙ K_k)| per 5 × 5 block X
+        return (F.conv2d(x, kernels) / block).abs().amax(dim=1, keepdim=True)
+
+    def block_mean(x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, GSM_BLOCK, stride=1)
+
+    ga, gb = gradient(a), gradient(b)
+    g = (2 * ga * gb + GSM_C) / (ga * ga + gb * gb + GSM_C)  # contrast-structure similarity
+    lum = 1 - ((block_mean(a) - block_mean(b)) / PIXEL_MAX) ** 2  # luminance similarity
+    w = GSM_LUMA_WEIGHT * g
+    return (1 - w) * g + w * lum
+
+
+def gsm(x: ImageLike, y: ImageLike, *, crop_border: int = 0, y_channel: bool = True) -> float | Tensor:
+    """Gradient similarity (GSM) of Liu, Lin & Narwaria, "Image Quality Assessment Based on Gradient
+    Similarity", IEEE TIP 21(4):1500–1512, 2012 — the metric Stage-GAN (paper 002, ref. [44])
+    reports at ×8. 1 for identical images, lower for larger changes; symmetric in x and y.
+
+    Per 5 × 5 block X of x (and Y of y) centred on each pixel, on the 0 … 255 scale:
+
+        g_x     = max_{k=1…4} |mean2(X ⊙ K_k)|                 gradient (paper's eq. for g_x)
+        g(x, y) = (2 g_x g_y + C) / (g_x² + g_y² + C)           contrast-structure (gradient) similarity
+        l(x, y) = 1 − ((μ_x − μ_y) / 255)²                      luminance similarity, μ = mean2(X)
+        W       = 0.1 · g(x, y)                                  adaptive weight
+        q       = (1 − W) · g(x, y) + W · l(x, y)               local quality
+        GSM     = mean of q over every block lying fully inside the (cropped) image
+
+    K_k are the four 5 × 5 directional high-pass operators of Chou & Li's JND model (horizontal,
+    two diagonal and vertical edges, weights ±1 ±3 ±8; :data:`GSM_KERNELS`). The paper writes the
+    similarity also as (2(1 − r) + K) / (1 + (1 − r)² + K) with r = |g_x − g_y| / max(g_x, g_y):
+    dividing the form above by max(g_x, g_y)² gives exactly that with K = C / max(g_x, g_y)², so
+    the similarity depends only on the relative change r where gradients are large (masking) and
+    goes to 1 where both are far below √C (visibility threshold). The weight W = 0.1 g lets
+    luminance changes count more where structure is preserved.
+
+    Where the definition came from, and the choices made where it could not be recovered: the
+    structure above (four 5 × 5 kernels from Chou & Li, max over directions, the C-stabilised
+    similarity and its r/K masking form, l = 1 − (Δ/255)², W = 0.1 · g, q = (1 − W) g + W l, mean
+    pooling) follows the paper as summarised by public material (the paper's abstract; vIQA's
+    ``viqa/fr_metrics/gsm.py``, BSD-3, read for understanding only — it calls itself untested and
+    deviates from the paper). The paper's text itself was not available here, so:
+      * "mean2(|X · K_k|)" is read as the absolute value of the mean of the element-wise product
+        (the operator's response / 25): the only reading under which a flat block has zero
+        gradient. The other reading (mean of absolute products) is a low-pass, not a gradient.
+      * C = 200 (:data:`GSM_C`), the low end of the 200 … 1000 range vIQA attributes to the paper;
+        the exact value the paper settled on could not be checked.
+      * μ is the block mean (mean2 of the same 5 × 5 block), not the single pixel.
+      * blocks slide over every pixel ('valid', like SSIM here), not a non-overlapping grid.
+    Published GSM numbers (e.g. Stage-GAN's Fig. 12) may therefore not be reproduced digit for
+    digit; comparisons between methods measured with this function are consistent.
+
+    Args:
+        x, y: numpy (H, W, 3) / (H, W) or torch (3, H, W) / (B, 3, H, W), the same shape; float in
+            [0, 1] or uint8; at least 5 × 5 after cropping.
+        crop_border: pixels removed from every side first (papers: the SR scale).
+        y_channel: measure Y (see :func:`rgb_to_y`); else the mean of the per-channel GSMs.
+
+    Returns:
+        float, or a (B,) float64 tensor for a torch batch.
+    """
+    for name, img in (("x", x), ("y", y)):
+        if not isinstance(img, (np.ndarray, Tensor)):
+            raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}")
+    if isinstance(x, np.ndarray) != isinstance(y, np.ndarray):
+        raise TypeError(f"x and y must be both numpy arrays or both torch tensors; got x {_describe(x)} "
+                        f"and y {_describe(y)}")
+    if tuple(x.shape) != tuple(y.shape):
+        raise ValueError(f"x and y must have the same shape; got x {tuple(x.shape)} and y {tuple(y.shape)}")
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
+        raise ValueError(f"crop_border must be an int ≥ 0; got {crop_border!r}")
+    a, batched = _as_batch("x", x)
+    b = _as_batch("y", y)[0].to(a.device)
+    height, width = a.shape[-2:]
+    if min(height, width) - 2 * crop_border < GSM_BLOCK:
+        raise ValueError(f"x and y must be at least {GSM_BLOCK}×{GSM_BLOCK} after cropping crop_border="
+                         f"{crop_border} from every side; got {height}×{width} images")
+    if crop_border:
+        c = crop_border
+        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
+    if y_channel and a.shape[1] == 3:
+        a, b = _luma(a / PIXEL_MAX), _luma(b / PIXEL_MAX)
+    batch, channels, height, width = a.shape
+    q = _gsm_maps(a.reshape(batch * channels, 1, height, width), b.reshape(batch * channels, 1, height, width))
+    values = q.mean(dim=(1, 2, 3)).view(batch, channels).mean(dim=1)  # (B,)
     return _result(values, batched)

@@ -303,12 +303,12 @@ def gsm(x: ImageLike, y: ImageLike, *, crop_border: int = 0, y_channel: bool = T
         GSM     = mean of q over every block lying fully inside the (cropped) image
 
     K_k are the four 5 × 5 directional high-pass operators of Chou & Li's JND model (horizontal,
-    two diagonal and vertical edges, weights ±1 ±3 ±8; :data:`GSM_KERNELS`). The paper writes the
-    similarity also as (2(1 − r) + K) / (1 + (1 − r)² + K) with r = |g_x − g_y| / max(g_x, g_y):
-    dividing the form above by max(g_x, g_y)² gives exactly that with K = C / max(g_x, g_y)², so
-    the similarity depends only on the relative change r where gradients are large (masking) and
-    goes to 1 where both are far below √C (visibility threshold). The weight W = 0.1 g lets
-    luminance changes count more where structure is preserved.
+    two diagonal and vertical edges, weights ±1 ±3 ±8; :data:`GSM_KERNELS`). The masking form of
+    the similarity, (2(1 − r) + K) / (1 + (1 − r)² + K) with r = |g_x − g_y| / max(g_x, g_y) (as
+    vIQA implements it), is the same function: dividing the form above by max(g_x, g_y)² gives it
+    with K = C / max(g_x, g_y)². So the similarity depends only on the relative change r where
+    gradients are large (masking) and goes to 1 where both are far below √C (visibility
+    threshold). The weight W = 0.1 g lets luminance changes count more where structure is kept.
 
     Where the definition came from, and the choices made where it could not be recovered: the
     structure above (four 5 × 5 kernels from Chou & Li, max over directions, the C-stabilised

@@ -21,6 +21,18 @@ from fastsr.data.priors import (
     prior_from_spec,
 )
 from fastsr.data.samples import sample_image_paths
+from fastsr.data.facades import (
+    CMP_CLASSES,
+    CMP_PALETTE,
+    SemanticPair,
+    StageGANDataset,
+    StageGANValidationSet,
+    jet_palette,
+    load_ab_folder,
+    load_facades,
+    load_samples,
+    read_label_map,
+)
 
 __all__ = [
     "imresize",
@@ -40,4 +52,14 @@ __all__ = [
     "PriorSource",
     "prior_from_spec",
     "sample_image_paths",
+    "CMP_CLASSES",
+    "CMP_PALETTE",
+    "SemanticPair",
+    "StageGANDataset",
+    "StageGANValidationSet",
+    "jet_palette",
+    "load_ab_folder",
+    "load_facades",
+    "load_samples",
+    "read_label_map",
 ]

@@ -103,14 +103,15 @@ MODEL_FORMAT = "fastsr.model/1"
 
 def _generator_classes() -> dict[str, type]:
     from fastsr.models import SPSAGenerator
+    from fastsr.models.stagegan import StageGANUpscaler
 
-    return {"spsagan": SPSAGenerator}
+    return {"spsagan": SPSAGenerator, "stagegan": StageGANUpscaler}
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model file read back: ``generator(lr, prior)``, the prior source (None when the generator
-    takes none), the scale and the kind ("spsagan")."""
+    takes none), the scale and the kind ("spsagan" or "stagegan")."""
 
     kind: str
     generator: torch.nn.Module
@@ -168,4 +169,4 @@ def load_model(path, *, map_location: str | torch.device = "cpu", prior=None) ->
         prior = prior_from_spec(state["prior"])
     if prior is not None:
         prior = prior.to(map_location)
-    return LoadedModel(kind=state["kind"], generator=generator, prior=prior, scale=state["config"]["scale"])
+    return LoadedModel(kind=state["kind"], generator=generator, prior=prior, scale=generator.scale)

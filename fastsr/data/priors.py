@@ -196,13 +196,18 @@ class ModulePrior(PriorSource):
 
     @classmethod
     def load(cls, path: str | os.PathLike, num_classes: int = len(OST_CLASSES), **kwargs) -> ModulePrior:
-        """A TorchScript file (``torch.jit.save``) or a ``.pt2`` ``torch.export`` program
-        (``torch.export.save``), loaded on the CPU; ``kwargs`` as the constructor."""
+        """A TorchScript file (``torch.jit.save``), a ``.pt2`` ``torch.export`` program
+        (``torch.export.save``), or a Stage-GAN model file (``generator.pt`` of
+        ``python -m fastsr.train stagegan --map-mode onehot``: its stage 0), loaded on the CPU;
+        ``kwargs`` as the constructor."""
         path = Path(path)
         exported = path.suffix == ".pt2"
         what = "torch.export program (.pt2)" if exported else "TorchScript file"
         if not path.is_file():
             raise FileNotFoundError(f"path must be a {what}; {path} does not exist")
+        stage_zero = None if exported else _stage_zero_segmenter(path)
+        if stage_zero is not None:
+            return cls(stage_zero, num_classes, path=path, **kwargs)
         try:
             if exported:
                 module = torch.export.load(str(path)).module()
@@ -248,6 +253,20 @@ class ModulePrior(PriorSource):
     def __repr__(self) -> str:
         src = str(self.path) if self.path is not None else type(self.module).__name__
         return f"ModulePrior({src!r}, num_classes={self.num_classes}, outputs={self.outputs!r})"
+
+
+def _stage_zero_segmenter(path: Path) -> nn.Module | None:
+    """Stage 0 of a fastsr Stage-GAN model file, or None when ``path`` is not one."""
+    from fastsr.inference import MODEL_FORMAT, load_model
+    from fastsr.models.stagegan import StageZeroSegmenter
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 — TorchScript archives and other files: not a model file
+        return None
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT or state.get("kind") != "stagegan":
+        return None
+    return StageZeroSegmenter(load_model(path).generator)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ __all__ = [
     "StageGAN",
     "init_weights",
     "STAGEGAN_FORMAT",
+    "StageGANUpscaler",
+    "StageZeroSegmenter",
 ]
 
 STAGEGAN_FORMAT = "fastsr.stagegan/1"  # the "format" tag of StageGAN.save files
@@ -886,3 +888,105 @@ class StageGAN(nn.Module):
             net.to(dtype=dtypes.pop())
         net.load_state_dict(params)
         return net.to(map_location)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference: LR image → SR image, and stage 0 as a segmentation-prior network
+# ---------------------------------------------------------------------------------------------
+
+
+class StageGANUpscaler(nn.Module):
+    """A trained :class:`StageGAN` as an upscaler: ``forward(lr)`` = stage 2 of stage 1 of the
+    bicubic-upscaled LR image, in [0, 1] (the ``generator(lr, prior)`` interface of
+    :mod:`fastsr.inference`, which ``fastsr.upscale`` / ``fastsr.eval`` call).
+
+    Args:
+        net: the StageGAN; None builds one from ``config`` (what :func:`fastsr.inference.load_model`
+            does with :meth:`config`).
+        batch_stats: pix2pix's test-time behaviour (True): BatchNorm normalises with the
+            statistics of the image itself and dropout stays on, under a fixed ``seed`` so the
+            result is repeatable; the running statistics are left as they were. False: eval mode
+            (running statistics, no dropout; pix2pix's ``--eval``).
+        seed: the dropout seed of ``batch_stats`` inference (the caller's RNG is not touched).
+
+    Any image size runs: the MR image is padded (replicate) to a multiple of 2**num_downs and
+    the outputs cropped back.
+    """
+
+    use_spsa = False  # stage 0 makes its own map: no external prior
+
+    def __init__(self, net: StageGAN | None = None, *, batch_stats: bool = True, seed: int = 0, **config: Any):
+        super().__init__()
+        if net is None:
+            net = StageGAN(**config)
+        elif config:
+            raise ValueError(f"give either net or its config, not both; got net and {sorted(config)}")
+        _check_bool("batch_stats", batch_stats)
+        self.net, self.batch_stats, self.seed = net, batch_stats, int(seed)
+
+    @property
+    def scale(self) -> int:
+        return self.net.scale
+
+    def config(self) -> dict[str, Any]:
+        return {**self.net.config(), "batch_stats": self.batch_stats, "seed": self.seed}
+
+    @torch.no_grad()
+    def stages(self, mr: Tensor, *, only_map: bool = False) -> dict[str, Tensor]:
+        """mr (B, C, H, W) in [0, 1], any H, W → the StageGAN outputs in net range, (B, ·, H, W)
+        (only {"map"} with ``only_map``)."""
+        H, W = mr.shape[-2:]
+        m = 2**self.net.num_downs
+        ph, pw = -H % m, -W % m
+        x = mr * 2 - 1  # (B, C, H, W) in [-1, 1]
+        if ph or pw:
+            x = nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")  # (B, C, H + ph, W + pw)
+        norms = [mod for mod in self.net.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+        saved = [(mod.running_mean.clone(), mod.running_var.clone(), mod.num_batches_tracked.clone())
+                 for mod in norms if mod.track_running_stats]
+        was_training = self.net.training
+        devices = [x.device] if x.device.type == "cuda" else []
+        try:
+            self.net.train(self.batch_stats)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed)
+                if only_map:
+                    out = {"map": self.net.stage0(x)}
+                else:
+                    out = self.net(x)
+        finally:
+            self.net.train(was_training)
+            for mod, (mean, var, count) in zip([n for n in norms if n.track_running_stats], saved):
+                mod.running_mean.copy_(mean)
+                mod.running_var.copy_(var)
+                mod.num_batches_tracked.copy_(count)
+        return {k: v[..., :H, :W] for k, v in out.items()}
+
+    def forward(self, lr: Tensor, prior: Tensor | None = None) -> Tensor:
+        """lr (B, C, h, w) in [0, 1] → (B, C, s·h, s·w) in [0, 1]; ``prior`` must be None."""
+        from fastsr.data.imresize import imresize
+
+        if prior is not None:
+            raise ValueError("prior must be None: Stage-GAN computes its own semantic map (stage 0)")
+        mr = imresize(lr, self.scale).clamp(0, 1)  # (B, C, s·h, s·w)
+        return ((self.stages(mr)["stage2"] + 1) / 2).clamp(0, 1)
+
+
+class StageZeroSegmenter(nn.Module):
+    """Stage 0 of a one-hot Stage-GAN as a segmentation network for SPSAGAN's priors:
+    ``forward(mr)`` (B, C, H, W) in [0, 1] → (B, K, H, W) class logits (the prior is their
+    softmax; :class:`fastsr.data.priors.ModulePrior` applies it)."""
+
+    def __init__(self, upscaler: StageGANUpscaler):
+        super().__init__()
+        if upscaler.net.map_mode != "onehot":
+            raise ValueError("a Stage-GAN used as a segmentation prior must be trained with map_mode 'onehot' "
+                             f"(K class maps); this one has map_mode {upscaler.net.map_mode!r}")
+        self.upscaler = upscaler
+
+    @property
+    def num_classes(self) -> int:
+        return self.upscaler.net.map_channels
+
+    def forward(self, mr: Tensor) -> Tensor:
+        return self.upscaler.stages(mr, only_map=True)["map"]  # (B, K, H, W) logits

@@ -15,11 +15,12 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
-from fastsr.train import prune, spsagan
+from fastsr.train import prune, spsagan, stagegan
 
 # name → (config dataclass, run function, one-line help)
 STAGES: dict[str, tuple[type, Callable, str]] = {
     "spsagan": (spsagan.SPSAGANConfig, spsagan.run, "train SPSAGAN: --stage psnr, then --stage gan"),
+    "stagegan": (stagegan.StageGANConfig, stagegan.run, "train Stage-GAN: semantic map, reconstruction, refinement (x4 / x8)"),
     "prune": (prune.PruneConfig, prune.run, "train RRDB, prune its dense connections (eq. 8), train the RRSB net"),
 }
 

@@ -76,15 +76,16 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def wrap(model: nn.Module, d: Dist) -> nn.Module:
+def wrap(model: nn.Module, d: Dist, *, find_unused_parameters: bool = False) -> nn.Module:
     """DistributedDataParallel over ``model`` on ``d.device`` (the model itself when not distributed).
+    ``find_unused_parameters``: some parameters get no gradient in some iterations (frozen stages).
 
     DDP broadcasts rank 0's parameters and buffers at construction, so anything a first forward
     initialises from data (SPSA's α) must be initialised before wrapping."""
     if not d.enabled:
         return model
     ids = [d.device.index] if d.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,0 +1,393 @@
+"""Stage-GAN training (paper 002, eqs. 4–10), as one visible loop.
+
+    python -m fastsr.train stagegan                                   # embedded photographs
+    python -m fastsr.train stagegan --data facades --data-dir CMP_facades/base \\
+        --val-dir CMP_facades/extended --map-mode onehot --num-classes 12 \\
+        --size 256 --ngf 64 --ndf 64 --iters 80000 --decay-from 40000   # the paper's scale
+    python -m fastsr.train stagegan --resume runs/stagegan-…          # continues exactly
+
+Each iteration (``--schedule joint``, the default: eq. 10's single sum):
+
+    mr     = bicubic↑(lr)                        (B, 3, S, S), in [-1, 1] for the nets
+    map    = G0(mr)                              (B, M, S, S)   stage 0: semantic map
+    cond   = map, or softmax(map) in onehot mode
+    hr1    = G1([mr, cond])                      (B, 3, S, S)   stage 1: reconstruction
+    hr2    = G2(hr1)                             (B, 3, S, S)   stage 2: refinement
+    G step: Σ_i BCE(D_i(c_i ‖ fake_i), 1) + λ·Σ_i L1(fake_i, target_i)        (eqs. 4–10)
+            c_0 = mr, c_1 = [mr, cond], c_2 = hr1;  targets: map_gt, hr, hr
+    D step: Σ_i ½·[BCE(D_i(c_i ‖ real_i), 1) + BCE(D_i(c_i ‖ fake_i.detach()), 0)]
+
+The losses of all three stages are summed and back-propagated together, so stage 1's losses also
+reach stage 0 through the map (the paper writes one objective, eq. 10). ``--schedule sequential``
+trains one stage after the other instead (``--stage-iters`` each, by default a third of
+``--iters``; the other stages frozen).
+
+Conditioning as the paper's Fig. 4: D0 sees mr ‖ map, D1 (mr ‖ map) ‖ image, D2 hr1 ‖ image.
+Adam(2e-4, β = (0.5, 0.999)); the learning rate is constant, then decays linearly to 0 from
+``--decay-from`` to ``--iters`` (pix2pix's schedule, in iterations). Noise is dropout only; as in
+pix2pix, validation and inference keep dropout and batch statistics (``--eval-mode`` switches to
+running statistics without dropout), with a fixed seed so their numbers are repeatable.
+
+The run folder holds ``checkpoints/last.pt``, ``generator.pt`` (for ``fastsr.upscale`` /
+``fastsr.eval``, and as SPSAGAN's prior source when ``--map-mode onehot``), ``train.csv``,
+``val.csv``, ``samples/iter_N.png`` (MR | map | stage 1 | stage 2 | HR) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastsr._io import atomic_write
+from fastsr.data import DistributedBatchSampler
+from fastsr.data.facades import StageGANDataset, StageGANValidationSet
+from fastsr.data.priors import prior_picture
+from fastsr.inference import save_model
+from fastsr.metrics import gsm, psnr, quantize, ssim
+from fastsr.models import NLayerDiscriminator, StageGAN
+from fastsr.models.stagegan import StageGANUpscaler
+from fastsr.train import distributed
+from fastsr.train.checkpoint import load_training_state, restore, save_training_state
+from fastsr.train.logs import CSVLog, Progress, TensorBoard, save_grid
+
+DATA = ("samples", "facades", "ab")
+SCHEDULES = ("joint", "sequential")
+STAGE_NAMES = ("stage0", "stage1", "stage2")
+
+
+@dataclass(frozen=True)
+class StageGANConfig:
+    # data
+    data: str = field(default="samples", metadata={"help": "samples (embedded photographs, pseudo maps), facades (CMP Facades folder) or ab (pix2pix A|B files)"})
+    data_dir: str = field(default="", metadata={"help": "training folder for --data facades / ab"})
+    val_dir: str = field(default="", metadata={"help": "validation folder, same format; empty: the embedded validation photographs (samples) or required"})
+    photo_side: str = field(default="left", metadata={"help": "ab files: the half holding the photo (pix2pix facades: left)"})
+    map_mode: str = field(default="colour", metadata={"help": "colour (3-channel colour-coded maps, as pix2pix facades) or onehot (K-class maps)"})
+    num_classes: int = field(default=8, metadata={"help": "K: classes of the maps (12 for CMP Facades; pseudo classes for samples)"})
+    scale: int = field(default=4, metadata={"help": "upscaling factor: 4 or 8 (2 works too)"})
+    size: int = field(default=64, metadata={"help": "training crop side S (paper: 256)"})
+    val_size: int = field(default=256, metadata={"help": "side of the validation centre crops (a multiple of 32)"})
+    batch_size: int = field(default=1, metadata={"help": "crops per iteration per process (paper: 1)"})
+    workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    # networks
+    ngf: int = field(default=32, metadata={"help": "generator width (paper / pix2pix: 64)"})
+    ndf: int = field(default=32, metadata={"help": "discriminator width (paper / pix2pix: 64)"})
+    n_blocks: int = field(default=9, metadata={"help": "residual blocks of the stage-2 refiner"})
+    spsa_level: int = field(default=0, metadata={"help": "beyond the paper: an SPSA layer at depth k of stage 1's U-Net, stage 0's map as prior (0: none)"})
+    # optimisation
+    iters: int = field(default=1200, metadata={"help": "total iterations"})
+    decay_from: int = field(default=600, metadata={"help": "the learning rate decays linearly to 0 from this iteration to --iters"})
+    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate (generators and discriminators)"})
+    beta1: float = field(default=0.5, metadata={"help": "Adam β1"})
+    l1_weight: float = field(default=100.0, metadata={"help": "λ, the L1 weight of every stage (eq. 10)"})
+    schedule: str = field(default="joint", metadata={"help": "joint (eq. 10: all stages, one summed loss) or sequential (stage 0, then 1, then 2)"})
+    stage_iters: int = field(default=0, metadata={"help": "sequential: iterations of stage 0 and of stage 1 (stage 2 trains to the end); 0: a third of --iters each"})
+    eval_mode: bool = field(default=False, metadata={"help": "validate / infer with running BatchNorm statistics and no dropout (pix2pix --eval)"})
+    # run
+    out: str = field(default="", metadata={"help": "run folder; empty: runs/stagegan-<timestamp>"})
+    resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue; its saved config is used"})
+    val_every: int = field(default=400, metadata={"help": "validate (and write a sample grid) every N iterations"})
+    save_every: int = field(default=400, metadata={"help": "write the training checkpoint every N iterations"})
+    log_every: int = field(default=50, metadata={"help": "log losses every N iterations"})
+    seed: int = field(default=0, metadata={"help": "seeds initialisation, batches, dropout and the pseudo maps"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for PyTorch; 0: PyTorch's default"})
+
+    def __post_init__(self):
+        for name, value, allowed in (("data", self.data, DATA), ("schedule", self.schedule, SCHEDULES),
+                                     ("map_mode", self.map_mode, ("colour", "onehot")),
+                                     ("photo_side", self.photo_side, ("left", "right"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+        if self.scale not in (2, 4, 8):
+            raise ValueError(f"scale must be 2, 4 or 8; got {self.scale}")
+        for name in ("num_classes", "size", "batch_size", "ngf", "ndf", "n_blocks", "iters", "val_every",
+                     "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
+        for name in ("workers", "threads", "spsa_level", "decay_from", "l1_weight", "stage_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0; got {getattr(self, name)}")
+        for name in ("size", "val_size"):
+            if getattr(self, name) % 32:
+                raise ValueError(f"{name} must be a multiple of 32 (the U-Nets halve it at least 5 times); "
+                                 f"got {getattr(self, name)}")
+        if self.data != "samples" and not self.data_dir:
+            raise ValueError(f"--data {self.data} needs --data-dir")
+        if self.data != "samples" and not self.val_dir:
+            raise ValueError(f"--data {self.data} needs --val-dir (a held-out folder in the same format)")
+        if self.map_mode == "onehot" and self.num_classes < 2:
+            raise ValueError(f"num_classes must be ≥ 2 in onehot mode; got {self.num_classes}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def build_data(cfg: StageGANConfig) -> tuple[StageGANDataset, StageGANValidationSet]:
+    common = dict(scale=cfg.scale, map_mode=cfg.map_mode)
+    t, v = dict(size=cfg.size, **common), dict(size=cfg.val_size, **common)
+    if cfg.data == "samples":
+        train = StageGANDataset.from_samples("train", num_classes=cfg.num_classes, seed=cfg.seed, **t)
+        val = StageGANValidationSet.from_samples("val", num_classes=cfg.num_classes, seed=cfg.seed, **v)
+    elif cfg.data == "facades":
+        train = StageGANDataset.from_facades(cfg.data_dir, **t)
+        val = StageGANValidationSet.from_facades(cfg.val_dir, **v)
+    else:
+        train = StageGANDataset.from_ab_folder(cfg.data_dir, photo_side=cfg.photo_side, **t)
+        val = StageGANValidationSet.from_ab_folder(cfg.val_dir, photo_side=cfg.photo_side, **v)
+    if cfg.map_mode == "onehot" and train.num_classes != cfg.num_classes:
+        raise ValueError(f"num_classes must match the data's {train.num_classes} classes; got {cfg.num_classes}")
+    return train, val
+
+
+def build_networks(cfg: StageGANConfig, map_channels: int) -> tuple[StageGAN, nn.ModuleDict]:
+    net = StageGAN(scale=cfg.scale, image_size=cfg.size, ngf=cfg.ngf, map_mode=cfg.map_mode,
+                   map_channels=map_channels, n_blocks=cfg.n_blocks, spsa_level=cfg.spsa_level)
+    discriminators = nn.ModuleDict({
+        name: NLayerDiscriminator(in_ch, ndf=cfg.ndf, n_layers=3)
+        for name, in_ch in net.discriminator_in_channels.items()
+    })
+    return net, discriminators
+
+
+def linear_decay(cfg: StageGANConfig):
+    """Multiplier of the learning rate at iteration t: 1 until decay_from, then linear to 0."""
+    span = max(1, cfg.iters - cfg.decay_from)
+    return lambda t: 1.0 if t < cfg.decay_from else max(0.0, 1.0 - (t - cfg.decay_from) / span)
+
+
+def active_stages(cfg: StageGANConfig, iteration: int) -> tuple[str, ...]:
+    """The stages trained at ``iteration`` (1-based): all three (joint), or one after another."""
+    if cfg.schedule == "joint":
+        return STAGE_NAMES
+    per_stage = cfg.stage_iters or max(1, -(-cfg.iters // 3))
+    return (STAGE_NAMES[min(2, (iteration - 1) // per_stage)],)
+
+
+def to_net(x: Tensor) -> Tensor:
+    return x * 2 - 1  # [0, 1] → [-1, 1]
+
+
+def from_net(x: Tensor) -> Tensor:
+    return ((x + 1) / 2).clamp(0, 1)  # [-1, 1] → [0, 1]
+
+
+def bce(logits: Tensor, real: bool) -> Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def map_picture(map_: Tensor, map_mode: str) -> Tensor:
+    """(M, H, W) in net range → (3, H, W) in [0, 1] for the sample grid."""
+    return from_net(map_) if map_mode == "colour" else prior_picture(map_.softmax(0))
+
+
+@torch.no_grad()
+def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int, device: torch.device,
+             grid_path: Path | None) -> dict[str, float]:
+    """Mean PSNR / SSIM / GSM on Y (8-bit, border = scale) of each stage's output and of bicubic
+    (MR); a sample grid MR | stage-0 map | stage 1 | stage 2 | HR."""
+    names = ("bicubic", "stage1", "stage2")
+    sums = {f"{m}_{n}": 0.0 for n in names for m in ("psnr", "ssim", "gsm")}
+    rows = []
+    for item in val:
+        hr, mr = item["hr"].to(device), item["mr"][None].to(device)  # (3, S, S), (1, 3, S, S)
+        out = upscaler.stages(mr)  # dict of (1, C, S, S) in net range
+        images = {"bicubic": mr[0], "stage1": from_net(out["stage1"][0]), "stage2": from_net(out["stage2"][0])}
+        ref = quantize(hr)
+        for n, img in images.items():
+            img = quantize(img)
+            sums[f"psnr_{n}"] += float(psnr(img, ref, crop_border=scale))
+            sums[f"ssim_{n}"] += float(ssim(img, ref, crop_border=scale))
+            sums[f"gsm_{n}"] += float(gsm(img, ref, crop_border=scale))
+        if grid_path is not None and len(rows) < 4:
+            rows.append([mr[0], map_picture(out["map"][0], upscaler.net.map_mode), images["stage1"],
+                         images["stage2"], hr])
+    if grid_path is not None and rows:
+        save_grid(grid_path, rows)
+    return {k: v / len(val) for k, v in sums.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def run(cfg: StageGANConfig) -> dict:
+    """Train Stage-GAN; returns the summary it writes to ``<out>/summary.json`` (rank 0)."""
+    d = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        distributed.teardown(d)
+
+
+def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
+    resumed = None
+    if cfg.resume:
+        resumed = load_training_state(cfg.resume)
+        saved = StageGANConfig(**resumed["config"])
+        cfg = dataclasses.replace(saved, iters=cfg.iters if cfg.iters != StageGANConfig.iters else saved.iters,
+                                  resume=cfg.resume)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = d.device
+    out = Path(cfg.out or f"runs/stagegan-{time.strftime('%Y%m%d-%H%M%S')}")
+    if cfg.resume and not cfg.out:
+        out = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parents[1]
+    torch.manual_seed(cfg.seed)
+
+    train, val = build_data(cfg)
+    net, Ds = build_networks(cfg, train.map_channels)
+    net, Ds = net.to(device), Ds.to(device)
+    upscaler = StageGANUpscaler(net, batch_stats=not cfg.eval_mode, seed=cfg.seed)
+    models = {"generators": net, "discriminators": Ds}
+    optimizers = {
+        "generators": torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+        "discriminators": torch.optim.Adam(Ds.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+    }
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for k, o in optimizers.items()}
+    start, extra = 0, {}
+    if resumed is not None:
+        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers)
+        start, extra = resumed["iteration"], resumed["extra"]
+
+    sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
+                                      world_size=d.world_size, start_iter=start)
+    loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
+                                              pin_memory=device.type == "cuda"))
+    if net.stage1.spsa is not None and not bool(net.stage1.spsa.alpha_initialized):
+        with torch.no_grad():  # SPSA's α from the first batch, before DDP broadcasts rank 0's
+            first = train[sampler.global_batch(start)[0]]
+            net(to_net(first["mr"][None].to(device)))
+    sequential = cfg.schedule == "sequential"  # frozen stages: parameters without gradients
+    G = distributed.wrap(net, d, find_unused_parameters=sequential)
+    D = {k: distributed.wrap(m, d, find_unused_parameters=sequential) for k, m in Ds.items()}
+
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.json", lambda f: f.write(json.dumps(dataclasses.asdict(cfg), indent=1).encode()))
+        print(f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
+              f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation images, "
+              f"×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})", flush=True)
+        if resumed is not None:
+            print(f"  resumed at iteration {start}", flush=True)
+    train_log = CSVLog(out / "train.csv", resume_from=start if resumed else None, enabled=d.is_main)
+    val_log = CSVLog(out / "val.csv", resume_from=start if resumed else None, enabled=d.is_main)
+    tb = TensorBoard(out / "tensorboard", enabled=d.is_main)
+    progress = Progress(start, cfg.iters, desc="stagegan", every=cfg.log_every, enabled=d.is_main)
+
+    def save(iteration: int) -> None:
+        if d.is_main:
+            save_training_state(out / "checkpoints" / "last.pt", config=dataclasses.asdict(cfg), iteration=iteration,
+                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra)
+            save_model(out / "generator.pt", upscaler, kind="stagegan")
+        distributed.barrier(d)
+
+    def run_validation(iteration: int) -> dict[str, float]:
+        means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
+        val_log.write({"iter": iteration, **means})
+        tb.scalars(means, iteration, "val")
+        progress.write(f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
+                       f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
+                       f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
+        return means
+
+    t0 = time.perf_counter()
+    net.train()
+    for iteration in range(start + 1, cfg.iters + 1):
+        batch = next(loader)
+        mr, hr = to_net(batch["mr"].to(device)), to_net(batch["hr"].to(device))  # (B, 3, S, S) each
+        map_gt = to_net(batch["map"].to(device)) if cfg.map_mode == "colour" else batch["map"].to(device)  # (B, M, S, S)
+        stages = active_stages(cfg, iteration)
+        frozen = [s for s in STAGE_NAMES if s not in stages]
+        for s in STAGE_NAMES:
+            getattr(net, s).requires_grad_(s not in frozen)
+
+        # forward through all three generators (through the DDP wrapper: it syncs the gradients)
+        outs = G(mr)
+        map_, hr1, hr2 = outs["map"], outs["stage1"], outs["stage2"]  # (B, M, S, S), (B, 3, S, S) ×2
+        cond = net.map_condition(map_)  # (B, M, S, S): what stage 1 read
+        mr_cond = torch.cat([mr, cond], dim=1)  # (B, 3 + M, S, S)
+        # (condition, fake, real) per stage — paper Fig. 4
+        pairs = {"stage0": (mr, cond, map_gt),
+                 "stage1": (mr_cond, hr1, hr), "stage2": (hr1, hr2, hr)}
+        targets = {"stage0": map_gt, "stage1": hr, "stage2": hr}
+
+        # generator step: discriminators frozen; the unwrapped D (none of its weights change here)
+        Ds.requires_grad_(False)
+        logs, loss_g = {}, 0.0
+        for s in stages:
+            c, fake, _ = pairs[s]
+            l_gan = bce(Ds[s](torch.cat([c, fake], 1)), real=True)
+            l_l1 = F.l1_loss(fake, targets[s])
+            loss_g = loss_g + l_gan + cfg.l1_weight * l_l1
+            logs[f"{s}_gan"], logs[f"{s}_l1"] = l_gan.item(), l_l1.item()
+        optimizers["generators"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizers["generators"].step()
+
+        # discriminator step
+        Ds.requires_grad_(True)
+        loss_d = 0.0
+        for s in stages:
+            c, fake, real = pairs[s]
+            c = c.detach()
+            l_d = 0.5 * (bce(D[s](torch.cat([c, real], 1)), real=True)
+                         + bce(D[s](torch.cat([c, fake.detach()], 1)), real=False))
+            loss_d = loss_d + l_d
+            logs[f"{s}_d"] = l_d.item()
+        optimizers["discriminators"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizers["discriminators"].step()
+        for sch in schedulers.values():
+            sch.step()
+
+        progress.update(iteration, {k: v for k, v in logs.items() if k.endswith("_l1")})
+        if iteration % cfg.log_every == 0 or iteration == cfg.iters:
+            logs = distributed.mean_over_ranks(logs, d)
+            rate = (iteration - start) / (time.perf_counter() - t0)
+            train_log.write({"iter": iteration, **{f"{s}_{k}": logs.get(f"{s}_{k}", "") for s in STAGE_NAMES
+                                                   for k in ("gan", "l1", "d")},
+                             "lr": schedulers["generators"].get_last_lr()[0], "its": rate})
+            tb.scalars(logs, iteration, "train")
+        if iteration % cfg.val_every == 0 or iteration == cfg.iters:
+            if d.is_main:
+                extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
+            distributed.barrier(d)
+        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
+            save(iteration)
+    progress.close()
+    tb.close()
+    seconds = time.perf_counter() - t0
+    summary = {}
+    if d.is_main:
+        if start >= cfg.iters:
+            extra["last_val"] = {"iter": start, **run_validation(start)}
+        summary = {"config": dataclasses.asdict(cfg), "device": str(device), "processes": d.world_size,
+                   "iterations": [start, cfg.iters], "seconds": seconds,
+                   "its": (cfg.iters - start) / seconds if cfg.iters > start else 0.0, "val": extra["last_val"]}
+        atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+        v = summary["val"]
+        print(f"\nstagegan: {cfg.iters - start} iterations in {seconds:.0f} s ({summary['its']:.2f} it/s); "
+              f"validation ({len(val)} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
+              f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}", flush=True)
+        for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
+            print(f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f}")
+        print(f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json",
+              flush=True)
+    return summary

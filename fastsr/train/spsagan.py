@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -39,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr._io import atomic_write
 from fastsr.data import (
     DistributedBatchSampler,
     HRDataset,
@@ -60,8 +58,9 @@ from fastsr.data.priors import (
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, save_model, score, super_resolve
 from fastsr.models import SPSAGenerator, VGG19FeatureExtractor, VGGStyleDiscriminator
 from fastsr.train import distributed
-from fastsr.train.checkpoint import load_training_state, restore, save_training_state
-from fastsr.train.logs import CSVLog, Progress, TensorBoard, save_grid
+from fastsr.train.checkpoint import restore, save_training_state
+from fastsr.train.logs import save_grid
+from fastsr.train.run import RunLogs, resume_or_start, run_folder, summary, write_json
 from fastsr.train.losses import PerceptualLoss, ragan_discriminator_loss, ragan_generator_loss
 
 STAGES = ("psnr", "gan")
@@ -268,19 +267,11 @@ def run(cfg: SPSAGANConfig) -> dict:
 
 
 def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
-    resumed = None
-    if cfg.resume:
-        resumed = load_training_state(cfg.resume)
-        saved = SPSAGANConfig(**resumed["config"])
-        # The run continues as configured; only a longer (or shorter) schedule may be asked for.
-        cfg = dataclasses.replace(saved, iters=cfg.iters if cfg.iters != SPSAGANConfig.iters else saved.iters,
-                                  resume=cfg.resume)
+    cfg, resumed = resume_or_start(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = d.device
-    out = Path(cfg.out or f"runs/spsagan-{cfg.stage}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if cfg.resume and not cfg.out:
-        out = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parents[1]
+    out = run_folder(cfg, f"spsagan-{cfg.stage}")
     torch.manual_seed(cfg.seed)
 
     train, val = build_data(cfg)
@@ -350,16 +341,14 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
 
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda f: f.write(json.dumps(dataclasses.asdict(cfg), indent=1).encode()))
+        write_json(out / "config.json", dataclasses.asdict(cfg))
         print(f"spsagan {cfg.stage} stage → {out}  ({device}, {torch.get_num_threads()} threads, "
               f"{d.world_size} process{'es' if d.enabled else ''}, {len(train)} training images, "
               f"{len(val)} validation images, prior: {prior_source.spec()['kind']})", flush=True)
         if resumed is not None:
             print(f"  resumed at iteration {start}", flush=True)
-    train_log = CSVLog(out / "train.csv", resume_from=start if resumed else None, enabled=d.is_main)
-    val_log = CSVLog(out / "val.csv", resume_from=start if resumed else None, enabled=d.is_main)
-    tb = TensorBoard(out / "tensorboard", enabled=d.is_main)
-    progress = Progress(start, cfg.iters, desc=f"spsagan {cfg.stage}", every=cfg.log_every, enabled=d.is_main)
+    logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None,
+                       desc=f"spsagan {cfg.stage}", every=cfg.log_every)
 
     def save(iteration: int) -> None:
         if d.is_main:
@@ -371,13 +360,10 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
     def run_validation(iteration: int) -> dict[str, float]:
         scores = validate(G_ema, prior_source, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
         means = mean_scores(scores)
-        val_log.write({"iter": iteration, **means})
-        tb.scalars(means, iteration, "val")
-        progress.write(f"  val @ {iteration}: PSNR-Y {means['psnr']:.2f} dB (bicubic {means['bicubic_psnr']:.2f}), "
-                       f"SSIM-Y {means['ssim']:.4f} (bicubic {means['bicubic_ssim']:.4f})")
+        logs_out.val(iteration, means, f"  val @ {iteration}: PSNR-Y {means['psnr']:.2f} dB (bicubic "
+                     f"{means['bicubic_psnr']:.2f}), SSIM-Y {means['ssim']:.4f} (bicubic {means['bicubic_ssim']:.4f})")
         return means
 
-    t0, its_start = time.perf_counter(), start
     G_train.train()
     for iteration in range(start + 1, cfg.iters + 1):
         if iteration > start + 1:
@@ -417,41 +403,28 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
         for s in schedulers.values():
             s.step()
 
-        progress.update(iteration, logs)
+        logs_out.step(iteration, logs)
         if iteration % cfg.log_every == 0 or iteration == cfg.iters:
-            logs = distributed.mean_over_ranks(logs, d)
-            rate = (iteration - its_start) / (time.perf_counter() - t0)
-            train_log.write({"iter": iteration, **logs, "lr": schedulers["generator"].get_last_lr()[0], "its": rate})
-            tb.scalars(logs, iteration, "train")
+            logs_out.train(iteration, distributed.mean_over_ranks(logs, d), schedulers["generator"].get_last_lr()[0])
         if iteration % cfg.val_every == 0 or iteration == cfg.iters:
             if d.is_main:
                 extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
             distributed.barrier(d)
         if iteration % cfg.save_every == 0 or iteration == cfg.iters:
             save(iteration)
-    progress.close()
-    tb.close()
-    seconds = time.perf_counter() - t0
-    summary = {}
+    seconds = logs_out.close()
+    result = {}
     if d.is_main:
         if start >= cfg.iters:  # nothing left to train: still report where the run stands
             extra["last_val"] = {"iter": start, **run_validation(start)}
-        summary = {
-            "config": dataclasses.asdict(cfg),
-            "device": str(device),
-            "processes": d.world_size,
-            "iterations": [start, cfg.iters],
-            "seconds": seconds,
-            "its": (cfg.iters - start) / seconds if cfg.iters > start else 0.0,
-            "val": extra.get("last_val"),
-        }
-        atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
-        v = summary["val"]
-        print(f"spsagan {cfg.stage}: {cfg.iters - start} iterations in {seconds:.0f} s ({summary['its']:.2f} it/s); "
+        result = summary(cfg, d, start=start, seconds=seconds, val=extra.get("last_val"))
+        write_json(out / "summary.json", result)
+        v = result["val"]
+        print(f"spsagan {cfg.stage}: {cfg.iters - start} iterations in {seconds:.0f} s ({result['its']:.2f} it/s); "
               f"validation PSNR-Y {v['psnr']:.2f} dB vs bicubic {v['bicubic_psnr']:.2f} dB, "
               f"SSIM-Y {v['ssim']:.4f} vs {v['bicubic_ssim']:.4f}\n  wrote {out}/generator.pt, "
               f"checkpoints/last.pt, train.csv, val.csv, samples/, summary.json", flush=True)
-    return summary
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,8 +471,8 @@ def run_demo(out: str = "") -> dict:
         results[cfg.stage] = run(cfg)
     seconds = time.perf_counter() - t0
     p, g = results["psnr"]["val"], results["gan"]["val"]
-    summary = {"seconds": seconds, "psnr_stage": results["psnr"], "gan_stage": results["gan"]}
-    atomic_write(root / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
+    both = {"seconds": seconds, "psnr_stage": results["psnr"], "gan_stage": results["gan"]}
+    write_json(root / "summary.json", both)
     print(f"\nmain job done in {seconds / 60:.1f} min → {root}\n"
           f"  validation ({len(sample_image_paths('val'))} held-out photographs, ×4, Y channel, border 4):\n"
           f"    {'':18s} {'PSNR-Y':>8s} {'SSIM-Y':>8s} {'it/s':>6s}\n"
@@ -507,4 +480,4 @@ def run_demo(out: str = "") -> dict:
           f"    {'SR, psnr stage':18s} {p['psnr']:8.2f} {p['ssim']:8.4f} {results['psnr']['its']:6.2f}\n"
           f"    {'SR, gan stage':18s} {g['psnr']:8.2f} {g['ssim']:8.4f} {results['gan']['its']:6.2f}\n"
           f"  upscale with: python -m fastsr.upscale {root}/gan/generator.pt IMAGE -o OUT", flush=True)
-    return summary
+    return both

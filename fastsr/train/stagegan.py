@@ -36,8 +36,6 @@ The run folder holds ``checkpoints/last.pt``, ``generator.pt`` (for ``fastsr.ups
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr._io import atomic_write
 from fastsr.data import DistributedBatchSampler
 from fastsr.data.facades import StageGANDataset, StageGANValidationSet
 from fastsr.data.priors import prior_picture
@@ -54,8 +51,9 @@ from fastsr.metrics import gsm, psnr, quantize, ssim
 from fastsr.models import NLayerDiscriminator, StageGAN
 from fastsr.models.stagegan import StageGANUpscaler
 from fastsr.train import distributed
-from fastsr.train.checkpoint import load_training_state, restore, save_training_state
-from fastsr.train.logs import CSVLog, Progress, TensorBoard, save_grid
+from fastsr.train.checkpoint import restore, save_training_state
+from fastsr.train.logs import save_grid
+from fastsr.train.run import RunLogs, resume_or_start, run_folder, summary, write_json
 
 DATA = ("samples", "facades", "ab")
 SCHEDULES = ("joint", "sequential")
@@ -82,8 +80,8 @@ class StageGANConfig:
     n_blocks: int = field(default=9, metadata={"help": "residual blocks of the stage-2 refiner"})
     spsa_level: int = field(default=0, metadata={"help": "beyond the paper: an SPSA layer at depth k of stage 1's U-Net, stage 0's map as prior (0: none)"})
     # optimisation
-    iters: int = field(default=1200, metadata={"help": "total iterations"})
-    decay_from: int = field(default=600, metadata={"help": "the learning rate decays linearly to 0 from this iteration to --iters"})
+    iters: int = field(default=3000, metadata={"help": "total iterations"})
+    decay_from: int = field(default=1500, metadata={"help": "the learning rate decays linearly to 0 from this iteration to --iters"})
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate (generators and discriminators)"})
     beta1: float = field(default=0.5, metadata={"help": "Adam β1"})
     l1_weight: float = field(default=100.0, metadata={"help": "λ, the L1 weight of every stage (eq. 10)"})
@@ -93,8 +91,8 @@ class StageGANConfig:
     # run
     out: str = field(default="", metadata={"help": "run folder; empty: runs/stagegan-<timestamp>"})
     resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue; its saved config is used"})
-    val_every: int = field(default=400, metadata={"help": "validate (and write a sample grid) every N iterations"})
-    save_every: int = field(default=400, metadata={"help": "write the training checkpoint every N iterations"})
+    val_every: int = field(default=1000, metadata={"help": "validate (and write a sample grid) every N iterations"})
+    save_every: int = field(default=1000, metadata={"help": "write the training checkpoint every N iterations"})
     log_every: int = field(default=50, metadata={"help": "log losses every N iterations"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches, dropout and the pseudo maps"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
@@ -237,18 +235,11 @@ def run(cfg: StageGANConfig) -> dict:
 
 
 def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
-    resumed = None
-    if cfg.resume:
-        resumed = load_training_state(cfg.resume)
-        saved = StageGANConfig(**resumed["config"])
-        cfg = dataclasses.replace(saved, iters=cfg.iters if cfg.iters != StageGANConfig.iters else saved.iters,
-                                  resume=cfg.resume)
+    cfg, resumed = resume_or_start(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = d.device
-    out = Path(cfg.out or f"runs/stagegan-{time.strftime('%Y%m%d-%H%M%S')}")
-    if cfg.resume and not cfg.out:
-        out = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parents[1]
+    out = run_folder(cfg, "stagegan")
     torch.manual_seed(cfg.seed)
 
     train, val = build_data(cfg)
@@ -280,16 +271,14 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
 
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda f: f.write(json.dumps(dataclasses.asdict(cfg), indent=1).encode()))
+        write_json(out / "config.json", dataclasses.asdict(cfg))
         print(f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
               f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation images, "
               f"×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})", flush=True)
         if resumed is not None:
             print(f"  resumed at iteration {start}", flush=True)
-    train_log = CSVLog(out / "train.csv", resume_from=start if resumed else None, enabled=d.is_main)
-    val_log = CSVLog(out / "val.csv", resume_from=start if resumed else None, enabled=d.is_main)
-    tb = TensorBoard(out / "tensorboard", enabled=d.is_main)
-    progress = Progress(start, cfg.iters, desc="stagegan", every=cfg.log_every, enabled=d.is_main)
+    logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None, desc="stagegan",
+                       every=cfg.log_every)
 
     def save(iteration: int) -> None:
         if d.is_main:
@@ -300,14 +289,11 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
 
     def run_validation(iteration: int) -> dict[str, float]:
         means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
-        val_log.write({"iter": iteration, **means})
-        tb.scalars(means, iteration, "val")
-        progress.write(f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
-                       f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
-                       f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
+        logs_out.val(iteration, means, f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
+                     f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
+                     f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
         return means
 
-    t0 = time.perf_counter()
     net.train()
     for iteration in range(start + 1, cfg.iters + 1):
         batch = next(loader)
@@ -357,37 +343,30 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
         for sch in schedulers.values():
             sch.step()
 
-        progress.update(iteration, {k: v for k, v in logs.items() if k.endswith("_l1")})
+        logs_out.step(iteration, {k: v for k, v in logs.items() if k.endswith("_l1")})
         if iteration % cfg.log_every == 0 or iteration == cfg.iters:
             logs = distributed.mean_over_ranks(logs, d)
-            rate = (iteration - start) / (time.perf_counter() - t0)
-            train_log.write({"iter": iteration, **{f"{s}_{k}": logs.get(f"{s}_{k}", "") for s in STAGE_NAMES
-                                                   for k in ("gan", "l1", "d")},
-                             "lr": schedulers["generators"].get_last_lr()[0], "its": rate})
-            tb.scalars(logs, iteration, "train")
+            columns = {f"{s}_{k}": logs.get(f"{s}_{k}", "") for s in STAGE_NAMES for k in ("gan", "l1", "d")}
+            logs_out.train(iteration, columns, schedulers["generators"].get_last_lr()[0])
         if iteration % cfg.val_every == 0 or iteration == cfg.iters:
             if d.is_main:
                 extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
             distributed.barrier(d)
         if iteration % cfg.save_every == 0 or iteration == cfg.iters:
             save(iteration)
-    progress.close()
-    tb.close()
-    seconds = time.perf_counter() - t0
-    summary = {}
+    seconds = logs_out.close()
+    result = {}
     if d.is_main:
-        if start >= cfg.iters:
+        if start >= cfg.iters:  # nothing left to train: still report where the run stands
             extra["last_val"] = {"iter": start, **run_validation(start)}
-        summary = {"config": dataclasses.asdict(cfg), "device": str(device), "processes": d.world_size,
-                   "iterations": [start, cfg.iters], "seconds": seconds,
-                   "its": (cfg.iters - start) / seconds if cfg.iters > start else 0.0, "val": extra["last_val"]}
-        atomic_write(out / "summary.json", lambda f: f.write((json.dumps(summary, indent=1) + "\n").encode()))
-        v = summary["val"]
-        print(f"\nstagegan: {cfg.iters - start} iterations in {seconds:.0f} s ({summary['its']:.2f} it/s); "
+        result = summary(cfg, d, start=start, seconds=seconds, val=extra["last_val"])
+        write_json(out / "summary.json", result)
+        v = result["val"]
+        print(f"\nstagegan: {cfg.iters - start} iterations in {seconds:.0f} s ({result['its']:.2f} it/s); "
               f"validation ({len(val)} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
               f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}", flush=True)
         for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
             print(f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f}")
         print(f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json",
               flush=True)
-    return summary
+    return result

@@ -20,6 +20,7 @@ model's state dict); ``source.to(device)`` moves what they hold, and calls run u
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,9 @@ def _stage_zero_segmenter(path: Path) -> nn.Module | None:
     from fastsr.models.stagegan import StageZeroSegmenter
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch.load announces TorchScript archives before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 — TorchScript archives and other files: not a model file
         return None
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT or state.get("kind") != "stagegan":

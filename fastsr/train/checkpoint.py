@@ -8,7 +8,7 @@ A training checkpoint is one file, ``<run>/checkpoints/last.pt``, holding
     models        {name: state_dict}          (networks, EMA copies)
     optimizers    {name: state_dict}
     schedulers    {name: state_dict}
-    rng           torch (CPU and every CUDA device), numpy and Python RNG states
+    rng           per process: torch (CPU and every CUDA device), numpy and Python RNG states
     extra         anything else the trainer keeps (best metrics, …)
 
 It is written with :func:`fastsr._io.atomic_write`: a kill at any moment leaves the previous
@@ -49,9 +49,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_state(path: str | os.PathLike, *, config: dict, iteration: int, models: dict,
-                        optimizers: dict, schedulers: dict, extra: dict | None = None) -> Path:
+                        optimizers: dict, schedulers: dict, extra: dict | None = None,
+                        rng: list[dict[str, Any]] | None = None) -> Path:
     """Write a training checkpoint atomically. ``models`` etc. map names to objects with
-    ``state_dict()`` (DDP wrappers are unwrapped by the caller)."""
+    ``state_dict()`` (DDP wrappers are unwrapped by the caller); ``rng``: every process's
+    :func:`rng_state`, in rank order (default: this process's)."""
     state = {
         "format": FORMAT,
         "config": config,
@@ -59,7 +61,7 @@ def save_training_state(path: str | os.PathLike, *, config: dict, iteration: int
         "models": {k: m.state_dict() for k, m in models.items()},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-        "rng": rng_state(),
+        "rng": rng if rng is not None else [rng_state()],
         "extra": extra or {},
     }
     return atomic_write(path, lambda f: torch.save(state, f))
@@ -85,12 +87,19 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any], *, models: dict, optimizers: dict, schedulers: dict) -> None:
-    """Load every named state of ``state`` into the given objects; the names must match."""
+def restore(state: dict[str, Any], *, models: dict, optimizers: dict, schedulers: dict, rank: int = 0,
+            world_size: int = 1) -> None:
+    """Load every named state of ``state`` into the given objects (the names must match), and this
+    rank's RNG state. Resumed with another number of processes, rank r takes the state of rank
+    r mod (saved processes): the run continues, but not as the uninterrupted one would have."""
     for kind, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
         saved = state[kind]
         if set(saved) != set(objects):
             raise ValueError(f"resume: the checkpoint's {kind} are {sorted(saved)}; this run has {sorted(objects)}")
         for name, obj in objects.items():
             obj.load_state_dict(saved[name])
-    set_rng_state(state["rng"])
+    rngs = state["rng"]
+    if len(rngs) != world_size and rank == 0:
+        print(f"resume: the checkpoint was written by {len(rngs)} process(es), this run has {world_size}: "
+              "batches are split differently, so the run will not repeat the original exactly", flush=True)
+    set_rng_state(rngs[rank % len(rngs)])

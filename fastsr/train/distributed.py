@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,6 @@ def wrap(model: nn.Module, d: Dist, *, find_unused_parameters: bool = False) -> 
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
     """Average scalar logs over ranks (one all-reduce); unchanged when not distributed."""
     if not d.enabled or not values:
@@ -101,10 +97,11 @@ def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:
     return dict(zip(values, (t / d.world_size).tolist()))
 
 
-def broadcast_flag(flag: bool, d: Dist) -> bool:
-    """Rank 0's value of ``flag`` on every rank (e.g. 'stop now')."""
+def gather(obj, d: Dist) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` when not
+    distributed."""
     if not d.enabled:
-        return flag
-    t: Tensor = torch.tensor([int(flag)], device=d.device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
+        return [obj]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out

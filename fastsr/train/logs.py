@@ -59,16 +59,18 @@ class CSVLog:
 
 
 class TensorBoard:
-    """``torch.utils.tensorboard`` when the tensorboard package is installed; otherwise nothing."""
+    """``torch.utils.tensorboard`` when the tensorboard package is installed; otherwise nothing.
+    On resume, events logged after the checkpoint's iteration are purged (as CSVLog drops rows)."""
 
-    def __init__(self, log_dir: str | Path, *, enabled: bool = True):
+    def __init__(self, log_dir: str | Path, *, resume_from: int | None = None, enabled: bool = True):
         self.writer = None
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
                 return
-            self.writer = SummaryWriter(str(log_dir))
+            purge = None if resume_from is None else resume_from + 1
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int, prefix: str) -> None:
         if self.writer is not None:

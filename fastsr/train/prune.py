@@ -18,7 +18,6 @@ paper prunes an RRDB trained to convergence on DIV2K + Flickr2K.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr._io import atomic_write
 from fastsr.data import DistributedBatchSampler, HRDataset, ValidationSet, sample_image_paths
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, score, super_resolve
 from fastsr.prune import DissimilarityRecorder, connection_config, save_config
 from fastsr.train.distributed import pick_device
 from fastsr.train.logs import save_grid
+from fastsr.train.run import write_json
 
 VAL_CROP = 128  # side of the centre crops shown in val.png
 
@@ -135,10 +134,6 @@ def validation_scores(net: nn.Module | None, val: ValidationSet, scale: int, dev
     return scores
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
-
-
 def run(cfg: PruneConfig) -> dict:
     """The whole stage; returns the summary it prints and writes to ``<out>/summary.json``."""
     from fastsr.layers.rrdb import RRDBNet
@@ -196,7 +191,7 @@ def run(cfg: PruneConfig) -> dict:
             "params": sum(p.numel() for p in net.parameters()),
         }
     save_grid(out / "val.png", [[ref[0], a[0], b[0], ref[1]] for ref, a, b in zip(reference, *columns)])
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
 
     print(f"\nsummary ({cfg.iters} iterations each, {summary['seconds']:.0f} s in all; final L1 = mean of the "
           f"last {tail} iterations; PSNR on Y, {cfg.scale}-pixel border cropped, {len(val)} held-out "

@@ -18,18 +18,31 @@ from fastsr.train.logs import CSVLog, Progress, TensorBoard
 Config = TypeVar("Config")
 
 
+# What a resumed run may change: its length and where and how it runs, not what it trains.
+RUNTIME_FIELDS = ("iters", "device", "threads", "workers", "val_every", "save_every", "log_every")
+
+
 def resume_or_start(cfg: Config) -> tuple[Config, dict[str, Any] | None]:
     """``(cfg, None)``, or with ``cfg.resume`` the saved run's config and training state.
 
-    A resumed run continues as it was configured; only its length may change (``--iters`` given
-    with ``--resume``, i.e. different from the field's default)."""
+    A resumed run continues as it was configured, in the folder it is resumed from; of the
+    flags given with ``--resume``, those in :data:`RUNTIME_FIELDS` that differ from their
+    defaults (a longer ``--iters``, another ``--device`` …) take effect, the rest are the saved
+    run's."""
     if not cfg.resume:
         return cfg, None
     state = load_training_state(cfg.resume)
     config_cls = type(cfg)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if set(state["config"]) != fields:
+        foreign = sorted(set(state["config"]) ^ fields)
+        raise ValueError(f"resume: {cfg.resume} was not written by this trainer ({config_cls.__name__}); its "
+                         f"config differs in {foreign[:6]}")
     saved = config_cls(**state["config"])
-    iters = cfg.iters if cfg.iters != config_cls.iters else saved.iters
-    return dataclasses.replace(saved, iters=iters, resume=cfg.resume), state
+    default = config_cls()
+    runtime = {name: getattr(cfg, name) if getattr(cfg, name) != getattr(default, name) else getattr(saved, name)
+               for name in RUNTIME_FIELDS}
+    return dataclasses.replace(saved, **runtime, out="", resume=cfg.resume), state
 
 
 def run_folder(cfg: Any, name: str) -> Path:
@@ -54,7 +67,7 @@ class RunLogs:
         resume_from = start if resumed else None
         self.train_csv = CSVLog(out / "train.csv", resume_from=resume_from, enabled=d.is_main)
         self.val_csv = CSVLog(out / "val.csv", resume_from=resume_from, enabled=d.is_main)
-        self.tb = TensorBoard(out / "tensorboard", enabled=d.is_main)
+        self.tb = TensorBoard(out / "tensorboard", resume_from=resume_from, enabled=d.is_main)
         self.progress = Progress(start, total, desc=desc, every=every, enabled=d.is_main)
         self.start, self.t0 = start, time.perf_counter()
 

@@ -58,7 +58,7 @@ from fastsr.data.priors import (
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, save_model, score, super_resolve
 from fastsr.models import SPSAGenerator, VGG19FeatureExtractor, VGGStyleDiscriminator
 from fastsr.train import distributed
-from fastsr.train.checkpoint import restore, save_training_state
+from fastsr.train.checkpoint import restore, rng_state, save_training_state
 from fastsr.train.logs import save_grid
 from fastsr.train.run import RunLogs, resume_or_start, run_folder, summary, write_json
 from fastsr.train.losses import PerceptualLoss, ragan_discriminator_loss, ragan_generator_loss
@@ -139,6 +139,8 @@ class SPSAGANConfig:
             raise ValueError(f"mix_ratio must be > 0; got {self.mix_ratio}")
         if self.prior == "npy" and not self.prior_dir:
             raise ValueError("prior 'npy' needs --prior-dir (a folder of <image stem>.npy maps)")
+        if self.stage == "gan" and self.crop < 32:
+            raise ValueError(f"crop must be ≥ 32 in the gan stage (the discriminator halves it 5 times); got {self.crop}")
         if self.prior == "module" and not self.prior_module:
             raise ValueError("prior 'module' needs --prior-module (a TorchScript file)")
 
@@ -163,7 +165,8 @@ class SPSAGANConfig:
 
 def build_data(cfg: SPSAGANConfig):
     """(training dataset, validation set) from the configured folders or the embedded samples."""
-    prior_dir = cfg.prior_dir if cfg.prior == "npy" else None
+    # Only the gan stage reads priors in training (the psnr generator has no SPSA).
+    prior_dir = cfg.prior_dir if cfg.prior == "npy" and cfg.stage == "gan" else None
     train_paths = list_images(cfg.train_dir) if cfg.train_dir else sample_image_paths("train")
     train = HRDataset(train_paths, scale=cfg.scale, crop=cfg.crop, prior_dir=prior_dir, num_classes=cfg.prior_classes)
     if cfg.mix_dir:
@@ -205,6 +208,27 @@ def build_generator(cfg: SPSAGANConfig) -> SPSAGenerator:
 def pretrained_path(path: str) -> Path:
     p = Path(path)
     return p / "generator.pt" if p.is_dir() else p
+
+
+# Generator settings that change what the weights compute without changing their keys.
+ARCHITECTURE_KEYS = ("scale", "num_feat", "num_block", "num_grow_ch", "connections", "global_skip")
+
+
+def check_pretrained_architecture(path: Path, G: SPSAGenerator) -> None:
+    """The psnr generator must be the gan stage's generator without SPSA: same scale, widths,
+    connections and skip (a ``global_skip`` mismatch loads without a key error, then computes
+    something else)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("config")
+    except Exception:  # noqa: BLE001 — load_psnr_weights reports unreadable files
+        return
+    if not isinstance(saved, dict):
+        return  # a bare state dict (e.g. BasicSR's): only its keys can be checked
+    ours = G.config()
+    for key in ARCHITECTURE_KEYS:
+        if key in saved and saved[key] != ours[key]:
+            raise ValueError(f"--pretrained {path} was trained with {key}={saved[key]!r}; this run has "
+                             f"{key}={ours[key]!r} (pass the same --{key.replace('_', '-')})")
 
 
 @torch.no_grad()
@@ -281,6 +305,7 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
         if not cfg.pretrained:
             raise ValueError("stage 'gan' starts from the psnr stage's generator: pass --pretrained "
                              "<psnr run>/generator.pt")
+        check_pretrained_architecture(pretrained_path(cfg.pretrained), G)
         G.load_psnr_weights(pretrained_path(cfg.pretrained))
     G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema else G
 
@@ -315,13 +340,17 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
     start = 0
     extra = {"prior": prior_source.spec()}
     if resumed is not None:
-        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers)
+        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers, rank=d.rank,
+                world_size=d.world_size)
         start, extra = resumed["iteration"], resumed["extra"]
 
     sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
                                       world_size=d.world_size, start_iter=start)
+    # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
+    # the global RNG that the checkpoint restored (it would shift every later dropout draw).
     loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
-                                              pin_memory=device.type == "cuda"))
+                                              pin_memory=device.type == "cuda",
+                                              generator=torch.Generator().manual_seed(cfg.seed)))
 
     def next_batch() -> tuple[Tensor, Tensor, Tensor | None]:
         batch = next(loader)
@@ -351,9 +380,11 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
                        desc=f"spsagan {cfg.stage}", every=cfg.log_every)
 
     def save(iteration: int) -> None:
+        rngs = distributed.gather(rng_state(), d)  # every rank's: dropout draws differ per rank
         if d.is_main:
             save_training_state(out / "checkpoints" / "last.pt", config=dataclasses.asdict(cfg), iteration=iteration,
-                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra)
+                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra,
+                                rng=rngs)
             save_model(out / "generator.pt", G_ema, prior_source if G.use_spsa else None)
         distributed.barrier(d)
 
@@ -400,12 +431,13 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
                     "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
         if cfg.ema:
             update_ema(G_ema, G, cfg.ema)
+        lr_used = schedulers["generator"].get_last_lr()[0]  # this iteration's, before the step
         for s in schedulers.values():
             s.step()
 
         logs_out.step(iteration, logs)
         if iteration % cfg.log_every == 0 or iteration == cfg.iters:
-            logs_out.train(iteration, distributed.mean_over_ranks(logs, d), schedulers["generator"].get_last_lr()[0])
+            logs_out.train(iteration, distributed.mean_over_ranks(logs, d), lr_used)
         if iteration % cfg.val_every == 0 or iteration == cfg.iters:
             if d.is_main:
                 extra["last_val"] = {"iter": iteration, **run_validation(iteration)}

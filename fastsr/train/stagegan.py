@@ -51,7 +51,7 @@ from fastsr.metrics import gsm, psnr, quantize, ssim
 from fastsr.models import NLayerDiscriminator, StageGAN
 from fastsr.models.stagegan import StageGANUpscaler
 from fastsr.train import distributed
-from fastsr.train.checkpoint import restore, save_training_state
+from fastsr.train.checkpoint import restore, rng_state, save_training_state
 from fastsr.train.logs import save_grid
 from fastsr.train.run import RunLogs, resume_or_start, run_folder, summary, write_json
 
@@ -180,8 +180,8 @@ def from_net(x: Tensor) -> Tensor:
 
 
 def bce(logits: Tensor, real: bool) -> Tensor:
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
+    """pix2pix's GANLoss('vanilla') on PatchGAN logits: BCE against all ones or all zeros."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +245,8 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
     train, val = build_data(cfg)
     net, Ds = build_networks(cfg, train.map_channels)
     net, Ds = net.to(device), Ds.to(device)
+    if d.rank:  # other dropout masks on every rank (rank 0 keeps the single-process stream)
+        torch.manual_seed(cfg.seed + d.rank)
     upscaler = StageGANUpscaler(net, batch_stats=not cfg.eval_mode, seed=cfg.seed)
     models = {"generators": net, "discriminators": Ds}
     optimizers = {
@@ -254,13 +256,17 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for k, o in optimizers.items()}
     start, extra = 0, {}
     if resumed is not None:
-        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers)
+        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers, rank=d.rank,
+                world_size=d.world_size)
         start, extra = resumed["iteration"], resumed["extra"]
 
     sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
                                       world_size=d.world_size, start_iter=start)
+    # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
+    # the global RNG that the checkpoint restored (it would shift every later dropout draw).
     loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
-                                              pin_memory=device.type == "cuda"))
+                                              pin_memory=device.type == "cuda",
+                                              generator=torch.Generator().manual_seed(cfg.seed)))
     if net.stage1.spsa is not None and not bool(net.stage1.spsa.alpha_initialized):
         with torch.no_grad():  # SPSA's α from the first batch, before DDP broadcasts rank 0's
             first = train[sampler.global_batch(start)[0]]
@@ -281,9 +287,11 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
                        every=cfg.log_every)
 
     def save(iteration: int) -> None:
+        rngs = distributed.gather(rng_state(), d)  # every rank's: dropout draws differ per rank
         if d.is_main:
             save_training_state(out / "checkpoints" / "last.pt", config=dataclasses.asdict(cfg), iteration=iteration,
-                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra)
+                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra,
+                                rng=rngs)
             save_model(out / "generator.pt", upscaler, kind="stagegan")
         distributed.barrier(d)
 
@@ -340,6 +348,7 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
         optimizers["discriminators"].zero_grad(set_to_none=True)
         loss_d.backward()
         optimizers["discriminators"].step()
+        lr_used = schedulers["generators"].get_last_lr()[0]  # this iteration's, before the step
         for sch in schedulers.values():
             sch.step()
 
@@ -347,7 +356,7 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
         if iteration % cfg.log_every == 0 or iteration == cfg.iters:
             logs = distributed.mean_over_ranks(logs, d)
             columns = {f"{s}_{k}": logs.get(f"{s}_{k}", "") for s in STAGE_NAMES for k in ("gan", "l1", "d")}
-            logs_out.train(iteration, columns, schedulers["generators"].get_last_lr()[0])
+            logs_out.train(iteration, columns, lr_used)
         if iteration % cfg.val_every == 0 or iteration == cfg.iters:
             if d.is_main:
                 extra["last_val"] = {"iter": iteration, **run_validation(iteration)}

@@ -114,6 +114,18 @@ def _flatten(obj, prefix=""):
         yield prefix, obj
 
 
+def test_resume_takes_runtime_flags_and_refuses_other_trainers(image_dir, psnr_generator, tmp_path):
+    from fastsr.train.run import resume_or_start
+    from fastsr.train.stagegan import StageGANConfig
+
+    run_dir = psnr_generator.parent
+    cfg, state = resume_or_start(SPSAGANConfig(resume=str(run_dir), iters=9, log_every=7, num_feat=64))
+    assert (cfg.iters, cfg.log_every) == (9, 7)  # runtime flags given with --resume take effect
+    assert cfg.num_feat == 8 and cfg.out == "" and state["iteration"] == 4  # the rest is the saved run's
+    with pytest.raises(ValueError, match="was not written by this trainer"):
+        resume_or_start(StageGANConfig(resume=str(run_dir)))
+
+
 def test_resume_truncates_logs_written_after_the_checkpoint(tmp_path):
     path = tmp_path / "train.csv"
     log = CSVLog(path)

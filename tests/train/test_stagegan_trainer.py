@@ -52,10 +52,12 @@ def _tensors(obj, prefix=""):
 
 @pytest.mark.parametrize("schedule", ["joint", "sequential"])
 def test_resume_continues_exactly(tmp_path, schedule):
-    """Dropout draws from the global RNG, which the checkpoint carries; validation forks it."""
+    """Dropout draws from the global RNG, which the checkpoint carries; validation forks it. At
+    size 64 the U-Nets have 6 levels, one of them with dropout (size 32 would have none)."""
     # stage_iters fixes the sequential phases, so they do not move when the schedule is extended
-    run(tiny(tmp_path / "straight", iters=6, save_every=3, val_every=3, schedule=schedule, stage_iters=2))
-    run(tiny(tmp_path / "split", iters=3, save_every=3, val_every=3, schedule=schedule, stage_iters=2))
+    common = dict(size=64, save_every=3, val_every=3, schedule=schedule, stage_iters=2)
+    run(tiny(tmp_path / "straight", iters=6, **common))
+    run(tiny(tmp_path / "split", iters=3, **common))
     run(StageGANConfig(resume=str(tmp_path / "split"), iters=6))
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)

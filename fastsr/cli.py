@@ -84,13 +84,14 @@ def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    from fastsr.train.distributed import pick_device as pick
+
     if name not in DEVICES:
         raise CLIError(f"--device must be one of {DEVICES}; got {name!r}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was asked for, but PyTorch sees no CUDA device; use --device cpu")
-    return torch.device(name)
+    try:
+        return pick(name)
+    except ValueError as e:
+        raise CLIError(f"--device: {e}; use --device cpu") from e
 
 
 def use_fp16(requested: bool, device: torch.device) -> bool:

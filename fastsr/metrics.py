@@ -100,32 +100,35 @@ def _to_tensor(name: str, img: ImageLike) -> tuple[Tensor, bool]:
     raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}")
 
 
-def _prepare(sr: ImageLike, hr: ImageLike, crop_border: int, y_channel: bool, min_size: int = 1):
-    """Checked, cropped (B, C, H, W) float64 pair on the 0 … 255 scale (Y only if asked)."""
-    for name, img in (("sr", sr), ("hr", hr)):
+def _prepare(sr: ImageLike, hr: ImageLike, crop_border: int, y_channel: bool, min_size: int = 1,
+             names: tuple[str, str] = ("sr", "hr")):
+    """Checked, cropped (B, C, H, W) float64 pair on the 0 … 255 scale (Y only if asked); errors
+    call the two images by ``names``."""
+    n1, n2 = names
+    for name, img in ((n1, sr), (n2, hr)):
         if not isinstance(img, (np.ndarray, Tensor)):
             raise TypeError(
                 f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}"
             )
     if isinstance(sr, np.ndarray) != isinstance(hr, np.ndarray):
         raise TypeError(
-            f"sr and hr must be both numpy arrays or both torch tensors; got sr {_describe(sr)}"
-            f" and hr {_describe(hr)}"
+            f"{n1} and {n2} must be both numpy arrays or both torch tensors; got {n1} {_describe(sr)}"
+            f" and {n2} {_describe(hr)}"
         )
     if tuple(sr.shape) != tuple(hr.shape):
         raise ValueError(
-            f"sr and hr must have the same shape; got sr {tuple(sr.shape)} and hr {tuple(hr.shape)}"
+            f"{n1} and {n2} must have the same shape; got {n1} {tuple(sr.shape)} and {n2} {tuple(hr.shape)}"
         )
     if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
         raise ValueError(f"crop_border must be an int ≥ 0; got {crop_border!r}")
-    a, batched = _as_batch("sr", sr)
-    b, _ = _as_batch("hr", hr)
+    a, batched = _as_batch(n1, sr)
+    b, _ = _as_batch(n2, hr)
     b = b.to(a.device)
     height, width = a.shape[-2:]
     if min(height, width) - 2 * crop_border < min_size:
         raise ValueError(
-            f"crop_border={crop_border} leaves {height - 2 * crop_border}×{width - 2 * crop_border}"
-            f" of the {height}×{width} images; need at least {min_size}×{min_size}"
+            f"{n1} and {n2}: crop_border={crop_border} leaves {height - 2 * crop_border}×"
+            f"{width - 2 * crop_border} of the {height}×{width} images; need at least {min_size}×{min_size}"
         )
     if crop_border:
         c = crop_border
@@ -335,27 +338,7 @@ def gsm(x: ImageLike, y: ImageLike, *, crop_border: int = 0, y_channel: bool = T
     Returns:
         float, or a (B,) float64 tensor for a torch batch.
     """
-    for name, img in (("x", x), ("y", y)):
-        if not isinstance(img, (np.ndarray, Tensor)):
-            raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}")
-    if isinstance(x, np.ndarray) != isinstance(y, np.ndarray):
-        raise TypeError(f"x and y must be both numpy arrays or both torch tensors; got x {_describe(x)} "
-                        f"and y {_describe(y)}")
-    if tuple(x.shape) != tuple(y.shape):
-        raise ValueError(f"x and y must have the same shape; got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
-        raise ValueError(f"crop_border must be an int ≥ 0; got {crop_border!r}")
-    a, batched = _as_batch("x", x)
-    b = _as_batch("y", y)[0].to(a.device)
-    height, width = a.shape[-2:]
-    if min(height, width) - 2 * crop_border < GSM_BLOCK:
-        raise ValueError(f"x and y must be at least {GSM_BLOCK}×{GSM_BLOCK} after cropping crop_border="
-                         f"{crop_border} from every side; got {height}×{width} images")
-    if crop_border:
-        c = crop_border
-        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
-    if y_channel and a.shape[1] == 3:
-        a, b = _luma(a / PIXEL_MAX), _luma(b / PIXEL_MAX)
+    a, b, batched = _prepare(x, y, crop_border, y_channel, min_size=GSM_BLOCK, names=("x", "y"))
     batch, channels, height, width = a.shape
     q = _gsm_maps(a.reshape(batch * channels, 1, height, width), b.reshape(batch * channels, 1, height, width))
     values = q.mean(dim=(1, 2, 3)).view(batch, channels).mean(dim=1)  # (B,)

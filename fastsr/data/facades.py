@@ -62,7 +62,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from fastsr.data.datasets import SEED_BOUND, ImageReadError, bicubic_lr, list_images, read_image
+from fastsr.data.datasets import (
+    ImageReadError,
+    _check_key,
+    _check_positive_int,
+    bicubic_lr,
+    list_images,
+    read_image,
+)
 from fastsr.data.imresize import imresize
 from fastsr.data.priors import ColourClusterPrior
 from fastsr.data.samples import sample_image_paths
@@ -95,11 +102,6 @@ PHOTO_SIDES = ("left", "right")
 SPLITS = ("train", "val", "all")
 
 PathLike = str | os.PathLike
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def jet_palette(num_classes: int) -> Tensor:
@@ -356,18 +358,6 @@ def _resize_up(pair: SemanticPair, side: int) -> SemanticPair:
     photo = imresize(pair.photo.float() / 255, size=size).clamp(0, 1).mul(255).round().to(torch.uint8)
     colour = None if pair.colour is None else _nearest_resize(pair.colour, size)
     return SemanticPair(pair.name, photo, _nearest_resize(pair.labels, size), pair.palette, colour)
-
-
-def _check_key(key: Any, length: int) -> tuple[int, int]:
-    if (not isinstance(key, (tuple, list)) or len(key) != 2
-            or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in key)):
-        raise TypeError(f"key must be a tuple (image index, item seed) of two ints; got {key!r}")
-    index, seed = int(key[0]), int(key[1])
-    if not 0 <= index < length:
-        raise IndexError(f"key's image index must be in [0, {length}); got {index}")
-    if not 0 <= seed < SEED_BOUND:
-        raise ValueError(f"key's item seed must be in [0, 2**63); got {seed}")
-    return index, seed
 
 
 class StageGANDataset(Dataset):

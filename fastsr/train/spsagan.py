@@ -327,9 +327,12 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
                                  "<torchvision vgg19 .pth> (nothing is downloaded), or --random-vgg to train "
                                  "with a randomly initialised VGG19 (a weak perceptual loss), or "
                                  "--perceptual-weight 0")
-            with warnings.catch_warnings():
+            # A random VGG19 is not in the checkpoint: its weights come from the seed alone, so a
+            # resumed run rebuilds the same ones.
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
                 if not cfg.vgg_weights:  # the flag was explicit: say it once, here, not per process
                     warnings.simplefilter("ignore")
+                torch.manual_seed(cfg.seed)
                 perceptual = PerceptualLoss(VGG19FeatureExtractor(cfg.vgg_weights or None)).to(device)
             if not cfg.vgg_weights and d.is_main:
                 warnings.warn("--random-vgg: the perceptual loss uses a randomly initialised VGG19, which "

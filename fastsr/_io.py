@@ -1,20 +1,53 @@
-"""Writing files a crash cannot half-write."""
+"""Files: writing them so a crash cannot half-write them, and reading other people's without
+running their code.
+
+Writing: :func:`atomic_write` (temporary file, fsync, rename). :func:`save_state` adds a SHA-256
+digest of the whole state (every tensor's bytes and every plain value) that :func:`load_state`
+verifies, so a file corrupted on disk is refused instead of loading changed weights.
+
+Reading: :func:`load_state` is the one place fastsr reads ``torch.save`` files. It never
+unpickles anything but tensors and plain data (``torch.load(weights_only=True)``, torch's
+restricted unpickler), checks the CRC-32 of every zip member (torch's reader checks none), and
+verifies the digest when the file has one. Its errors are a ``ValueError`` naming the file and
+what it is, never torch's advice to pass ``weights_only=False``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import re
 import tempfile
-from collections.abc import Callable
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import torch
+
+DIGEST_KEY = "digest"
+
+
+class NoDigestWarning(UserWarning):
+    """A file written before fastsr stored digests: it loads, but corruption cannot be detected."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it
     over ``path``: a reader (or a crash at any moment) sees the old file or the complete new
-    one, never a partial file. The temporary file is removed if ``write`` raises."""
+    one, never a partial file. The temporary file is removed if ``write`` raises; temporary
+    files of earlier writes of ``path`` that were killed (``.<name>.*.tmp``) are removed first.
+    One writer per path (fastsr's trainers write from rank 0 only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -29,7 +62,199 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{6,}\.tmp")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 (hex) over a nested state: dicts (keys in a canonical order), lists, tuples,
+    tensors (dtype, shape and the bytes of their values, whatever their strides) and plain
+    values. A top-level :data:`DIGEST_KEY` entry is left out."""
+    h = hashlib.sha256()
+    _digest_into(h, state, top=True)
+    return h.hexdigest()
+
+
+def _digest_into(h, obj: Any, top: bool = False) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    elif isinstance(obj, Mapping):
+        items = [(k, v) for k, v in obj.items() if not (top and k == DIGEST_KEY)]
+        items.sort(key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        h.update(f"D{len(items)}:".encode())
+        for k, v in items:
+            _digest_into(h, k)
+            _digest_into(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}:".encode())
+        for v in obj:
+            _digest_into(h, v)
+    elif obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.dtype, torch.device)):
+        text = repr(obj).encode()
+        h.update(f"P{type(obj).__name__}{len(text)}:".encode() + text)
+    else:
+        raise TypeError(f"state_digest: cannot digest a {type(obj).__name__}; states hold tensors and plain data")
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """``torch.save`` a dict atomically with its :func:`state_digest` under :data:`DIGEST_KEY`."""
+    state = {k: v for k, v in state.items() if k != DIGEST_KEY}
+    state[DIGEST_KEY] = state_digest(state)
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """What a file looks like, from its first bytes and zip member names alone (nothing is
+    unpickled): "torchscript", "torch.export", "torch" (a torch.save zip), "zip", "pickle"
+    (a raw pickle or a legacy torch.save file) or "other"."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "other"
+        if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+            return "torch.export"
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") for n in names):
+            return "torch"
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return "other"
+
+
+def _check_zip_crcs(path: Path, what: str) -> None:
+    """Read every member of a zip file, which checks its CRC-32 (members written without one,
+    CRC 0, are skipped)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.CRC == 0 or info.is_dir():
+                    continue
+                with zf.open(info) as member:
+                    while member.read(1 << 22):
+                        pass
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise ValueError(f"{path} is a corrupted {what}: {e}") from None
+
+
+def load_state(path: str | os.PathLike, *, what: str = "fastsr file", numpy_arrays: bool = False) -> Any:
+    """Read a ``torch.save`` file on the CPU without running code from it.
+
+    Args:
+        what: what the file should be, for errors ("model file", "training checkpoint", …).
+        numpy_arrays: also allow numpy arrays (only numpy's array and dtype constructors are
+            allow-listed, through ``torch.serialization.safe_globals``): training checkpoints
+            written before fastsr stored RNG states as tensors hold some.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a torch file, a program (TorchScript / torch.export: loading runs its
+            code), Python objects beyond tensors and plain data, a bad CRC, or a digest that
+            does not match its content — each naming the file.
+    Warns:
+        NoDigestWarning: a fastsr file (a "format" tag "fastsr.…", or RRDBNet.save's "config" and
+            "params") written before fastsr stored digests. Other programs' files (BasicSR,
+            torchvision) carry none, and load silently.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
+    kind = file_kind(path)
+    if kind in ("torchscript", "torch.export"):
+        raise ValueError(f"{path} is a {'TorchScript' if kind == 'torchscript' else 'torch.export'} program, not a "
+                         f"{what}: programs run code when loaded, so fastsr loads them only as prior networks "
+                         "that you trust by name (--trust-prior-code / trust_code=True)")
+    if kind == "other":
+        raise ValueError(f"{path} is not a readable {what}: it is neither a torch.save zip archive nor a pickle")
+    if kind in ("zip", "torch"):
+        _check_zip_crcs(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about the archive; fastsr reports its own
+            if numpy_arrays:
+                with torch.serialization.safe_globals(_numpy_globals()):
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower() or "Unsupported operand" in str(e):  # damaged, not refused
+            raise ValueError(f"{path} is not a readable {what} (a damaged or foreign pickle)") from None
+        name = _refused_global(str(e))
+        found = f" (it names {name})" if name else ""
+        raise ValueError(f"{path}: refused to load this {what}: it holds Python objects other than tensors and "
+                         f"plain data{found}, which could run code when unpickled") from None
+    except Exception as e:  # noqa: BLE001 — torch raises RuntimeError, EOFError, zip errors, …
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path} is not a readable {what} ({type(e).__name__}: {first[:200]})") from None
+    if isinstance(state, Mapping):
+        verify_digest(state, path, what)
+    return state
+
+
+def verify_digest(state: Mapping[str, Any], path: str | os.PathLike, what: str) -> None:
+    """Compare a loaded state's stored digest with its content: a mismatch is a ValueError; a
+    fastsr file without one is a :class:`NoDigestWarning`."""
+    stored = state.get(DIGEST_KEY)
+    if stored is None:
+        fmt = state.get("format")
+        if not (isinstance(fmt, str) and fmt.startswith("fastsr.")) and not ("config" in state and "params" in state):
+            return  # another program's file: it never had a digest
+        warnings.warn(f"{path} has no digest (written by an older fastsr or another program): it is "
+                      "loaded, but corruption on disk cannot be detected", NoDigestWarning, stacklevel=3)
+        return
+    try:
+        actual = state_digest(state)
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if stored != actual:
+        raise ValueError(f"{path} is a corrupted {what}: its content does not match the SHA-256 digest stored "
+                         "with it (the file changed after it was written); refusing to load it")
+
+
+_GLOBAL_IN_MESSAGE = re.compile(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)")
+
+
+def _refused_global(message: str) -> str | None:
+    match = _GLOBAL_IN_MESSAGE.search(message)
+    return match.group(1) if match else None
+
+
+def _numpy_globals() -> list:
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    allowed = [_reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [dtypes.UInt32DType, dtypes.Int64DType, dtypes.Float64DType]
+    return allowed

@@ -3,15 +3,22 @@ the device and prior flags, loading a model file with its prior, reading inputs,
 
 Exit codes of every tool: 0 everything done, 1 some inputs failed (each reported, the others
 processed), 2 nothing could start (bad arguments, unreadable model file, missing prior).
+
+User errors are one line, ``python -m fastsr.X: error: <what>``, never a traceback; ``--debug``
+(or ``FASTSR_DEBUG=1`` in the environment) shows the traceback instead. No tool overwrites its
+inputs, the model file or a prior file; an existing output is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import warnings
 
 import torch
 from torch import Tensor
@@ -29,6 +36,46 @@ class CLIError(Exception):
 
 def report_error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
+def debug_requested(args: argparse.Namespace | None = None) -> bool:
+    """--debug, or FASTSR_DEBUG set to anything but "", "0", "false", "no"."""
+    env = os.environ.get("FASTSR_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or bool(getattr(args, "debug", False))
+
+
+def guarded(prog: str, args: argparse.Namespace, command) -> int:
+    """``command()``'s exit status; a user error it raises (CLIError, ValueError, OSError: a bad
+    argument, an unreadable or hostile file) is one ``<prog>: error: …`` line and exit 2, unless
+    --debug / FASTSR_DEBUG asks for the traceback. Python warnings print as one line too."""
+    if debug_requested(args):
+        return command()
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    try:
+        return command()
+    except (CLIError, ValueError, OSError) as e:
+        report_error(prog, one_line(e))
+        return EXIT_USAGE
+    finally:
+        warnings.formatwarning = previous
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message's first line (the exception's type when it has none)."""
+    text = str(error).strip()
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--overwrite and --debug, which every tool takes."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that already exist (inputs, the model file and prior files "
+                             "are never overwritten)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks instead of one-line errors (also FASTSR_DEBUG=1)")
 
 
 def warn(message: str) -> None:
@@ -77,10 +124,15 @@ def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precomputed maps DIR/<image stem>.npy, (S, H, W) float at the output "
                              "(HR) size; up to 15 extra rows / columns are cropped off bottom-right")
     source.add_argument("--prior-module", metavar="FILE",
-                        help="a TorchScript segmentation network (torch.jit.save) run on the "
-                             "bicubic-upscaled input, input in [0, 1]")
+                        help="a segmentation network run on the bicubic-upscaled input in [0, 1]: a "
+                             "one-hot Stage-GAN generator.pt, or (with --trust-prior-code) a TorchScript "
+                             "file or torch.export program")
     group.add_argument("--prior-outputs", choices=PRIOR_OUTPUTS, default="logits",
                        help="what --prior-module returns (default logits: softmax over classes is applied)")
+    group.add_argument("--trust-prior-code", action="store_true",
+                       help="allow the prior network (--prior-module, or one the model file names) to be a "
+                            "TorchScript or torch.export program. Loading a program RUNS ITS CODE: give this "
+                            "only for files whose author you trust. A Stage-GAN generator.pt needs no trust")
 
 
 def pick_device(name: str) -> torch.device:
@@ -116,9 +168,10 @@ def _prior_flag_source(args: argparse.Namespace, num_classes: int):
         if prior_dir:
             return NpyFolderPrior(prior_dir, num_classes)
         if prior_module:
-            return ModulePrior.load(prior_module, num_classes, outputs=args.prior_outputs)
+            return ModulePrior.load(prior_module, num_classes, outputs=args.prior_outputs,
+                                    trust_code=getattr(args, "trust_prior_code", False))
     except (OSError, ValueError) as e:
-        raise CLIError(f"{'--prior-dir' if prior_dir else '--prior-module'}: {e}") from e
+        raise CLIError(f"{'--prior-dir' if prior_dir else '--prior-module'}: {one_line(e)}") from e
     return None
 
 
@@ -133,9 +186,10 @@ def load(args: argparse.Namespace, device: torch.device, *, fp16: bool = False):
 
     override = _prior_flag_source(args, len(OST_CLASSES))
     try:
-        model = load_model(args.checkpoint, map_location=device, prior=override)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise CLIError(f"cannot load model file {args.checkpoint}: {e}") from e
+        model = load_model(args.checkpoint, map_location=device, prior=override,
+                           trust_code=getattr(args, "trust_prior_code", False))
+    except (OSError, ValueError) as e:
+        raise CLIError(f"CKPT: {one_line(e)}") from e
     prior = model.prior
     if not model.needs_prior:
         if override is not None:
@@ -183,6 +237,44 @@ def synchronize(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
+
+
+def protected_files(args: argparse.Namespace, inputs: Sequence[Path] = ()) -> set[Path]:
+    """What no output may replace: the model file, the prior network, every prior map and every
+    input (resolved paths)."""
+    protected = {Path(p).resolve() for p in inputs}
+    for name in ("checkpoint", "prior_module"):
+        if getattr(args, name, None):
+            protected.add(Path(getattr(args, name)).resolve())
+    prior_dir = getattr(args, "prior_dir", None)
+    if prior_dir and Path(prior_dir).is_dir():
+        protected.update(p.resolve() for p in Path(prior_dir).iterdir())
+    return protected
+
+
+def output_problem(path: Path, protected: set[Path], overwrite: bool) -> str | None:
+    """Why ``path`` may not be written (None when it may): it is one of the protected files, a
+    folder, or an existing file without --overwrite."""
+    key = path.resolve()
+    if key in protected:
+        return f"{path} is an input (an image, the model file or a prior) and is never overwritten"
+    if path.is_dir():
+        return f"{path} is a folder; expected a file name"
+    if path.exists() and not overwrite:
+        return f"{path} already exists; pass --overwrite to replace it"
+    return None
+
+
+def check_output_folder(folder: Path, flag: str = "-o") -> None:
+    """Create ``folder`` (and its parents) and check that it can be written: CLIError otherwise."""
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"{flag} must name a folder; {folder} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{flag}: cannot create folder {folder}: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(f"{flag}: folder {folder} is not writable")
 
 
 def gather_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:

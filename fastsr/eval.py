@@ -17,7 +17,8 @@ For every HR image (files, or the images directly inside folders), as the traine
 Images are read one at a time (a whole data set is never held in memory). An unreadable image,
 or one too small to score (SSIM needs 11 × 11 Y pixels after the border crop), is reported and
 skipped; the exit status is then 1 (2: nothing could start). ``--csv`` writes one row per image
-and a last "mean" row, atomically.
+and a last "mean" row, atomically; it may not name an input or the model file, and an existing
+file is replaced only with ``--overwrite`` (checked before any image is scored).
 """
 
 from __future__ import annotations
@@ -36,16 +37,21 @@ from fastsr._io import atomic_write
 from fastsr.cli import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     CLIError,
+    add_common_arguments,
     add_device_arguments,
     add_prior_arguments,
     add_tile_arguments,
     compute_prior,
+    debug_requested,
     describe,
     gather_images,
+    guarded,
     load,
+    one_line,
+    output_problem,
     pick_device,
+    protected_files,
     report_error,
     use_fp16,
 )
@@ -69,24 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_tile_arguments(parser)
     add_device_arguments(parser)
     add_prior_arguments(parser)
+    add_common_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        device = pick_device(args.device)
-        fp16 = use_fp16(args.fp16, device)
-        model = load(args, device, fp16=fp16)
-    except CLIError as e:
-        report_error(PROG, str(e))
-        return EXIT_USAGE
+    return guarded(PROG, args, lambda: evaluate(args))
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    paths, problems = gather_images(args.hr)
+    if args.csv:
+        problem = output_problem(Path(args.csv), protected_files(args, paths), args.overwrite)
+        if problem is not None:
+            raise CLIError(f"--csv: {problem}")
+    device = pick_device(args.device)
+    fp16 = use_fp16(args.fp16, device)
+    model = load(args, device, fp16=fp16)
     from fastsr.data import ImageReadError, bicubic_lr, mod_crop, read_image
     from fastsr.inference import bicubic_upscale, mean_scores, score, super_resolve
 
     s = model.scale
     dtype = torch.float16 if fp16 else torch.float32
-    paths, problems = gather_images(args.hr)
     print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
           f"{len(paths)} HR image{'s' if len(paths) != 1 else ''}; Y channel, crop border {s}", flush=True)
     failed = len(problems)
@@ -122,9 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                tile=args.tile, tile_pad=args.tile_pad)  # (1, 3, H, W)
             result = score(sr[0].float(), bicubic[0], hr.to(device), name=path.stem, crop_border=s)
             seconds = time.perf_counter() - t0
-        except (OSError, ValueError, RuntimeError) as e:  # a missing .npy prior, CUDA out of memory, …
+        except Exception as e:  # noqa: BLE001 — one image's failure (a missing .npy prior, out of memory, a
+            # prior program's own error) is reported and the others go on
+            if debug_requested(args):
+                raise
             hint = " (try --tile 256)" if "out of memory" in str(e).lower() else ""
-            report_error(PROG, f"{path}: {type(e).__name__}: {e}{hint}; skipped")
+            report_error(PROG, f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
             failed += 1
             continue
         rows.append((result, W, H))

@@ -124,9 +124,10 @@ class LoadedModel:
 
 
 def save_model(path, generator: torch.nn.Module, prior=None, *, kind: str = "spsagan") -> None:
-    """Write ``{format, kind, config, state_dict, prior spec}`` atomically: everything
-    :func:`load_model` needs to rebuild the generator and its prior source."""
-    from fastsr._io import atomic_write
+    """Write ``{format, kind, config, state_dict, prior spec, digest}`` atomically: everything
+    :func:`load_model` needs to rebuild the generator and its prior source, and the SHA-256 of it
+    all, which every load verifies."""
+    from fastsr._io import save_state
 
     state = {
         "format": MODEL_FORMAT,
@@ -135,38 +136,73 @@ def save_model(path, generator: torch.nn.Module, prior=None, *, kind: str = "sps
         "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
         "prior": prior.spec() if prior is not None else None,
     }
-    atomic_write(path, lambda f: torch.save(state, f))
+    save_state(path, state)
 
 
-def load_model(path, *, map_location: str | torch.device = "cpu", prior=None) -> LoadedModel:
-    """Read a model file written by :func:`save_model` (``weights_only``: tensors and plain data).
+# What other fastsr files are, by their "format" tag, for errors that say what to pass instead.
+_OTHER_FORMATS = {
+    "fastsr.train/1": "a training checkpoint; pass its run's generator.pt",
+    "fastsr.spsagan.generator/1": "an SPSAGenerator.save file, not a model file (no prior); use SPSAGenerator.from_checkpoint",
+    "fastsr.stagegan/1": "a StageGAN.save file, not a model file; use StageGAN.from_checkpoint",
+    "fastsr.rrsb/1": "an RRSB connection config",
+}
+
+
+def read_model_state(path) -> dict:
+    """A model file's state, read without running code (:func:`fastsr._io.load_state`) and checked
+    to be a model file. Raises FileNotFoundError, or ValueError naming the file and what it is."""
+    from fastsr._io import load_state
+
+    state = load_state(path, what="fastsr model file")
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        if found in _OTHER_FORMATS:
+            raise ValueError(f"{path} is {_OTHER_FORMATS[found]}")
+        if isinstance(state, dict) and ("params" in state or "params_ema" in state or "state_dict" in state
+                                        or all(isinstance(v, torch.Tensor) for v in state.values())):
+            raise ValueError(f"{path} is a bare state dict or a BasicSR-style checkpoint, not a fastsr model file "
+                             f"({MODEL_FORMAT!r})")
+        got = repr(found) if found is not None else type(state).__name__
+        raise ValueError(f"{path} must be a {MODEL_FORMAT!r} model file; got {got}")
+    return state
+
+
+def model_from_state(state: dict, path) -> torch.nn.Module:
+    """The generator a model file's state describes, on the CPU, in eval mode."""
+    classes = _generator_classes()
+    kind = state.get("kind")
+    if kind not in classes:
+        raise ValueError(f"{path}: unknown model kind {kind!r}; known: {sorted(classes)}")
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("state_dict"), dict):
+        raise ValueError(f"{path}: a model file needs a 'config' dict and a 'state_dict'; this one lacks them")
+    try:
+        generator = classes[kind](**state["config"])
+        generator.load_state_dict(state["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: its config or weights do not build a {kind} generator: {first[:300]}") from None
+    return generator.eval()
+
+
+def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, trust_code: bool = False) -> LoadedModel:
+    """Read a model file written by :func:`save_model`: tensors and plain data only (nothing in it
+    can run code), its digest verified.
 
     Args:
         prior: a prior source to use instead of the one saved with the model (for instance a
-            folder of precomputed maps for new images)."""
-    from pathlib import Path
-
+            folder of precomputed maps for new images); the saved one is then never built.
+        trust_code: allow the saved prior to be a program (TorchScript / torch.export) that the
+            model file names; without it such a model file needs ``prior``.
+    """
     from fastsr.data.priors import prior_from_spec
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable fastsr model file ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        hint = " (a training checkpoint? use <run>/generator.pt)" if found == "fastsr.train/1" else ""
-        raise ValueError(f"{path} must be a {MODEL_FORMAT!r} model file; got {found!r}{hint}")
-    classes = _generator_classes()
-    if state["kind"] not in classes:
-        raise ValueError(f"{path}: unknown model kind {state['kind']!r}; known: {sorted(classes)}")
-    generator = classes[state["kind"]](**state["config"])
-    generator.load_state_dict(state["state_dict"])
-    generator.to(map_location).eval()
-    if prior is None and state["prior"] is not None:
-        prior = prior_from_spec(state["prior"])
+    state = read_model_state(path)
+    generator = model_from_state(state, path).to(map_location)
+    if prior is None and state.get("prior") is not None:
+        try:
+            prior = prior_from_spec(state["prior"], trust_code=trust_code)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: its saved prior cannot be used: {e}") from None
     if prior is not None:
         prior = prior.to(map_location)
     return LoadedModel(kind=state["kind"], generator=generator, prior=prior, scale=generator.scale)

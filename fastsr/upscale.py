@@ -13,8 +13,9 @@ precomputed ``<stem>.npy`` maps at the *output* size, ``--prior-module`` a Torch
 segmentation network.
 
 An input that cannot be read or super-resolved is reported and skipped; the exit status is then 1
-(2: nothing could start). An output that would replace one of the inputs, or that two inputs
-would both write, is refused.
+(2: nothing could start). An output that would replace one of the inputs, the model file or a
+prior, or that two inputs would both write, is refused; one that already exists is replaced only
+with ``--overwrite``. ``--suffix`` cannot lead out of ``-o`` (no path separators).
 
 ``--fp16`` runs the generator in float16 (weights and activations, like Real-ESRGAN's half mode
 rather than autocast: the dense-block and SPSA ops take one dtype for all their inputs) on CUDA
@@ -24,6 +25,7 @@ only; on the CPU it warns and runs in float32.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,16 +36,22 @@ import torch
 from fastsr.cli import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     CLIError,
+    add_common_arguments,
     add_device_arguments,
     add_prior_arguments,
     add_tile_arguments,
+    check_output_folder,
     compute_prior,
+    debug_requested,
     describe,
     gather_images,
+    guarded,
     load,
+    one_line,
+    output_problem,
     pick_device,
+    protected_files,
     report_error,
     synchronize,
     use_fp16,
@@ -68,21 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_tile_arguments(parser)
     add_device_arguments(parser)
     add_prior_arguments(parser)
+    add_common_arguments(parser)
     return parser
+
+
+def check_suffix(suffix: str) -> None:
+    bad = [c for c in ("/", "\\", os.sep, os.altsep, "\0") if c and c in suffix]
+    if bad or suffix in (".", ".."):
+        raise CLIError(f"--suffix must be text appended to a file name (no path separators); got {suffix!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return guarded(PROG, args, lambda: upscale(args))
+
+
+def upscale(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
-    try:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise CLIError(f"-o must name a folder; {out_dir} is a file")
-        device = pick_device(args.device)
-        fp16 = use_fp16(args.fp16, device)
-        model = load(args, device, fp16=fp16)
-    except CLIError as e:
-        report_error(PROG, str(e))
-        return EXIT_USAGE
+    if args.suffix is not None:
+        check_suffix(args.suffix)
+    device = pick_device(args.device)
+    fp16 = use_fp16(args.fp16, device)
+    model = load(args, device, fp16=fp16)
+    check_output_folder(out_dir)
     from fastsr.data import ImageReadError, read_image
     from fastsr.inference import super_resolve
 
@@ -95,20 +111,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in problems:
         report_error(PROG, problem)
 
-    inputs = {p.resolve() for p in paths}
+    protected = protected_files(args, paths)
     claimed: dict[Path, Path] = {}  # output → the input writing it
     written = 0
     for path in paths:
         target = out_dir / f"{path.stem}{suffix}.png"
         key = target.resolve()
-        if key in inputs:
-            report_error(PROG, f"{path}: its output {target} is an input file and would be overwritten; "
-                               "choose another -o or --suffix")
+        if key.parent != out_dir.resolve():  # a stem or suffix that leaves -o (never, after the checks)
+            report_error(PROG, f"{path}: its output {target} would be written outside -o {out_dir}; skipped")
             failed += 1
             continue
         if key in claimed:
             report_error(PROG, f"{path}: its output {target} is already written for {claimed[key]} "
                                "(same stem); skipped")
+            failed += 1
+            continue
+        problem = output_problem(target, protected, args.overwrite)
+        if problem is not None:
+            report_error(PROG, f"{path}: its output {problem}; skipped (choose another -o or --suffix)")
             failed += 1
             continue
         claimed[key] = path
@@ -127,12 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                tile=args.tile, tile_pad=args.tile_pad)  # (1, 3, s·h, s·w)
             synchronize(device)
             seconds = time.perf_counter() - t0
-        except (OSError, ValueError, RuntimeError) as e:  # a missing .npy prior, CUDA out of memory, …
+            write_png(target, sr[0])
+        except Exception as e:  # noqa: BLE001 — one image's failure (a missing .npy prior, out of memory, a
+            # prior program's own error, an unwritable file) is reported and the batch goes on
+            if debug_requested(args):
+                raise
             hint = " (try --tile 256)" if "out of memory" in str(e).lower() else ""
-            report_error(PROG, f"{path}: {type(e).__name__}: {e}{hint}; skipped")
+            report_error(PROG, f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
             failed += 1
             continue
-        write_png(target, sr[0])
         written += 1
         H, W = sr.shape[-2:]
         print(f"{path}: {w}×{h} → {W}×{H} in {seconds:.2f} s → {target}", flush=True)

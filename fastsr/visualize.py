@@ -39,12 +39,18 @@ from fastsr.cli import (
     EXIT_OK,
     EXIT_USAGE,
     CLIError,
+    add_common_arguments,
     add_device_arguments,
     add_prior_arguments,
     compute_prior,
+    debug_requested,
     describe,
+    guarded,
     load,
+    one_line,
+    output_problem,
     pick_device,
+    protected_files,
     report_error,
     to_uint8,
 )
@@ -85,12 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the picture to write (default <image stem>_attention_<X>_<Y>.png here)")
     add_device_arguments(att, fp16=False)
     add_prior_arguments(att)
+    add_common_arguments(att)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return attention_command(args)
+    return guarded(PROG, args, lambda: attention_command(args))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,16 +193,13 @@ def attention_command(args: argparse.Namespace) -> int:
     image_path = Path(args.image)
     x, y = args.pixel
     output = Path(args.output) if args.output else Path(f"{image_path.stem}_attention_{x}_{y}.png")
-    try:
-        if output.resolve() == image_path.resolve():
-            raise CLIError(f"-o {output} is the input image and would be overwritten; choose another name")
-        device = pick_device(args.device)
-        model = load(args, device)
-        if not model.needs_prior or getattr(model.generator, "spsa", None) is None:
-            raise CLIError(f"{args.checkpoint} has no SPSA layer (use_spsa=False): it has no attention to show")
-    except CLIError as e:
-        report_error(PROG, str(e))
-        return EXIT_USAGE
+    problem = output_problem(output, protected_files(args, [image_path]), args.overwrite)
+    if problem is not None:
+        raise CLIError(f"-o: {problem}")
+    device = pick_device(args.device)
+    model = load(args, device)
+    if not model.needs_prior or getattr(model.generator, "spsa", None) is None:
+        raise CLIError(f"{args.checkpoint} has no SPSA layer (use_spsa=False): it has no attention to show")
     s = model.scale
     try:
         img = read_image(image_path)  # (3, H0, W0)
@@ -231,8 +235,10 @@ def attention_command(args: argparse.Namespace) -> int:
     try:
         prior = compute_prior(model, lr, image_path.stem)  # (1, S, s·h, s·w)
         maps = attention_rows(model.generator, lr, prior, row, col)  # each (h, w)
-    except (OSError, ValueError, RuntimeError) as e:  # a missing .npy prior, out of memory, …
-        report_error(PROG, f"{image_path}: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 — a missing .npy prior, out of memory, a prior program's error
+        if debug_requested(args):
+            raise
+        report_error(PROG, f"{image_path}: {type(e).__name__}: {one_line(e)}")
         return EXIT_INPUT_FAILED
     up = lambda m: m.repeat_interleave(s, 0).repeat_interleave(s, 1)  # noqa: E731 — (h, w) → (s·h, s·w)
     panels = [picture.cpu(), prior_picture(prior[0].float()).cpu()]

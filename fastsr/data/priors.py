@@ -20,7 +20,6 @@ model's state dict); ``source.to(device)`` moves what they hold, and calls run u
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,26 +195,49 @@ class ModulePrior(PriorSource):
         self.path = None if path is None else Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, num_classes: int = len(OST_CLASSES), **kwargs) -> ModulePrior:
-        """A TorchScript file (``torch.jit.save``), a ``.pt2`` ``torch.export`` program
-        (``torch.export.save``), or a Stage-GAN model file (``generator.pt`` of
-        ``python -m fastsr.train stagegan --map-mode onehot``: its stage 0), loaded on the CPU;
-        ``kwargs`` as the constructor."""
+    def load(cls, path: str | os.PathLike, num_classes: int = len(OST_CLASSES), *, trust_code: bool = False,
+             **kwargs) -> ModulePrior:
+        """A Stage-GAN model file (``generator.pt`` of ``python -m fastsr.train stagegan --map-mode
+        onehot``: its stage 0; weights only, safe from anyone), or a program: a TorchScript file
+        (``torch.jit.save``) or a ``torch.export`` program (``torch.export.save``, usually .pt2).
+        Loaded on the CPU; ``kwargs`` as the constructor.
+
+        Programs are code: loading one runs what its author put in it. They are loaded only with
+        ``trust_code=True`` (``--trust-prior-code`` on the command line); without it a program is
+        refused with a ValueError before any of it is read. What a file is comes from its content
+        (zip member names), not its suffix."""
+        from fastsr._io import file_kind, load_state
+
         path = Path(path)
-        exported = path.suffix == ".pt2"
-        what = "torch.export program (.pt2)" if exported else "TorchScript file"
         if not path.is_file():
-            raise FileNotFoundError(f"path must be a {what}; {path} does not exist")
-        stage_zero = None if exported else _stage_zero_segmenter(path)
-        if stage_zero is not None:
-            return cls(stage_zero, num_classes, path=path, **kwargs)
+            raise FileNotFoundError(f"prior module {path} does not exist" if not path.exists()
+                                    else f"prior module {path} is not a file")
+        kind = file_kind(path)
+        if kind == "torch":
+            state = load_state(path, what="Stage-GAN model file")
+            segmenter = _stage_zero_segmenter(state, path)
+            if segmenter is None:
+                found = state.get("kind", state.get("format")) if isinstance(state, Mapping) else type(state).__name__
+                raise ValueError(f"prior module {path} is a torch.save file but not a one-hot Stage-GAN model file "
+                                 f"(found {found!r}); a prior network must be a Stage-GAN generator.pt, a TorchScript "
+                                 "file or a torch.export program")
+            return cls(segmenter, num_classes, path=path, **kwargs)
+        if kind not in ("torchscript", "torch.export"):
+            raise ValueError(f"prior module {path} must be a Stage-GAN model file, a TorchScript file or a "
+                             f"torch.export program; got a file of another kind ({kind})")
+        what = "TorchScript" if kind == "torchscript" else "torch.export"
+        if not trust_code:
+            raise ValueError(f"prior module {path} is a {what} program: loading it runs the code inside it, "
+                             "so fastsr loads it only when you trust its author: pass --trust-prior-code "
+                             "(trust_code=True in Python)")
         try:
-            if exported:
+            if kind == "torch.export":
                 module = torch.export.load(str(path)).module()
             else:
                 module = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:  # noqa: BLE001 — torch raises RuntimeError / ValueError / zip / pickle errors
-            raise ValueError(f"path {path} is not a loadable {what}: {e}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"prior module {path} is not a loadable {what} program: {first[:200]}") from None
         return cls(module, num_classes, path=path, **kwargs)
 
     def to(self, device: str | torch.device) -> ModulePrior:
@@ -256,20 +278,14 @@ class ModulePrior(PriorSource):
         return f"ModulePrior({src!r}, num_classes={self.num_classes}, outputs={self.outputs!r})"
 
 
-def _stage_zero_segmenter(path: Path) -> nn.Module | None:
-    """Stage 0 of a fastsr Stage-GAN model file, or None when ``path`` is not one."""
-    from fastsr.inference import MODEL_FORMAT, load_model
+def _stage_zero_segmenter(state: Any, path: Path) -> nn.Module | None:
+    """Stage 0 of a fastsr Stage-GAN model file (already read safely), or None when it is not one."""
+    from fastsr.inference import MODEL_FORMAT, model_from_state
     from fastsr.models.stagegan import StageZeroSegmenter
 
-    try:
-        with warnings.catch_warnings():  # torch.load announces TorchScript archives before refusing them
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 — TorchScript archives and other files: not a model file
+    if not isinstance(state, Mapping) or state.get("format") != MODEL_FORMAT or state.get("kind") != "stagegan":
         return None
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT or state.get("kind") != "stagegan":
-        return None
-    return StageZeroSegmenter(load_model(path).generator)
+    return StageZeroSegmenter(model_from_state(state, path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,10 +402,13 @@ class ColourClusterPrior(PriorSource):
 KINDS = ("npy_folder", "module", "colour_clusters")
 
 
-def prior_from_spec(spec: Mapping[str, Any]) -> PriorSource:
+def prior_from_spec(spec: Mapping[str, Any], *, trust_code: bool = False) -> PriorSource:
     """Rebuild a source from its :meth:`PriorSource.spec`: ``{"kind": "npy_folder", "folder": …}``,
     ``{"kind": "module", "path": …}`` (optional "num_classes", "input_range", "outputs") or
-    ``{"kind": "colour_clusters", "centroids": [[r, g, b], …], "temperature": …}``."""
+    ``{"kind": "colour_clusters", "centroids": [[r, g, b], …], "temperature": …}``.
+
+    A spec comes from inside a file (a model file, a checkpoint): a "module" spec naming a
+    program is loaded only with ``trust_code=True`` (see :meth:`ModulePrior.load`)."""
     if not isinstance(spec, Mapping) or spec.get("kind") not in KINDS:
         got = repr(spec.get("kind")) if isinstance(spec, Mapping) else type(spec).__name__
         raise ValueError(f"spec must be a dict with 'kind' one of {KINDS}; got kind {got}")
@@ -403,7 +422,7 @@ def prior_from_spec(spec: Mapping[str, Any]) -> PriorSource:
         return NpyFolderPrior(spec["folder"], num_classes)
     if kind == "module":
         return ModulePrior.load(spec["path"], num_classes, input_range=tuple(spec.get("input_range", (0.0, 1.0))),
-                                outputs=spec.get("outputs", "logits"))
+                                outputs=spec.get("outputs", "logits"), trust_code=trust_code)
     prior = ColourClusterPrior(spec["centroids"], spec["temperature"])
     if prior.num_classes != num_classes:
         raise ValueError(f"spec num_classes must equal the number of centroids {prior.num_classes}; got {num_classes}")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr._io import atomic_write
+from fastsr._io import load_state, save_state
 from fastsr.ops.dense_block import (
     BACKENDS,
     NUM_CONVS,
@@ -395,8 +395,7 @@ class RRDBNet(nn.Module):
         to a temporary file in the same directory, then ``os.replace`` — path is either absent
         (or its old content) or the complete new checkpoint, never a partial file. The "params"
         key is BasicSR's, so BasicSR loads the weights too."""
-        checkpoint = {"config": self.config(), "params": self.state_dict()}
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        save_state(path, {"config": self.config(), "params": self.state_dict()})
 
     @classmethod
     def from_checkpoint(
@@ -571,6 +570,19 @@ def _listing(items: Sequence[str]) -> str:
 
 
 def _load_checkpoint(checkpoint: Any, map_location: str | torch.device) -> Any:
+    """A loaded checkpoint as it is, or a path read without running code from it (tensors and
+    plain data only, digest verified: :func:`fastsr._io.load_state`), moved to map_location."""
     if isinstance(checkpoint, (str, os.PathLike)):
-        return torch.load(checkpoint, map_location=map_location, weights_only=True)
+        obj = load_state(checkpoint, what="checkpoint")
+        if torch.device(map_location) != torch.device("cpu"):
+            obj = _to_device(obj, map_location)
+        return obj
     return checkpoint
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj

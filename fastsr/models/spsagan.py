@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr._io import atomic_write
+from fastsr._io import save_state
 from fastsr.data.imresize import imresize
 from fastsr.layers.rrdb import (
     RRDB,
@@ -330,11 +330,11 @@ class SPSAGenerator(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{"format": GENERATOR_FORMAT, "config": self.config(), "params": state_dict}``
-        to path atomically (:func:`fastsr._io.atomic_write`: the old file or the complete new
-        one, never a partial file). "params" is BasicSR's key, so BasicSR-style loaders read the
+        to path atomically, with a digest (:func:`fastsr._io.save_state`: the old file or the
+        complete new one, never a partial file). "params" is BasicSR's key, so BasicSR-style loaders read the
         weights too."""
         checkpoint = {"format": GENERATOR_FORMAT, "config": self.config(), "params": self.state_dict()}
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        save_state(path, checkpoint)
 
     @classmethod
     def from_checkpoint(

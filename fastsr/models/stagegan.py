@@ -41,7 +41,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from fastsr._io import atomic_write
+from fastsr._io import save_state
 from fastsr.layers.rrdb import _check_backend, _check_positive_int, _load_checkpoint
 from fastsr.layers.spsa import SPSA
 
@@ -847,14 +847,14 @@ class StageGAN(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{"format": STAGEGAN_FORMAT, "config": self.config(), "params": state_dict}``
-        to path atomically (:func:`fastsr._io.atomic_write`: the old file or the complete new
-        one, never a partial file)."""
+        to path atomically, with a digest (:func:`fastsr._io.save_state`: the old file or the
+        complete new one, never a partial file)."""
         checkpoint = {
             "format": STAGEGAN_FORMAT,
             "config": self.config(),
             "params": self.state_dict(),
         }
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        save_state(path, checkpoint)
 
     @classmethod
     def from_checkpoint(

@@ -143,16 +143,13 @@ class VGG19FeatureExtractor(nn.Module):
 
     def _load(self, weights: str | os.PathLike | Mapping[str, Tensor]) -> None:
         if isinstance(weights, (str, os.PathLike)):
+            from fastsr._io import load_state
+
             path = os.fspath(weights)
             source = f"file {path!r}"
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"VGG19 weights {source} does not exist")
-            try:
-                obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise ValueError(
-                    f"VGG19 weights {source} could not be read as a torch state dict: {err}"
-                ) from err
+            obj: Any = load_state(path, what="VGG19 weights file")  # tensors only: never runs code
         else:
             source, obj = "the given state dict", weights
         if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):

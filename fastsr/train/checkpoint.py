@@ -8,11 +8,14 @@ A training checkpoint is one file, ``<run>/checkpoints/last.pt``, holding
     models        {name: state_dict}          (networks, EMA copies)
     optimizers    {name: state_dict}
     schedulers    {name: state_dict}
-    rng           per process: torch (CPU and every CUDA device), numpy and Python RNG states
+    rng           per process: torch (CPU and every CUDA device), numpy and Python RNG states,
+                  as tensors and plain numbers (no numpy objects: nothing needs unpickling)
     extra         anything else the trainer keeps (best metrics, …)
+    digest        SHA-256 of all of the above (:func:`fastsr._io.save_state`)
 
 It is written with :func:`fastsr._io.atomic_write`: a kill at any moment leaves the previous
-checkpoint intact. Data order needs no saved state: the samplers draw iteration ``i``'s batch
+checkpoint intact. It is read with :func:`fastsr._io.load_state`: tensors and plain data only,
+so a checkpoint from someone else cannot run code, and its digest is verified. Data order needs no saved state: the samplers draw iteration ``i``'s batch
 from ``(seed, i)`` alone, so a resumed run sees the batches the uninterrupted run would have.
 """
 
@@ -26,17 +29,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastsr._io import atomic_write
+from fastsr._io import load_state, save_state
 
 FORMAT = "fastsr.train/1"
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain data (weights-only loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss_next},
     }
 
 
@@ -44,8 +51,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n, p = state["numpy"], state["python"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    else:  # checkpoints of fastsr < 0.2: numpy's own tuple
+        np.random.set_state(n)
+    if isinstance(p, dict):
+        random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    else:
+        random.setstate(p)
 
 
 def save_training_state(path: str | os.PathLike, *, config: dict, iteration: int, models: dict,
@@ -64,26 +79,28 @@ def save_training_state(path: str | os.PathLike, *, config: dict, iteration: int
         "rng": rng if rng is not None else [rng_state()],
         "extra": extra or {},
     }
-    return atomic_write(path, lambda f: torch.save(state, f))
+    return save_state(path, state)
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_training_state` (on the CPU), checking its format.
-
-    The file holds RNG states (numpy arrays, Python tuples), so it is read with
-    ``weights_only=False``: resume only from runs you trust, as with any pickle."""
+    """Read a checkpoint written by :func:`save_training_state` (on the CPU), checking its format
+    and digest. Nothing in it can run code (:func:`fastsr._io.load_state`; checkpoints of older
+    fastsr versions hold numpy RNG arrays, allowed through an allow-list of numpy's array
+    constructors only). ``path``: the file, or a run folder (its ``checkpoints/last.pt``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"resume: no training checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"resume: {path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        state = load_state(path, what="training checkpoint", numpy_arrays=True)
+    except ValueError as e:
+        raise ValueError(f"resume: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"resume: {path} must be a {FORMAT!r} training checkpoint; got {found!r}")
+        hint = " (a model file: resume takes the run folder or its checkpoints/last.pt)" \
+            if found == "fastsr.model/1" else ""
+        raise ValueError(f"resume: {path} must be a {FORMAT!r} training checkpoint; got {found!r}{hint}")
     return state
 
 

@@ -184,24 +184,29 @@ def test_module_prior_errors():
 def test_module_prior_torchscript_round_trip(tmp_path):
     conv = _conv(8)
     torch.jit.save(torch.jit.script(conv), str(tmp_path / "seg.pt"))
-    prior = ModulePrior.load(tmp_path / "seg.pt", 8, input_range=(-1, 1))
+    with pytest.raises(ValueError, match=r"seg\.pt is a TorchScript program: loading it runs the code"):
+        ModulePrior.load(tmp_path / "seg.pt", 8, input_range=(-1, 1))  # programs need trust by name
+    with pytest.raises(ValueError, match="trust-prior-code"):
+        prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt")})
+    prior = ModulePrior.load(tmp_path / "seg.pt", 8, input_range=(-1, 1), trust_code=True)
     mr = torch.rand(1, 3, 7, 9)
     expected = F.conv2d(2 * mr - 1, conv.weight, conv.bias, padding=1).softmax(1)
     torch.testing.assert_close(prior(mr), expected)
     spec = json.loads(json.dumps(prior.spec()))
     assert spec == {"kind": "module", "path": str(tmp_path / "seg.pt"), "num_classes": 8,
                     "input_range": [-1.0, 1.0], "outputs": "logits"}
-    rebuilt = prior_from_spec(spec)
+    rebuilt = prior_from_spec(spec, trust_code=True)
     assert isinstance(rebuilt, ModulePrior)
     torch.testing.assert_close(rebuilt(mr), expected)
-    minimal = prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt")})  # defaults: 8, [0, 1], logits
+    minimal = prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt")}, trust_code=True)  # defaults: 8, [0, 1], logits
     torch.testing.assert_close(minimal(mr), F.conv2d(mr, conv.weight, conv.bias, padding=1).softmax(1))
     assert minimal.to("cpu") is minimal
-    with pytest.raises(FileNotFoundError, match="TorchScript"):
+    with pytest.raises(FileNotFoundError, match=r"prior module .*missing\.pt does not exist"):
         ModulePrior.load(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match=r"bad\.pt is not a loadable TorchScript"):
-        ModulePrior.load(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt must be a Stage-GAN model file, a TorchScript file or a "
+                                         r"torch.export program; got a file of another kind"):
+        ModulePrior.load(tmp_path / "bad.pt", trust_code=True)
 
 
 def test_module_prior_torch_export_round_trip(tmp_path):
@@ -209,12 +214,15 @@ def test_module_prior_torch_export_round_trip(tmp_path):
     mr = torch.rand(2, 3, 7, 9)
     dims = {"input": {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}}
     torch.export.save(torch.export.export(conv, (mr,), dynamic_shapes=dims), str(tmp_path / "seg.pt2"))
-    prior = prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt2"), "input_range": [-1, 1]})
+    with pytest.raises(ValueError, match=r"seg\.pt2 is a torch.export program: loading it runs the code"):
+        prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt2")})
+    prior = prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt2"), "input_range": [-1, 1]},
+                            trust_code=True)
     for x in (mr, torch.rand(1, 3, 5, 6)):
         torch.testing.assert_close(prior(x), F.conv2d(2 * x - 1, conv.weight, conv.bias, padding=1).softmax(1))
-    (tmp_path / "bad.pt2").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match=r"bad\.pt2 is not a loadable torch.export program"):
-        ModulePrior.load(tmp_path / "bad.pt2")
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip")  # the suffix does not make it a program
+    with pytest.raises(ValueError, match=r"bad\.pt2 must be a Stage-GAN model file.*another kind"):
+        ModulePrior.load(tmp_path / "bad.pt2", trust_code=True)
 
 
 # ---------------------------------------------------------------------------------------------

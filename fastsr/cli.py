@@ -66,7 +66,12 @@ def one_line(error: BaseException) -> str:
     text = str(error).strip()
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         text = f"{error.filename}: {error.strerror}"
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        return lines[-1]  # the program's own error is the last line of TorchScript's report
+    return lines[0]
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

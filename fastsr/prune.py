@@ -356,13 +356,21 @@ def save_config(path: str | os.PathLike, cfg: dict) -> Path:
 
 
 def load_config(path: str | os.PathLike) -> dict:
-    """Reads and validates an RRSB config written by :func:`save_config`."""
-    with open(path) as f:
-        try:
-            cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not JSON ({e})") from None
-    return validate_config(cfg)
+    """Reads and validates an RRSB config written by :func:`save_config` (JSON: data only, nothing
+    in it can run code). FileNotFoundError for a missing file; ValueError naming the file for
+    anything that is not a valid config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"connection config {path} does not exist" if not path.exists()
+                                else f"connection config {path} is not a file")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON connection config ({type(e).__name__}: {e})") from None
+    try:
+        return validate_config(cfg)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def validate_config(cfg: Any) -> dict:

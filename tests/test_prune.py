@@ -344,7 +344,7 @@ def test_load_config_names_the_bad_field(tmp_path, edit, match):
 def test_load_config_rejects_non_json(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("{not json")
-    with pytest.raises(ValueError, match="not JSON"):
+    with pytest.raises(ValueError, match=r"x\.json is not a JSON connection config"):
         load_config(path)
 
 

@@ -7,7 +7,9 @@
   is compared on every pixel, borders included.
 * a per-pixel loop written here from MATLAB's contributions() formula (the only reference for
   antialias=False downscaling, which PIL does not offer), and weights worked out by hand;
-* imresize output published from MATLAB itself (a Stack Overflow post, 2013).
+* imresize output published from MATLAB itself (a Stack Overflow post, 2013);
+* the dense formulation fastsr used before the banded one (an (n_out, n_in) weight matrix per
+  axis and two matmuls), kept here as ``dense_imresize``: outputs and gradients must agree.
 """
 
 import math
@@ -89,6 +91,31 @@ def pil_resize_mirrored(a: np.ndarray, scale, out_hw) -> np.ndarray:
     padded = np.pad(a, pads, mode="symmetric")
     out = pil_resize(padded, sizes)
     return out[offsets[0] : offsets[0] + out_hw[0], offsets[1] : offsets[1] + out_hw[1]]
+
+
+def dense_matrix(n_in: int, n_out: int, scale: float, antialias: bool = True) -> torch.Tensor:
+    """(n_out, n_in) float64 weights, vectorised over output pixels and taps (fastsr's former
+    implementation): the same contributions() formula, accumulated into a dense matrix."""
+    widen = antialias and scale < 1
+    width = 4 / scale if widen else 4.0
+    u = torch.arange(1, n_out + 1, dtype=torch.float64) / scale + 0.5 * (1 - 1 / scale)
+    taps = torch.arange(math.ceil(width) + 2, dtype=torch.float64)
+    j = torch.floor(u - width / 2)[:, None] + taps  # (n_out, taps) 1-based
+    d = (u[:, None] - j).abs() * (scale if widen else 1)
+    near = (1.5 * d**3 - 2.5 * d**2 + 1) * (d <= 1)
+    far = (-0.5 * d**3 + 2.5 * d**2 - 4 * d + 2) * (d > 1) * (d <= 2)
+    k = near + far
+    k = k / k.sum(1, keepdim=True)
+    folded = torch.remainder(j.long() - 1, 2 * n_in)
+    source = torch.where(folded < n_in, folded, 2 * n_in - 1 - folded)
+    return torch.zeros(n_out, n_in, dtype=torch.float64).scatter_add_(1, source, k)
+
+
+def dense_imresize(x: torch.Tensor, out_hw, scales, antialias: bool = True) -> torch.Tensor:
+    """``W_h @ x @ W_wᵀ`` in x's dtype, as fastsr computed it before the banded rewrite."""
+    w_h = dense_matrix(x.shape[-2], out_hw[0], scales[0], antialias).to(x.dtype)
+    w_w = dense_matrix(x.shape[-1], out_hw[1], scales[1], antialias).to(x.dtype)
+    return w_h @ x @ w_w.T
 
 
 def interior(n_in: int, n_out: int, scale: float) -> np.ndarray:
@@ -231,6 +258,73 @@ def test_published_matlab_output():
 
 
 # ---------------------------------------------------------------------------------------------
+# Banded against the former dense formulation
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_cases(n: int, seed: int = 4):
+    """(shape, kwargs) with random sizes and factors: up, down (with and without antialiasing),
+    non-integer and per-axis (size=...) factors, kernels wider than the image."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        shape = tuple(int(n) for n in rng.integers([1, 1, 1, 1], [3, 4, 40, 40]))  # (B, C, H, W)
+        if i % 3 == 2:
+            kwargs = {"size": tuple(int(n) for n in rng.integers(1, 60, size=2))}
+        else:
+            kwargs = {"scale": float(rng.choice([1 / 4, 1 / 3, 1 / 2, 0.3, 0.7, 1.5, 2, 3, 4]))}
+        kwargs["antialias"] = bool(i % 4 != 3)
+        cases.append((shape, kwargs))
+    return cases
+
+
+def _dense_args(shape, kwargs):
+    h, w = shape[-2:]
+    if "size" in kwargs:
+        return kwargs["size"], (kwargs["size"][0] / h, kwargs["size"][1] / w)
+    return out_size(h, w, kwargs["scale"]), (kwargs["scale"],) * 2
+
+
+@pytest.mark.parametrize("shape, kwargs", _random_cases(24))
+def test_matches_dense_formulation(shape, kwargs):
+    x64 = torch.from_numpy(np.random.default_rng(5).random(shape))
+    hw, scales = _dense_args(shape, kwargs)
+    ref = dense_imresize(x64, hw, scales, kwargs["antialias"])
+    if hw == tuple(shape[-2:]) and scales == (1, 1):
+        ref = x64
+    torch.testing.assert_close(imresize(x64, **kwargs), ref, rtol=0, atol=1e-12)
+    # float32: the banded error against float64 stays within 2× the dense float32 error.
+    x32 = x64.float()
+    dense32 = dense_imresize(x32, hw, scales, kwargs["antialias"])
+    err_banded = (imresize(x32, **kwargs).double() - ref).abs().max().item()
+    err_dense = (dense32.double() - ref).abs().max().item()
+    assert err_banded <= 2 * err_dense + 4 * torch.finfo(torch.float32).eps
+
+
+@pytest.mark.parametrize("shape, kwargs", _random_cases(8, seed=6))
+def test_gradients_match_dense_formulation(shape, kwargs):
+    """The banded backward (the transposed band) against autograd through the dense matmuls."""
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal(shape)).requires_grad_()
+    hw, scales = _dense_args(shape, kwargs)
+    grad_out = torch.from_numpy(np.random.default_rng(8).standard_normal((*shape[:-2], *hw)))
+    (ours,) = torch.autograd.grad(imresize(x, **kwargs), x, grad_out)
+    if hw == tuple(shape[-2:]) and scales == (1, 1):
+        ref = grad_out
+    else:
+        dense = dense_imresize(x, hw, scales, kwargs["antialias"])
+        (ref,) = torch.autograd.grad(dense, x, grad_out)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+
+
+def test_resize_matrix_matches_dense_formulation():
+    cases = [(7, 3, 3 / 7, True), (5, 12, 2.4, True), (40, 10, 0.25, False), (3, 1, 0.25, True)]
+    for n_in, n_out, scale, antialias in cases:
+        ours = resize_matrix(n_in, n_out, scale, antialias=antialias)
+        ref = dense_matrix(n_in, n_out, scale, antialias)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
 # Properties, dtypes, devices, gradients, errors
 # ---------------------------------------------------------------------------------------------
 
@@ -282,12 +376,44 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda t: imresize(t, size=(9, 4)), (x,))
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"scale": 1 / 3}, {"scale": 2.5}, {"scale": 0.5, "antialias": False}, {"size": (2, 11)}],
+)
+def test_gradgradcheck(kwargs):
+    """The backward is itself a banded resize (by the transposed band), so it differentiates too;
+    the input is a non-contiguous view."""
+    x = torch.randn(2, 5, 7, dtype=torch.float64).transpose(-1, -2).requires_grad_()  # (2, 7, 5)
+    assert torch.autograd.gradcheck(lambda t: imresize(t, **kwargs), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: imresize(t, **kwargs), (x,))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     x = torch.rand(2, 3, 37, 41, dtype=torch.float64)
     out = imresize(x.cuda(), 1 / 3)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), imresize(x, 1 / 3), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1 / 3, 4])
+def test_cuda_forward_and_backward_match_dense(dtype, scale):
+    x = torch.rand(2, 3, 37, 41, dtype=torch.float64)
+    hw = out_size(37, 41, scale)
+    grad_out = torch.randn(2, 3, *hw, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_()
+    ref = dense_imresize(x_ref, hw, (scale, scale))
+    (grad_ref,) = torch.autograd.grad(ref, x_ref, grad_out)
+    x_cuda = x.to("cuda", dtype).requires_grad_()
+    out = imresize(x_cuda, scale)
+    (grad,) = torch.autograd.grad(out, x_cuda, grad_out.to("cuda", dtype))
+    atol = 1e-12 if dtype == torch.float64 else 40 * torch.finfo(dtype).eps
+    assert out.dtype == grad.dtype == dtype
+    torch.testing.assert_close(out.cpu().double(), ref.detach(), rtol=0, atol=atol)
+    # a gradient sums up to 16 (×4) or ~3 (×1/3) grad_out terms of size ~1
+    torch.testing.assert_close(grad.cpu().double(), grad_ref, rtol=0, atol=16 * atol)
 
 
 @pytest.mark.parametrize(

@@ -6,16 +6,28 @@ embedded sample photographs, psnr stage then gan stage (see :func:`fastsr.train.
 A stage is a frozen dataclass config (every field has a default and a ``help`` in its metadata)
 and a ``run(config)`` function; argparse is built from the fields, so a config made in Python
 and one made on the command line are the same object.
+
+A user error (a bad flag value, a missing or refused file, a refused run folder, a device that
+is not there: a ValueError or OSError raised before training starts) is printed as one line,
+``python -m fastsr.train <stage>: error: …``, with exit status 2, as argparse's own errors are;
+``--debug`` (or ``FASTSR_DEBUG=1``) raises it with its traceback instead. Errors once training
+has started keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from fastsr.train import prune, spsagan, stagegan
+from fastsr.train.run import is_startup_error, startup
+
+PROG = "python -m fastsr.train"
+DEBUG_HELP = ("on an error, show its full traceback instead of one line (also: environment variable "
+              "FASTSR_DEBUG=1)")
 
 # name → (config dataclass, run function, one-line help)
 STAGES: dict[str, tuple[type, Callable, str]] = {
@@ -44,29 +56,50 @@ def config_from_args(config_cls: type, args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fastsr.train",
+        prog=PROG,
         description="fastsr training stages. With no STAGE: the main job (a small SPSAGAN on the embedded "
-                    "sample photographs, psnr then gan stage; see README).")
+                    "sample photographs, psnr then gan stage; see README).",
+        epilog="Exit status: 0 done; 2 a user error, reported in one line before any training (--debug: "
+               "with its traceback); 1 a failure while training (with its traceback).")
+    # --debug before or after STAGE; SUPPRESS: a sub-parser's default must not overwrite the main one's
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     stages = parser.add_subparsers(dest="command", metavar="STAGE")
     for name, (config_cls, _, help_text) in STAGES.items():
         sub = stages.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(sub, config_cls)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def debugging(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("FASTSR_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command is None:
-        spsagan.run_demo()
-        return 0
-    config_cls, run, _ = STAGES[args.command]
+    prog = f"{PROG} {args.command}" if args.command else PROG
     try:
-        config = config_from_args(config_cls, args)
-    except ValueError as e:
-        print(f"python -m fastsr.train {args.command}: {e}", file=sys.stderr)
+        if args.command is None:
+            spsagan.run_demo()
+            return 0
+        config_cls, run, _ = STAGES[args.command]
+        with startup():  # a flag's value the config refuses
+            config = config_from_args(config_cls, args)
+        run(config)
+    except (ValueError, OSError) as e:
+        if debugging(args) or not is_startup_error(e):
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
-    run(config)
     return 0
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (an OSError without one: its strerror and file name)."""
+    text = str(e).strip()
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
+        text = f"{e.strerror or text}: {e.filename}"
+    return " ".join(text.split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -32,9 +32,19 @@ from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, score, s
 from fastsr.prune import DissimilarityRecorder, connection_config, save_config
 from fastsr.train.distributed import pick_device
 from fastsr.train.logs import save_grid
-from fastsr.train.run import write_json
+from fastsr.train.run import (
+    check_run_folder,
+    check_validation_images,
+    check_writable,
+    folders_of,
+    remove_artefacts,
+    startup,
+    write_json,
+)
 
 VAL_CROP = 128  # side of the centre crops shown in val.png
+# What the stage writes in its run folder: what --overwrite deletes, and nothing else.
+PRUNE_ARTEFACTS = ("rrdb.pt", "rrsb.pt", "rrsb.json", "val.png", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,8 @@ class PruneConfig:
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
     threshold: float = field(default=0.05, metadata={"help": "relative k-means gap under which nothing is pruned"})
     log_every: int = field(default=100, metadata={"help": "print the loss every N iterations"})
-    out: str = field(default="", metadata={"help": "run folder; empty: runs/prune-<timestamp>"})
+    out: str = field(default="", metadata={"help": "run folder, new or empty (an existing one is refused unless --overwrite); empty: runs/prune-<timestamp>"})
+    overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier prune run: delete that run's own files (rrdb.pt, rrsb.pt, rrsb.json, val.png, summary.json) once start-up has passed; other files are kept"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation and crops (the same for both nets)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
     # One intra-op thread by default: this small net gains little from more, and on a shared CPU
@@ -138,13 +149,24 @@ def run(cfg: PruneConfig) -> dict:
     """The whole stage; returns the summary it prints and writes to ``<out>/summary.json``."""
     from fastsr.layers.rrdb import RRDBNet
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    out = Path(cfg.out or f"runs/prune-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    data = HRDataset(sample_image_paths("train"), scale=cfg.scale, crop=cfg.crop)
-    val = ValidationSet(sample_image_paths("val"), scale=cfg.scale)
+    # Start-up: every condition that could fail later is checked before training.
+    with startup():
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = pick_device(cfg.device)
+        out = Path(cfg.out or f"runs/prune-{time.strftime('%Y%m%d-%H%M%S')}")
+        train_paths, val_paths = sample_image_paths("train"), sample_image_paths("val")
+        check_run_folder(out, artefacts=PRUNE_ARTEFACTS, overwrite=cfg.overwrite, resumable=False,
+                         folders=folders_of(train_paths + val_paths, "embedded sample photographs'"))
+        check_writable(out)
+        data = HRDataset(train_paths, scale=cfg.scale, crop=cfg.crop)
+        val = ValidationSet(val_paths, scale=cfg.scale)
+        check_validation_images(val, cfg.scale)
+        if cfg.overwrite:
+            removed = remove_artefacts(out, PRUNE_ARTEFACTS)
+            if removed:
+                print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
     print(f"prune stage → {out}  ({device}, {torch.get_num_threads()} threads)\n  {cfg}", flush=True)
     t_start = time.perf_counter()
 

@@ -1,17 +1,30 @@
-"""What every trainer's run does around its loop: resume or start, name the run folder, log, and
-write the summary. The loops themselves stay in the trainers, in plain sight.
+"""What every trainer's run does around its loop: resume or start, check and name the run folder,
+log, and write the summary. The loops themselves stay in the trainers, in plain sight.
+
+Start-up is everything before iteration 1. A trainer runs it inside :func:`startup`, checking
+there every condition that could fail later (inputs readable, validation images large enough to
+score, the run folder free and writable, the device real), so that a user's mistake costs no
+training; the command line reports such an error as one line.
+
+A new run never writes over files a user made (:func:`check_run_folder`): an existing non-empty
+run folder is refused unless ``--overwrite`` is given, and then only the run's own artefacts are
+deleted (:data:`RUN_ARTEFACTS`), after start-up has passed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fnmatch
 import json
+import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fastsr._io import atomic_write
-from fastsr.train.checkpoint import load_training_state
+from fastsr.train.checkpoint import load_training_state, restore, rng_state, set_rng_state
 from fastsr.train.distributed import Dist
 from fastsr.train.logs import CSVLog, Progress, TensorBoard
 
@@ -19,30 +32,66 @@ Config = TypeVar("Config")
 
 
 # What a resumed run may change: its length and where and how it runs, not what it trains.
-RUNTIME_FIELDS = ("iters", "device", "threads", "workers", "val_every", "save_every", "log_every")
+RUNTIME_FIELDS = ("iters", "device", "threads", "workers", "val_every", "save_every", "log_every",
+                  "trust_prior_code")
+# Permissions of this invocation, not of the run: a resumed run takes them from its command line
+# alone, whatever the saved run was given.
+PERMISSION_FIELDS = ("trust_prior_code",)
+# Fields a checkpoint of an older fastsr may lack (they take their defaults).
+ADDED_FIELDS = ("trust_prior_code", "overwrite")
 
 
 def resume_or_start(cfg: Config) -> tuple[Config, dict[str, Any] | None]:
     """``(cfg, None)``, or with ``cfg.resume`` the saved run's config and training state.
 
-    A resumed run continues as it was configured, in the folder it is resumed from; of the
-    flags given with ``--resume``, those in :data:`RUNTIME_FIELDS` that differ from their
-    defaults (a longer ``--iters``, another ``--device`` …) take effect, the rest are the saved
-    run's."""
+    A resumed run continues as it was configured, in the folder it is resumed from (or a new
+    ``--out``: :func:`run_folder`); of the flags given with ``--resume``, those in
+    :data:`RUNTIME_FIELDS` that differ from their defaults (a longer ``--iters``, another
+    ``--device`` …) take effect, the rest are the saved run's; :data:`PERMISSION_FIELDS`
+    (``--trust-prior-code``) are always the command line's. Checkpoints of fastsr versions
+    before :data:`ADDED_FIELDS` existed resume with those fields' defaults."""
     if not cfg.resume:
         return cfg, None
-    state = load_training_state(cfg.resume)
     config_cls = type(cfg)
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    if set(state["config"]) != fields:
-        foreign = sorted(set(state["config"]) ^ fields)
+    if getattr(cfg, "overwrite", False):
+        raise ValueError(f"--overwrite starts a new run over an old one; --resume {cfg.resume} continues a run: "
+                         "pass one of them")
+    state = load_training_state(cfg.resume)
+    saved_config = state["config"] if isinstance(state.get("config"), dict) else {}
+    foreign = set(saved_config) - fields
+    missing = fields - set(saved_config) - set(ADDED_FIELDS)
+    if foreign or missing:
+        differ = sorted(foreign | missing)
         raise ValueError(f"resume: {cfg.resume} was not written by this trainer ({config_cls.__name__}); its "
-                         f"config differs in {foreign[:6]}")
-    saved = config_cls(**state["config"])
+                         f"config differs in {differ[:6]}")
+    try:
+        saved = config_cls(**{k: v for k, v in saved_config.items() if k not in PERMISSION_FIELDS})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"resume: {cfg.resume} holds a config this trainer refuses: {e}") from None
     default = config_cls()
     runtime = {name: getattr(cfg, name) if getattr(cfg, name) != getattr(default, name) else getattr(saved, name)
-               for name in RUNTIME_FIELDS}
-    return dataclasses.replace(saved, **runtime, out="", resume=cfg.resume), state
+               for name in RUNTIME_FIELDS if name in fields}
+    runtime.update({name: getattr(cfg, name) for name in PERMISSION_FIELDS if name in fields})
+    if "overwrite" in fields:
+        runtime["overwrite"] = False
+    return dataclasses.replace(saved, **runtime, out=cfg.out, resume=cfg.resume), state
+
+
+def restore_run(state: dict[str, Any], resume: str, **objects: Any) -> tuple[int, dict[str, Any]]:
+    """:func:`fastsr.train.checkpoint.restore` of a resumed run's state into ``objects`` (models,
+    optimizers, schedulers, rank, world_size); returns (iteration, extra). A checkpoint that
+    does not fit this run (missing entries, other shapes) is a ValueError naming it."""
+    try:
+        restore(state, **objects)
+        iteration, extra = state["iteration"], state["extra"]
+    except (KeyError, IndexError, TypeError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"resume: {resume} does not fit this run ({type(e).__name__}: {first[:300]})") from None
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0 or not isinstance(extra, dict):
+        raise ValueError(f"resume: {resume} must hold an iteration ≥ 0 and an 'extra' dict; got {iteration!r}, "
+                         f"{type(extra).__name__}")
+    return iteration, extra
 
 
 def run_folder(cfg: Any, name: str) -> Path:
@@ -50,9 +99,195 @@ def run_folder(cfg: Any, name: str) -> Path:
     if cfg.out:
         return Path(cfg.out)
     if cfg.resume:
-        resume = Path(cfg.resume)
-        return resume if resume.is_dir() else resume.parents[1]  # <run>/checkpoints/last.pt
+        return resumed_run_folder(cfg.resume)
     return Path(f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def resumed_run_folder(resume: str) -> Path:
+    """The run folder ``--resume`` names: the folder itself, or ``<run>`` of a
+    ``<run>/checkpoints/<file>``. A checkpoint file anywhere else names no run folder (its
+    parent's parent is some folder of the user's): a ValueError asking for ``--out``."""
+    path = Path(resume)
+    if path.is_dir():
+        return path
+    if path.parent.name == "checkpoints":
+        return path.parents[1]
+    raise ValueError(f"--resume {resume} is not in a run's checkpoints/ folder, so it names no run folder to "
+                     "continue in: pass --out <a new folder> for the resumed run")
+
+
+def continues_in_place(cfg: Any) -> bool:
+    """A resumed run writes in the run folder it is resumed from (no other ``--out``)."""
+    if not cfg.out:
+        return True
+    try:
+        return Path(cfg.out).resolve() == resumed_run_folder(cfg.resume).resolve()
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up
+# ---------------------------------------------------------------------------------------------
+
+_STARTUP = "_fastsr_startup_error"
+
+
+@contextlib.contextmanager
+def startup() -> Iterator[None]:
+    """Marks a trainer's start-up: a ValueError or OSError raised inside is a user error (a bad
+    flag, an unreadable or refused file, a refused run folder), raised before any training. The
+    exception passes through unchanged (its type is the API's); :func:`is_startup_error` tells
+    the command line to print it as one line."""
+    try:
+        yield
+    except (ValueError, OSError) as e:
+        setattr(e, _STARTUP, True)
+        raise
+
+
+def is_startup_error(e: BaseException) -> bool:
+    return bool(getattr(e, _STARTUP, False))
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Every global RNG (torch CPU and CUDA, numpy, Python) as it was before the block: what
+    runs inside (validation, a start-up probe) draws nothing from the streams a checkpoint
+    saves, so a resumed run repeats the uninterrupted one whether or not it ran the block."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
+# A trainer's own files in its run folder, as patterns relative to it: what --overwrite deletes
+# (with the temporary files of killed writes beside them), and never anything else.
+RUN_ARTEFACTS = ("checkpoints/last.pt", "generator.pt", "config.json", "summary.json", "train.csv", "val.csv",
+                 "samples/iter_*.png", "tensorboard/events.out.tfevents.*")
+
+
+def check_run_folder(out: Path, *, artefacts: Iterable[str], overwrite: bool,
+                     folders: Iterable[tuple[str, Any]] = (), files: Iterable[tuple[str, Any]] = (),
+                     resumable: bool = True) -> None:
+    """Refuse a new run's folder ``out`` (a ValueError) when
+
+    - it is an existing file;
+    - it is, holds or lies inside one of the input ``folders`` ((flag, folder) pairs), or one of
+      the input ``files`` ((flag, file) pairs) is one of the ``artefacts`` the run writes — even
+      with ``overwrite``;
+    - it exists and is not empty, unless ``overwrite`` (then :func:`remove_artefacts` deletes
+      the run's own files once start-up has passed). The error suggests ``--resume`` when
+      ``resumable``.
+
+    Empty or falsy inputs are skipped. Nothing is created or deleted here."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file; the run folder must be a new or empty folder")
+    here = out.resolve()
+    for flag, folder in folders:
+        if not folder:
+            continue
+        other = Path(folder).resolve()
+        relation = ("is" if here == other else "lies inside" if other in here.parents
+                    else "holds" if here in other.parents else None)
+        if relation:
+            raise ValueError(f"--out {out} {relation} the {flag} folder {folder}: a run folder must lie apart from "
+                             "the run's inputs (refused even with --overwrite); pick another --out")
+    patterns = list(artefacts)
+    for flag, file in files:
+        if not file:
+            continue
+        other = Path(file).resolve()
+        if here in other.parents:
+            relative = other.relative_to(here).as_posix()
+            if any(fnmatch.fnmatch(relative, p) for p in patterns):
+                raise ValueError(f"{flag} {file} is one of the files a run in --out {out} writes ({relative}): it "
+                                 "would be overwritten (refused even with --overwrite); pick another --out")
+    if out.is_dir() and not overwrite:
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
+            resume = f"continue that run with --resume {out}, or " if resumable else ""
+            raise ValueError(f"--out {out} already holds files ({shown}); a new run never writes over them: "
+                             f"{resume}pass --overwrite to delete the earlier run's artefacts first "
+                             "(other files are kept), or pick another --out")
+
+
+def sample_folders(*splits: str) -> list[tuple[str, str]]:
+    """(label, folder) of the embedded sample photographs of ``splits`` ("train", "val"), for
+    :func:`check_run_folder`; none when they are not installed (loading them reports that)."""
+    from fastsr.data import sample_image_paths
+
+    paths = []
+    for split in splits:
+        try:
+            paths += sample_image_paths(split)
+        except (ModuleNotFoundError, FileNotFoundError):
+            continue
+    return folders_of(paths, "embedded sample photographs'")
+
+
+def folders_of(paths: Iterable[Path], label: str) -> list[tuple[str, str]]:
+    """(label, folder) for each distinct folder holding one of ``paths``."""
+    return [(label, folder) for folder in dict.fromkeys(str(Path(p).parent) for p in paths)]
+
+
+def remove_artefacts(out: Path, artefacts: Iterable[str]) -> list[Path]:
+    """Delete the files in ``out`` that match ``artefacts`` (patterns relative to it) and the
+    temporary files of killed writes beside them (``.<name>.*.tmp``); then the folders among
+    them that are left empty. Returns what was deleted. Nothing else is touched."""
+    removed = []
+    folders = set()
+    for pattern in artefacts:
+        parent, _, name = pattern.rpartition("/")
+        folder = out / parent if parent else out
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for entry in folder.iterdir():
+            if not (fnmatch.fnmatch(entry.name, name) or fnmatch.fnmatch(entry.name, f".{name}.*.tmp")):
+                continue
+            if entry.is_file() or entry.is_symlink():
+                entry.unlink()
+                removed.append(entry)
+        if parent:
+            folders.add(folder)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    return removed
+
+
+def check_writable(out: Path) -> None:
+    """The run folder can be created (its nearest existing ancestor is a writable folder) or,
+    when it exists, written in; a ValueError naming it otherwise. Nothing is created."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "written in" if existing == out else f"created ({existing} is not writable)"
+        raise ValueError(f"--out {out} cannot be {what}: permission denied")
+    for sub in ("checkpoints", "samples"):
+        if (out / sub).exists() and not ((out / sub).is_dir() and os.access(out / sub, os.W_OK | os.X_OK)):
+            raise ValueError(f"--out {out}: {out / sub} must be a writable folder")
+
+
+def check_validation_images(val, scale: int, where: str = "") -> None:
+    """Every validation image can be scored: after the mod crop each side must be ≥ 2·scale +
+    SSIM's 11-pixel window (the border crop, then one window), or the first validation would
+    fail. ``val``: items with "name" and "hr" (3, H, W); ``where``: the flag they came from."""
+    from fastsr.metrics import SSIM_WINDOW
+
+    need = 2 * scale + SSIM_WINDOW
+    for item in val:
+        H, W = item["hr"].shape[-2:]
+        if min(H, W) < need:
+            source = f" ({where})" if where else ""
+            raise ValueError(f"validation image {item['name']!r}{source} is {W}×{H} after the mod crop; each side "
+                             f"must be ≥ 2·{scale} + {SSIM_WINDOW} = {need} to be scored (the {scale}-pixel border "
+                             "crop, then SSIM's window): remove or enlarge it")
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -23,6 +23,15 @@ Each iteration (gan stage), as ESRGAN trains:
 The run folder holds ``checkpoints/last.pt`` (everything ``--resume`` needs, written atomically),
 ``generator.pt`` (EMA weights + prior, for ``fastsr.upscale`` / ``fastsr.eval``), ``train.csv``,
 ``val.csv``, ``samples/iter_N.png`` (bicubic | SR | HR | prior) and ``summary.json``.
+
+Before iteration 1 every condition that could fail later is checked (the run folder, the files
+named by flags, the validation images' sizes and priors, the prior network on one image, the
+device): a mistake costs no training. A new run refuses a run folder that holds files
+(``--resume`` it, or ``--overwrite``: the earlier run's own files are deleted, no others) and one
+that is, holds or lies inside an input. Each checkpoint is written before the validation of its
+iteration, and validation draws nothing from the RNG streams a checkpoint saves. A TorchScript
+or torch.export ``--prior-module`` runs its author's code when loaded: it needs
+``--trust-prior-code``, given again on every resume.
 """
 
 from __future__ import annotations
@@ -52,15 +61,32 @@ from fastsr.data.priors import (
     ModulePrior,
     NpyFolderPrior,
     PriorSource,
+    open_prior_file,
     prior_from_spec,
     prior_picture,
 )
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, save_model, score, super_resolve
 from fastsr.models import SPSAGenerator, VGG19FeatureExtractor, VGGStyleDiscriminator
 from fastsr.train import distributed
-from fastsr.train.checkpoint import restore, rng_state, save_training_state
+from fastsr.train.checkpoint import rng_state, save_training_state
 from fastsr.train.logs import save_grid
-from fastsr.train.run import RunLogs, resume_or_start, run_folder, summary, write_json
+from fastsr.train.run import (
+    RUN_ARTEFACTS,
+    RunLogs,
+    check_run_folder,
+    check_validation_images,
+    check_writable,
+    continues_in_place,
+    remove_artefacts,
+    restore_run,
+    resume_or_start,
+    rng_preserved,
+    run_folder,
+    sample_folders,
+    startup,
+    summary,
+    write_json,
+)
 from fastsr.train.losses import PerceptualLoss, ragan_discriminator_loss, ragan_generator_loss
 
 STAGES = ("psnr", "gan")
@@ -82,7 +108,8 @@ class SPSAGANConfig:
     # segmentation prior
     prior: str = field(default="colour", metadata={"help": "colour (k-means colour clusters, weak), npy (--prior-dir) or module (--prior-module)"})
     prior_dir: str = field(default="", metadata={"help": "folder of <image stem>.npy (S, H, W) priors at HR size"})
-    prior_module: str = field(default="", metadata={"help": "TorchScript file mapping an image to S class scores"})
+    prior_module: str = field(default="", metadata={"help": "the prior network mapping an image to S class scores: a Stage-GAN generator.pt (--map-mode onehot; weights, safe from anyone), or a TorchScript / torch.export program (needs --trust-prior-code)"})
+    trust_prior_code: bool = field(default=False, metadata={"help": "allow --prior-module to be a TorchScript / torch.export program: loading one runs its code, so pass this only for files whose author you trust (never taken from a resumed run: give it again with --resume)"})
     prior_classes: int = field(default=8, metadata={"help": "S, classes of the prior (8: SFTGAN's OST classes)"})
     # generator
     num_feat: int = field(default=64, metadata={"help": "nf: trunk channels"})
@@ -107,7 +134,8 @@ class SPSAGANConfig:
     random_vgg: bool = field(default=False, metadata={"help": "allow the gan stage without VGG weights (random VGG19: a weak perceptual loss)"})
     pretrained: str = field(default="", metadata={"help": "gan stage: the psnr stage's generator.pt (or its run folder)"})
     # run
-    out: str = field(default="", metadata={"help": "run folder; empty: runs/spsagan-<stage>-<timestamp>"})
+    out: str = field(default="", metadata={"help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/spsagan-<stage>-<timestamp>"})
+    overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier run: delete that run's own files (checkpoints/last.pt, generator.pt, config.json, summary.json, train.csv, val.csv, samples/iter_*.png, tensorboard events) once start-up has passed; other files are kept"})
     resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue; its saved config is used"})
     val_every: int = field(default=5000, metadata={"help": "validate (and write a sample grid) every N iterations"})
     save_every: int = field(default=5000, metadata={"help": "write the training checkpoint every N iterations"})
@@ -142,7 +170,8 @@ class SPSAGANConfig:
         if self.stage == "gan" and self.crop < 32:
             raise ValueError(f"crop must be ≥ 32 in the gan stage (the discriminator halves it 5 times); got {self.crop}")
         if self.prior == "module" and not self.prior_module:
-            raise ValueError("prior 'module' needs --prior-module (a TorchScript file)")
+            raise ValueError("prior 'module' needs --prior-module (a Stage-GAN generator.pt, or a TorchScript / "
+                             "torch.export program with --trust-prior-code)")
 
     # Stage-dependent defaults (the paper's), resolved once.
     @property
@@ -165,31 +194,66 @@ class SPSAGANConfig:
 
 def build_data(cfg: SPSAGANConfig):
     """(training dataset, validation set) from the configured folders or the embedded samples."""
-    # Only the gan stage reads priors in training (the psnr generator has no SPSA).
+    # Only the gan stage reads priors (the psnr generator has no SPSA; its sample grids show the
+    # validation images' maps, read one at a time). Every map that will be read is checked here,
+    # at start-up: a missing file or a wrong shape is a ValueError naming it.
     prior_dir = cfg.prior_dir if cfg.prior == "npy" and cfg.stage == "gan" else None
-    train_paths = list_images(cfg.train_dir) if cfg.train_dir else sample_image_paths("train")
-    train = HRDataset(train_paths, scale=cfg.scale, crop=cfg.crop, prior_dir=prior_dir, num_classes=cfg.prior_classes)
+    common = dict(scale=cfg.scale, num_classes=cfg.prior_classes, prior_dir=prior_dir)
+    train = _from_folder(HRDataset, "--train-dir", cfg.train_dir, "train", crop=cfg.crop, **common)
     if cfg.mix_dir:
-        second = HRDataset(list_images(cfg.mix_dir), scale=cfg.scale, crop=cfg.crop, prior_dir=prior_dir,
-                           num_classes=cfg.prior_classes)
+        second = _from_folder(HRDataset, "--mix-dir", cfg.mix_dir, "", crop=cfg.crop, **common)
         train = MixedDataset(train, second, cfg.mix_ratio)
-    val_paths = list_images(cfg.val_dir) if cfg.val_dir else sample_image_paths("val")
-    val = ValidationSet(val_paths, scale=cfg.scale, prior_dir=prior_dir, num_classes=cfg.prior_classes)
+    val = _from_folder(ValidationSet, "--val-dir", cfg.val_dir, "val", **common)
+    if cfg.prior == "npy" and prior_dir is None:
+        for item in val:  # headers only; NpyFolderPrior crops a map up to scale − 1 larger
+            open_prior_file(Path(cfg.prior_dir) / f"{item['name']}.npy", cfg.prior_classes,
+                            tuple(item["hr"].shape[-2:]), max_extra=cfg.scale - 1)
     return train, val
+
+
+def _from_folder(dataset_cls, flag: str, folder: str, samples: str, **kwargs):
+    """``dataset_cls`` over the images in ``folder`` (or the embedded sample photographs of split
+    ``samples`` when it is empty); errors name the flag and the folder."""
+    if not folder:
+        return dataset_cls(sample_image_paths(samples), **kwargs)
+    if not Path(folder).is_dir():
+        raise ValueError(f"{flag} {folder} must be an existing folder of images")
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"{flag} {folder} holds no images (files ending .png, .jpg, .jpeg or .bmp)")
+    try:
+        return dataset_cls(paths, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{flag} {folder}: {e}") from None
 
 
 def build_prior(cfg: SPSAGANConfig, train, saved_spec: dict | None) -> PriorSource:
     """The prior source: the checkpoint's when resuming, else the configured one. The colour prior
-    is fitted on the bicubic-upscaled LR training images (never on HR)."""
+    is fitted on the bicubic-upscaled LR training images (never on HR). A program (TorchScript /
+    torch.export), named by --prior-module or by the checkpoint, is loaded only with
+    ``cfg.trust_prior_code``."""
     if saved_spec is not None:
-        return prior_from_spec(saved_spec)
+        try:
+            return prior_from_spec(saved_spec, trust_code=cfg.trust_prior_code)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"resume: the prior saved in {cfg.resume} cannot be used: {e}") from None
     if cfg.prior == "npy":
         return NpyFolderPrior(cfg.prior_dir, num_classes=cfg.prior_classes)
     if cfg.prior == "module":
-        return ModulePrior.load(cfg.prior_module, num_classes=cfg.prior_classes)
+        return ModulePrior.load(cfg.prior_module, num_classes=cfg.prior_classes, trust_code=cfg.trust_prior_code)
     dataset = train.primary if isinstance(train, MixedDataset) else train
     mr = [imresize(lr, cfg.scale).clamp(0, 1) for lr in dataset.lr]  # (3, H, W) each
     return ColourClusterPrior.fit(mr, num_classes=cfg.prior_classes, seed=cfg.seed)
+
+
+def saved_prior(state: dict, resume: str) -> dict:
+    """The prior spec a training checkpoint holds (its "extra" entry "prior")."""
+    extra = state.get("extra")
+    spec = extra.get("prior") if isinstance(extra, dict) else None
+    if not isinstance(spec, dict):
+        raise ValueError(f"resume: {resume} holds no prior spec (its extra['prior'] must be a dict); got "
+                         f"{type(spec).__name__}")
+    return spec
 
 
 def build_generator(cfg: SPSAGANConfig) -> SPSAGenerator:
@@ -218,10 +282,10 @@ def check_pretrained_architecture(path: Path, G: SPSAGenerator) -> None:
     """The psnr generator must be the gan stage's generator without SPSA: same scale, widths,
     connections and skip (a ``global_skip`` mismatch loads without a key error, then computes
     something else)."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True).get("config")
-    except Exception:  # noqa: BLE001 — load_psnr_weights reports unreadable files
-        return
+    from fastsr._io import load_state
+
+    state = load_state(path, what="--pretrained generator")
+    saved = state.get("config") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
         return  # a bare state dict (e.g. BasicSR's): only its keys can be checked
     ours = G.config()
@@ -283,104 +347,145 @@ def validate(generator: nn.Module, prior_source: PriorSource | None, val: Valida
 
 def run(cfg: SPSAGANConfig) -> dict:
     """Train one stage; returns the summary it writes to ``<out>/summary.json`` (rank 0)."""
-    d = distributed.setup(cfg.device)
+    with startup():
+        d = distributed.setup(cfg.device)
     try:
         return _train(cfg, d)
     finally:
         distributed.teardown(d)
 
 
+def run_inputs(cfg: SPSAGANConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (flag, folder) and (flag, file) pairs a new run reads: its run folder keeps apart."""
+    folders = [("--train-dir", cfg.train_dir), ("--mix-dir", cfg.mix_dir), ("--val-dir", cfg.val_dir),
+               ("--prior-dir", cfg.prior_dir if cfg.prior == "npy" else "")]
+    folders += sample_folders(*(["train"] if not cfg.train_dir else []), *(["val"] if not cfg.val_dir else []))
+    files = [("--pretrained", str(pretrained_path(cfg.pretrained)) if cfg.pretrained and cfg.stage == "gan" else ""),
+             ("--vgg-weights", cfg.vgg_weights), ("--connections", cfg.connections),
+             ("--prior-module", cfg.prior_module if cfg.prior == "module" else "")]
+    return folders, files
+
+
+def check_prior_source(prior_source: PriorSource, val: ValidationSet, scale: int, device: torch.device) -> None:
+    """Run a prior network once on the first validation image, as validation will: a network that
+    returns the wrong shape or fails on it is refused at start-up (RNG streams untouched)."""
+    if not isinstance(prior_source, ModulePrior) or not len(val):
+        return
+    item = val[0]
+    with rng_preserved(), torch.no_grad():
+        mr = bicubic_upscale(item["lr"][None].to(device), scale)  # (1, 3, H, W)
+        try:
+            prior_source(mr, [item["name"]])
+        except (RuntimeError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"prior module {prior_source.path}: fails on validation image {item['name']!r} "
+                             f"({tuple(mr.shape)}): {first[:300]}") from None
+
+
 def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
-    cfg, resumed = resume_or_start(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = d.device
-    out = run_folder(cfg, f"spsagan-{cfg.stage}")
-    torch.manual_seed(cfg.seed)
+    # Start-up: every condition that could fail later is checked before iteration 1.
+    with startup():
+        cfg, resumed = resume_or_start(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = d.device
+        out = run_folder(cfg, f"spsagan-{cfg.stage}")
+        if resumed is None or not continues_in_place(cfg):  # a new run, or a resumed one in a new folder
+            folders, files = run_inputs(cfg)
+            check_run_folder(out, artefacts=RUN_ARTEFACTS, overwrite=cfg.overwrite, folders=folders, files=files,
+                             resumable=resumed is None)
+        check_writable(out)
+        torch.manual_seed(cfg.seed)
 
-    train, val = build_data(cfg)
-    prior_source = build_prior(cfg, train, resumed["extra"]["prior"] if resumed else None).to(device)
-    G = build_generator(cfg).to(device)
-    if cfg.stage == "gan" and resumed is None:
-        if not cfg.pretrained:
-            raise ValueError("stage 'gan' starts from the psnr stage's generator: pass --pretrained "
-                             "<psnr run>/generator.pt")
-        check_pretrained_architecture(pretrained_path(cfg.pretrained), G)
-        G.load_psnr_weights(pretrained_path(cfg.pretrained))
-    G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema else G
+        train, val = build_data(cfg)
+        check_validation_images(val, cfg.scale, f"--val-dir {cfg.val_dir}" if cfg.val_dir else "")
+        prior_source = build_prior(cfg, train, saved_prior(resumed, cfg.resume) if resumed else None).to(device)
+        G = build_generator(cfg).to(device)
+        if cfg.stage == "gan" and resumed is None:
+            if not cfg.pretrained:
+                raise ValueError("stage 'gan' starts from the psnr stage's generator: pass --pretrained "
+                                 "<psnr run>/generator.pt")
+            check_pretrained_architecture(pretrained_path(cfg.pretrained), G)
+            G.load_psnr_weights(pretrained_path(cfg.pretrained))
+        G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema else G
 
-    models: dict[str, nn.Module] = {"generator": G}
-    if cfg.ema:
-        models["generator_ema"] = G_ema
-    groups = [{"params": [p for n, p in G.named_parameters() if not n.startswith("spsa.")], "lr": cfg.g_lr}]
-    if G.use_spsa:
-        groups.append({"params": list(G.spsa.parameters()), "lr": cfg.lr_attention})
-    optimizers = {"generator": torch.optim.Adam(groups, betas=(cfg.beta1, cfg.beta2))}
-    D = perceptual = None
-    if cfg.stage == "gan":
-        D = VGGStyleDiscriminator(3, input_size=cfg.crop if cfg.crop % 32 == 0 else None).to(device)
-        models["discriminator"] = D
-        optimizers["discriminator"] = torch.optim.Adam(D.parameters(), lr=cfg.g_lr, betas=(cfg.beta1, cfg.beta2))
-        if cfg.perceptual_weight > 0:
-            if not cfg.vgg_weights and not cfg.random_vgg:
-                raise ValueError("stage 'gan' needs VGG19 weights for the perceptual loss: pass --vgg-weights "
-                                 "<torchvision vgg19 .pth> (nothing is downloaded), or --random-vgg to train "
-                                 "with a randomly initialised VGG19 (a weak perceptual loss), or "
-                                 "--perceptual-weight 0")
-            # A random VGG19 is not in the checkpoint: its weights come from the seed alone, so a
-            # resumed run rebuilds the same ones.
-            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-                if not cfg.vgg_weights:  # the flag was explicit: say it once, here, not per process
-                    warnings.simplefilter("ignore")
-                torch.manual_seed(cfg.seed)
-                perceptual = PerceptualLoss(VGG19FeatureExtractor(cfg.vgg_weights or None)).to(device)
-            if not cfg.vgg_weights and d.is_main:
-                warnings.warn("--random-vgg: the perceptual loss uses a randomly initialised VGG19, which "
-                              "measures little of what a pretrained one does", stacklevel=1)
-    schedulers = {k: torch.optim.lr_scheduler.StepLR(o, step_size=cfg.halve_every, gamma=0.5)
-                  for k, o in optimizers.items()}
-
-    start = 0
-    extra = {"prior": prior_source.spec()}
-    if resumed is not None:
-        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers, rank=d.rank,
-                world_size=d.world_size)
-        start, extra = resumed["iteration"], resumed["extra"]
-
-    sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
-                                      world_size=d.world_size, start_iter=start)
-    # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
-    # the global RNG that the checkpoint restored (it would shift every later dropout draw).
-    loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
-                                              pin_memory=device.type == "cuda",
-                                              generator=torch.Generator().manual_seed(cfg.seed)))
-
-    def next_batch() -> tuple[Tensor, Tensor, Tensor | None]:
-        batch = next(loader)
-        lr, hr = batch["lr"].to(device), batch["hr"].to(device)  # (B, 3, h, w), (B, 3, H, W)
-        prior = None
+        models: dict[str, nn.Module] = {"generator": G}
+        if cfg.ema:
+            models["generator_ema"] = G_ema
+        groups = [{"params": [p for n, p in G.named_parameters() if not n.startswith("spsa.")], "lr": cfg.g_lr}]
         if G.use_spsa:
-            prior = batch["prior"].to(device) if "prior" in batch else \
-                prior_source(bicubic_upscale(lr, cfg.scale), batch["name"])  # (B, S, H, W)
-        return lr, hr, prior
+            groups.append({"params": list(G.spsa.parameters()), "lr": cfg.lr_attention})
+        optimizers = {"generator": torch.optim.Adam(groups, betas=(cfg.beta1, cfg.beta2))}
+        D = perceptual = None
+        if cfg.stage == "gan":
+            D = VGGStyleDiscriminator(3, input_size=cfg.crop if cfg.crop % 32 == 0 else None).to(device)
+            models["discriminator"] = D
+            optimizers["discriminator"] = torch.optim.Adam(D.parameters(), lr=cfg.g_lr, betas=(cfg.beta1, cfg.beta2))
+            if cfg.perceptual_weight > 0:
+                if not cfg.vgg_weights and not cfg.random_vgg:
+                    raise ValueError("stage 'gan' needs VGG19 weights for the perceptual loss: pass --vgg-weights "
+                                     "<torchvision vgg19 .pth> (nothing is downloaded), or --random-vgg to train "
+                                     "with a randomly initialised VGG19 (a weak perceptual loss), or "
+                                     "--perceptual-weight 0")
+                # A random VGG19 is not in the checkpoint: its weights come from the seed alone, so a
+                # resumed run rebuilds the same ones.
+                with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+                    if not cfg.vgg_weights:  # the flag was explicit: say it once, here, not per process
+                        warnings.simplefilter("ignore")
+                    torch.manual_seed(cfg.seed)
+                    perceptual = PerceptualLoss(VGG19FeatureExtractor(cfg.vgg_weights or None)).to(device)
+                if not cfg.vgg_weights and d.is_main:
+                    warnings.warn("--random-vgg: the perceptual loss uses a randomly initialised VGG19, which "
+                                  "measures little of what a pretrained one does", stacklevel=1)
+        schedulers = {k: torch.optim.lr_scheduler.StepLR(o, step_size=cfg.halve_every, gamma=0.5)
+                      for k, o in optimizers.items()}
 
-    lr, hr, prior = next_batch()
-    if G.use_spsa and not bool(G.spsa.alpha_initialized):
-        with torch.no_grad():  # SPSA's α comes from the first batch; DDP then broadcasts rank 0's
-            G(lr, prior)
-            G_ema.load_state_dict(G.state_dict())
-    G_train, D_train = distributed.wrap(G, d), (distributed.wrap(D, d) if D is not None else None)
-
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", dataclasses.asdict(cfg))
-        print(f"spsagan {cfg.stage} stage → {out}  ({device}, {torch.get_num_threads()} threads, "
-              f"{d.world_size} process{'es' if d.enabled else ''}, {len(train)} training images, "
-              f"{len(val)} validation images, prior: {prior_source.spec()['kind']})", flush=True)
+        start = 0
+        extra = {"prior": prior_source.spec()}
         if resumed is not None:
-            print(f"  resumed at iteration {start}", flush=True)
-    logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None,
-                       desc=f"spsagan {cfg.stage}", every=cfg.log_every)
+            start, extra = restore_run(resumed, cfg.resume, models=models, optimizers=optimizers,
+                                       schedulers=schedulers, rank=d.rank, world_size=d.world_size)
+        check_prior_source(prior_source, val, cfg.scale, device)
+
+        sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
+                                          world_size=d.world_size, start_iter=start)
+        # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
+        # the global RNG that the checkpoint restored (it would shift every later dropout draw).
+        loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
+                                                  pin_memory=device.type == "cuda",
+                                                  generator=torch.Generator().manual_seed(cfg.seed)))
+
+        def next_batch() -> tuple[Tensor, Tensor, Tensor | None]:
+            batch = next(loader)
+            lr, hr = batch["lr"].to(device), batch["hr"].to(device)  # (B, 3, h, w), (B, 3, H, W)
+            prior = None
+            if G.use_spsa:
+                prior = batch["prior"].to(device) if "prior" in batch else \
+                    prior_source(bicubic_upscale(lr, cfg.scale), batch["name"])  # (B, S, H, W)
+            return lr, hr, prior
+
+        lr, hr, prior = next_batch()
+        if G.use_spsa and not bool(G.spsa.alpha_initialized):
+            with torch.no_grad():  # SPSA's α comes from the first batch; DDP then broadcasts rank 0's
+                G(lr, prior)
+                G_ema.load_state_dict(G.state_dict())
+        G_train, D_train = distributed.wrap(G, d), (distributed.wrap(D, d) if D is not None else None)
+
+        distributed.barrier(d)  # every rank has checked the run folder before rank 0 writes in it
+        if d.is_main:
+            if resumed is None and cfg.overwrite:
+                removed = remove_artefacts(out, RUN_ARTEFACTS)
+                if removed:
+                    print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", dataclasses.asdict(cfg))
+            print(f"spsagan {cfg.stage} stage → {out}  ({device}, {torch.get_num_threads()} threads, "
+                  f"{d.world_size} process{'es' if d.enabled else ''}, {len(train)} training images, "
+                  f"{len(val)} validation images, prior: {prior_source.spec()['kind']})", flush=True)
+            if resumed is not None:
+                print(f"  resumed at iteration {start}", flush=True)
+        logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None,
+                           desc=f"spsagan {cfg.stage}", every=cfg.log_every)
 
     def save(iteration: int) -> None:
         rngs = distributed.gather(rng_state(), d)  # every rank's: dropout draws differ per rank
@@ -392,7 +497,9 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
         distributed.barrier(d)
 
     def run_validation(iteration: int) -> dict[str, float]:
-        scores = validate(G_ema, prior_source, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
+        with rng_preserved():  # a resumed run, which skips this validation, draws the same numbers
+            scores = validate(G_ema, prior_source, val, cfg.scale, device,
+                              out / "samples" / f"iter_{iteration:07d}.png")
         means = mean_scores(scores)
         logs_out.val(iteration, means, f"  val @ {iteration}: PSNR-Y {means['psnr']:.2f} dB (bicubic "
                      f"{means['bicubic_psnr']:.2f}), SSIM-Y {means['ssim']:.4f} (bicubic {means['bicubic_ssim']:.4f})")
@@ -441,12 +548,13 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
         logs_out.step(iteration, logs)
         if iteration % cfg.log_every == 0 or iteration == cfg.iters:
             logs_out.train(iteration, distributed.mean_over_ranks(logs, d), lr_used)
+        # The checkpoint first: a validation that fails loses no training.
+        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
+            save(iteration)
         if iteration % cfg.val_every == 0 or iteration == cfg.iters:
             if d.is_main:
                 extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
             distributed.barrier(d)
-        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
-            save(iteration)
     seconds = logs_out.close()
     result = {}
     if d.is_main:
@@ -495,13 +603,22 @@ def command_line(cfg: SPSAGANConfig) -> str:
     return "python -m fastsr.train spsagan " + " ".join(flags)
 
 
-def run_demo(out: str = "") -> dict:
+def run_demo(out: str = "", *, overwrite: bool = False) -> dict:
     """Train the main job's psnr then gan stage into ``out`` (default runs/spsagan-demo-<timestamp>)
-    and print validation PSNR-Y / SSIM-Y of both stages against bicubic."""
+    and print validation PSNR-Y / SSIM-Y of both stages against bicubic.
+
+    An existing non-empty ``out`` is refused before anything trains, unless ``overwrite`` (then
+    each stage deletes its earlier run's artefacts in ``out``/psnr and ``out``/gan, as
+    ``--overwrite`` does)."""
     root = Path(out or f"runs/spsagan-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    with startup():
+        check_run_folder(root, artefacts=("summary.json",), overwrite=overwrite, folders=sample_folders("train", "val"),
+                         resumable=False)
+        check_writable(root)
     t0 = time.perf_counter()
     results = {}
     for cfg in demo_configs(root):
+        cfg = dataclasses.replace(cfg, overwrite=overwrite)
         print(f"\n$ {command_line(cfg)}", flush=True)
         results[cfg.stage] = run(cfg)
     seconds = time.perf_counter() - t0

@@ -31,6 +31,8 @@ running statistics without dropout), with a fixed seed so their numbers are repe
 The run folder holds ``checkpoints/last.pt``, ``generator.pt`` (for ``fastsr.upscale`` /
 ``fastsr.eval``, and as SPSAGAN's prior source when ``--map-mode onehot``), ``train.csv``,
 ``val.csv``, ``samples/iter_N.png`` (MR | map | stage 1 | stage 2 | HR) and ``summary.json``.
+As SPSAGAN's trainer: start-up checks before iteration 1, an existing run folder refused
+(``--resume`` or ``--overwrite``), the checkpoint written before the validation of its iteration.
 """
 
 from __future__ import annotations
@@ -51,9 +53,24 @@ from fastsr.metrics import gsm, psnr, quantize, ssim
 from fastsr.models import NLayerDiscriminator, StageGAN
 from fastsr.models.stagegan import StageGANUpscaler
 from fastsr.train import distributed
-from fastsr.train.checkpoint import restore, rng_state, save_training_state
+from fastsr.train.checkpoint import rng_state, save_training_state
 from fastsr.train.logs import save_grid
-from fastsr.train.run import RunLogs, resume_or_start, run_folder, summary, write_json
+from fastsr.train.run import (
+    RUN_ARTEFACTS,
+    RunLogs,
+    check_run_folder,
+    check_writable,
+    continues_in_place,
+    remove_artefacts,
+    restore_run,
+    resume_or_start,
+    rng_preserved,
+    run_folder,
+    sample_folders,
+    startup,
+    summary,
+    write_json,
+)
 
 DATA = ("samples", "facades", "ab")
 SCHEDULES = ("joint", "sequential")
@@ -89,7 +106,8 @@ class StageGANConfig:
     stage_iters: int = field(default=0, metadata={"help": "sequential: iterations of stage 0 and of stage 1 (stage 2 trains to the end); 0: a third of --iters each"})
     eval_mode: bool = field(default=False, metadata={"help": "validate / infer with running BatchNorm statistics and no dropout (pix2pix --eval)"})
     # run
-    out: str = field(default="", metadata={"help": "run folder; empty: runs/stagegan-<timestamp>"})
+    out: str = field(default="", metadata={"help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/stagegan-<timestamp>"})
+    overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier run: delete that run's own files (checkpoints/last.pt, generator.pt, config.json, summary.json, train.csv, val.csv, samples/iter_*.png, tensorboard events) once start-up has passed; other files are kept"})
     resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue; its saved config is used"})
     val_every: int = field(default=1000, metadata={"help": "validate (and write a sample grid) every N iterations"})
     save_every: int = field(default=1000, metadata={"help": "write the training checkpoint every N iterations"})
@@ -227,64 +245,83 @@ def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int,
 
 def run(cfg: StageGANConfig) -> dict:
     """Train Stage-GAN; returns the summary it writes to ``<out>/summary.json`` (rank 0)."""
-    d = distributed.setup(cfg.device)
+    with startup():
+        d = distributed.setup(cfg.device)
     try:
         return _train(cfg, d)
     finally:
         distributed.teardown(d)
 
 
+def run_inputs(cfg: StageGANConfig) -> list[tuple[str, str]]:
+    """The (flag, folder) pairs a new run reads: its run folder keeps apart from them."""
+    if cfg.data == "samples":
+        return sample_folders("train", "val")
+    return [("--data-dir", cfg.data_dir), ("--val-dir", cfg.val_dir)]
+
+
 def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
-    cfg, resumed = resume_or_start(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = d.device
-    out = run_folder(cfg, "stagegan")
-    torch.manual_seed(cfg.seed)
+    # Start-up: every condition that could fail later is checked before iteration 1. (Validation
+    # images cannot be too small to score: they are --val-size crops, ≥ 32 ≥ 2·8 + 11.)
+    with startup():
+        cfg, resumed = resume_or_start(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = d.device
+        out = run_folder(cfg, "stagegan")
+        if resumed is None or not continues_in_place(cfg):  # a new run, or a resumed one in a new folder
+            check_run_folder(out, artefacts=RUN_ARTEFACTS, overwrite=cfg.overwrite, folders=run_inputs(cfg),
+                             resumable=resumed is None)
+        check_writable(out)
+        torch.manual_seed(cfg.seed)
 
-    train, val = build_data(cfg)
-    net, Ds = build_networks(cfg, train.map_channels)
-    net, Ds = net.to(device), Ds.to(device)
-    if d.rank:  # other dropout masks on every rank (rank 0 keeps the single-process stream)
-        torch.manual_seed(cfg.seed + d.rank)
-    upscaler = StageGANUpscaler(net, batch_stats=not cfg.eval_mode, seed=cfg.seed)
-    models = {"generators": net, "discriminators": Ds}
-    optimizers = {
-        "generators": torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-        "discriminators": torch.optim.Adam(Ds.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-    }
-    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for k, o in optimizers.items()}
-    start, extra = 0, {}
-    if resumed is not None:
-        restore(resumed, models=models, optimizers=optimizers, schedulers=schedulers, rank=d.rank,
-                world_size=d.world_size)
-        start, extra = resumed["iteration"], resumed["extra"]
-
-    sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
-                                      world_size=d.world_size, start_iter=start)
-    # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
-    # the global RNG that the checkpoint restored (it would shift every later dropout draw).
-    loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
-                                              pin_memory=device.type == "cuda",
-                                              generator=torch.Generator().manual_seed(cfg.seed)))
-    if net.stage1.spsa is not None and not bool(net.stage1.spsa.alpha_initialized):
-        with torch.no_grad():  # SPSA's α from the first batch, before DDP broadcasts rank 0's
-            first = train[sampler.global_batch(start)[0]]
-            net(to_net(first["mr"][None].to(device)))
-    sequential = cfg.schedule == "sequential"  # frozen stages: parameters without gradients
-    G = distributed.wrap(net, d, find_unused_parameters=sequential)
-    D = {k: distributed.wrap(m, d, find_unused_parameters=sequential) for k, m in Ds.items()}
-
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", dataclasses.asdict(cfg))
-        print(f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
-              f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation images, "
-              f"×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})", flush=True)
+        train, val = build_data(cfg)
+        net, Ds = build_networks(cfg, train.map_channels)
+        net, Ds = net.to(device), Ds.to(device)
+        if d.rank:  # other dropout masks on every rank (rank 0 keeps the single-process stream)
+            torch.manual_seed(cfg.seed + d.rank)
+        upscaler = StageGANUpscaler(net, batch_stats=not cfg.eval_mode, seed=cfg.seed)
+        models = {"generators": net, "discriminators": Ds}
+        optimizers = {
+            "generators": torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+            "discriminators": torch.optim.Adam(Ds.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+        }
+        schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for k, o in optimizers.items()}
+        start, extra = 0, {}
         if resumed is not None:
-            print(f"  resumed at iteration {start}", flush=True)
-    logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None, desc="stagegan",
-                       every=cfg.log_every)
+            start, extra = restore_run(resumed, cfg.resume, models=models, optimizers=optimizers,
+                                       schedulers=schedulers, rank=d.rank, world_size=d.world_size)
+
+        sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
+                                          world_size=d.world_size, start_iter=start)
+        # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
+        # the global RNG that the checkpoint restored (it would shift every later dropout draw).
+        loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
+                                                  pin_memory=device.type == "cuda",
+                                                  generator=torch.Generator().manual_seed(cfg.seed)))
+        if net.stage1.spsa is not None and not bool(net.stage1.spsa.alpha_initialized):
+            with torch.no_grad():  # SPSA's α from the first batch, before DDP broadcasts rank 0's
+                first = train[sampler.global_batch(start)[0]]
+                net(to_net(first["mr"][None].to(device)))
+        sequential = cfg.schedule == "sequential"  # frozen stages: parameters without gradients
+        G = distributed.wrap(net, d, find_unused_parameters=sequential)
+        D = {k: distributed.wrap(m, d, find_unused_parameters=sequential) for k, m in Ds.items()}
+
+        distributed.barrier(d)  # every rank has checked the run folder before rank 0 writes in it
+        if d.is_main:
+            if resumed is None and cfg.overwrite:
+                removed = remove_artefacts(out, RUN_ARTEFACTS)
+                if removed:
+                    print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", dataclasses.asdict(cfg))
+            print(f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
+                  f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation images, "
+                  f"×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})", flush=True)
+            if resumed is not None:
+                print(f"  resumed at iteration {start}", flush=True)
+        logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None, desc="stagegan",
+                           every=cfg.log_every)
 
     def save(iteration: int) -> None:
         rngs = distributed.gather(rng_state(), d)  # every rank's: dropout draws differ per rank
@@ -296,7 +333,9 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
         distributed.barrier(d)
 
     def run_validation(iteration: int) -> dict[str, float]:
-        means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
+        # The upscaler seeds its own dropout (torch's RNG forked); numpy's and Python's are kept too.
+        with rng_preserved():  # a resumed run, which skips this validation, draws the same numbers
+            means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
         logs_out.val(iteration, means, f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
                      f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
                      f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
@@ -357,12 +396,13 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
             logs = distributed.mean_over_ranks(logs, d)
             columns = {f"{s}_{k}": logs.get(f"{s}_{k}", "") for s in STAGE_NAMES for k in ("gan", "l1", "d")}
             logs_out.train(iteration, columns, lr_used)
+        # The checkpoint first: a validation that fails loses no training.
+        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
+            save(iteration)
         if iteration % cfg.val_every == 0 or iteration == cfg.iters:
             if d.is_main:
                 extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
             distributed.barrier(d)
-        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
-            save(iteration)
     seconds = logs_out.close()
     result = {}
     if d.is_main:

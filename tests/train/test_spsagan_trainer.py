@@ -78,9 +78,11 @@ def _state(path: Path) -> dict:
 
 @pytest.mark.parametrize("stage", ["psnr", "gan"])
 def test_resume_continues_exactly(image_dir, psnr_generator, tmp_path, stage):
+    # Validation at the checkpoint's iteration too: the straight run validates at 3 after saving,
+    # the resumed one does not, so validation must draw nothing from the RNG streams saved.
     extra = dict(stage="gan", pretrained=str(psnr_generator), random_vgg=True) if stage == "gan" else {}
-    run(tiny(image_dir, tmp_path / "straight", iters=6, save_every=3, **extra))
-    run(tiny(image_dir, tmp_path / "split", iters=3, save_every=3, **extra))
+    run(tiny(image_dir, tmp_path / "straight", iters=6, save_every=3, val_every=3, **extra))
+    run(tiny(image_dir, tmp_path / "split", iters=3, save_every=3, val_every=3, **extra))
     # The resumed run reads everything from the checkpoint; only the schedule is extended.
     run(SPSAGANConfig(resume=str(tmp_path / "split"), iters=6))
 
@@ -99,6 +101,7 @@ def test_resume_continues_exactly(image_dir, psnr_generator, tmp_path, stage):
     rows_a, rows_b = read_csv(tmp_path / "straight" / "train.csv"), read_csv(tmp_path / "split" / "train.csv")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "its"} for r in rows]  # noqa: E731
     assert strip(rows_a) == strip(rows_b)
+    assert read_csv(tmp_path / "straight" / "val.csv") == read_csv(tmp_path / "split" / "val.csv")
 
 
 def _flatten(obj, prefix=""):
@@ -124,6 +127,19 @@ def test_resume_takes_runtime_flags_and_refuses_other_trainers(image_dir, psnr_g
     assert cfg.num_feat == 8 and cfg.out == "" and state["iteration"] == 4  # the rest is the saved run's
     with pytest.raises(ValueError, match="was not written by this trainer"):
         resume_or_start(StageGANConfig(resume=str(run_dir)))
+
+
+def test_resume_reads_checkpoints_written_before_the_trust_and_overwrite_flags(psnr_generator, tmp_path):
+    from fastsr._io import save_state
+    from fastsr.train.run import resume_or_start
+
+    state = checkpoint.load_training_state(psnr_generator.parent)
+    state["config"] = {k: v for k, v in state["config"].items() if k not in ("trust_prior_code", "overwrite")}
+    save_state(tmp_path / "old.pt", state)
+    cfg, _ = resume_or_start(SPSAGANConfig(resume=str(tmp_path / "old.pt"), trust_prior_code=True))
+    assert cfg.num_feat == 8 and cfg.trust_prior_code and not cfg.overwrite
+    cfg, _ = resume_or_start(SPSAGANConfig(resume=str(tmp_path / "old.pt")))
+    assert not cfg.trust_prior_code
 
 
 def test_resume_truncates_logs_written_after_the_checkpoint(tmp_path):
@@ -156,7 +172,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch)
 def test_resume_from_a_bad_file_names_it(tmp_path):
     bad = tmp_path / "last.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="last.pt is not a readable checkpoint"):
+    with pytest.raises(ValueError, match="last.pt is not a readable training checkpoint"):
         checkpoint.load_training_state(bad)
     with pytest.raises(FileNotFoundError, match="no training checkpoint"):
         checkpoint.load_training_state(tmp_path / "missing")

@@ -1,7 +1,7 @@
 """fastsr: semantic-prior super-resolution with fused Triton kernels and fast CPU paths."""
 
-from fastsr.layers import SPSA
-from fastsr.layers import RRDB, RRDBNet, ResidualDenseBlock, load_basicsr_state_dict
+from fastsr.layers import RRDB, SPSA, ResidualDenseBlock
+from fastsr.models import RRDBNet, load_basicsr_state_dict
 from fastsr.ops import spsa_attention, spsa_attention_reference
 
 __version__ = "0.1.0"

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fastsr.data.imresize import imresize
+from fastsr import models
+from fastsr.data.priors import prior_from_spec
 from fastsr.metrics import psnr, quantize, ssim
+from fastsr.ops.imresize import imresize
 
 # (lr (B, 3, h, w), prior (B, S, s·h, s·w) | None) → sr (B, 3, s·h, s·w)
 Generator = Callable[[Tensor, "Tensor | None"], Tensor]
@@ -95,23 +97,14 @@ def mean_scores(scores: Sequence[ImageScores]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Model files: a generator, its config and the prior it was trained with
+# Model files: a generator and the prior it was trained with
 # ---------------------------------------------------------------------------------------------
-
-MODEL_FORMAT = "fastsr.model/1"
-
-
-def _generator_classes() -> dict[str, type]:
-    from fastsr.models import SPSAGenerator
-    from fastsr.models.stagegan import StageGANUpscaler
-
-    return {"spsagan": SPSAGenerator, "stagegan": StageGANUpscaler}
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model file read back: ``generator(lr, prior)``, the prior source (None when the generator
-    takes none), the scale and the kind ("spsagan" or "stagegan")."""
+    takes none), the scale and the kind ("rrdbnet", "spsagan" or "stagegan")."""
 
     kind: str
     generator: torch.nn.Module
@@ -120,73 +113,18 @@ class LoadedModel:
 
     @property
     def needs_prior(self) -> bool:
-        return bool(getattr(self.generator, "use_spsa", False))
+        return bool(self.generator.needs_prior)
 
 
-def save_model(path, generator: torch.nn.Module, prior=None, *, kind: str = "spsagan") -> None:
-    """Write ``{format, kind, config, state_dict, prior spec, digest}`` atomically: everything
-    :func:`load_model` needs to rebuild the generator and its prior source, and the SHA-256 of it
-    all, which every load verifies."""
-    from fastsr._io import save_state
-
-    state = {
-        "format": MODEL_FORMAT,
-        "kind": kind,
-        "config": generator.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
-        "prior": prior.spec() if prior is not None else None,
-    }
-    save_state(path, state)
-
-
-# What other fastsr files are, by their "format" tag, for errors that say what to pass instead.
-_OTHER_FORMATS = {
-    "fastsr.train/1": "a training checkpoint; pass its run's generator.pt",
-    "fastsr.spsagan.generator/1": "an SPSAGenerator.save file, not a model file (no prior); use SPSAGenerator.from_checkpoint",
-    "fastsr.stagegan/1": "a StageGAN.save file, not a model file; use StageGAN.from_checkpoint",
-    "fastsr.rrsb/1": "an RRSB connection config",
-}
-
-
-def read_model_state(path) -> dict:
-    """A model file's state, read without running code (:func:`fastsr._io.load_state`) and checked
-    to be a model file. Raises FileNotFoundError, or ValueError naming the file and what it is."""
-    from fastsr._io import load_state
-
-    state = load_state(path, what="fastsr model file")
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else None
-        if found in _OTHER_FORMATS:
-            raise ValueError(f"{path} is {_OTHER_FORMATS[found]}")
-        if isinstance(state, dict) and ("params" in state or "params_ema" in state or "state_dict" in state
-                                        or all(isinstance(v, torch.Tensor) for v in state.values())):
-            raise ValueError(f"{path} is a bare state dict or a BasicSR-style checkpoint, not a fastsr model file "
-                             f"({MODEL_FORMAT!r})")
-        got = repr(found) if found is not None else type(state).__name__
-        raise ValueError(f"{path} must be a {MODEL_FORMAT!r} model file; got {got}")
-    return state
-
-
-def model_from_state(state: dict, path) -> torch.nn.Module:
-    """The generator a model file's state describes, on the CPU, in eval mode."""
-    classes = _generator_classes()
-    kind = state.get("kind")
-    if kind not in classes:
-        raise ValueError(f"{path}: unknown model kind {kind!r}; known: {sorted(classes)}")
-    if not isinstance(state.get("config"), dict) or not isinstance(state.get("state_dict"), dict):
-        raise ValueError(f"{path}: a model file needs a 'config' dict and a 'state_dict'; this one lacks them")
-    try:
-        generator = classes[kind](**state["config"])
-        generator.load_state_dict(state["state_dict"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: its config or weights do not build a {kind} generator: {first[:300]}") from None
-    return generator.eval()
+def save_model(path, generator: torch.nn.Module, prior=None) -> None:
+    """Write ``generator`` and its prior source's spec as a ``fastsr.model/1`` file
+    (:func:`fastsr.models.save_model`): atomically, with a digest that every load verifies."""
+    models.save_model(path, generator, prior)
 
 
 def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, trust_code: bool = False) -> LoadedModel:
-    """Read a model file written by :func:`save_model`: tensors and plain data only (nothing in it
-    can run code), its digest verified.
+    """Read any fastsr model file (:func:`fastsr.models.read_model_file`: tensors and plain data
+    only, nothing in it can run code; its digest verified) with its prior source.
 
     Args:
         prior: a prior source to use instead of the one saved with the model (for instance a
@@ -194,15 +132,13 @@ def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, tr
         trust_code: allow the saved prior to be a program (TorchScript / torch.export) that the
             model file names; without it such a model file needs ``prior``.
     """
-    from fastsr.data.priors import prior_from_spec
-
-    state = read_model_state(path)
-    generator = model_from_state(state, path).to(map_location)
-    if prior is None and state.get("prior") is not None:
+    file = models.read_model_file(path)
+    generator = models.build_model(file, map_location=map_location)
+    if prior is None and file.prior is not None and generator.needs_prior:
         try:
-            prior = prior_from_spec(state["prior"], trust_code=trust_code)
+            prior = prior_from_spec(file.prior, trust_code=trust_code)
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: its saved prior cannot be used: {e}") from None
     if prior is not None:
         prior = prior.to(map_location)
-    return LoadedModel(kind=state["kind"], generator=generator, prior=prior, scale=generator.scale)
+    return LoadedModel(kind=file.kind, generator=generator, prior=prior, scale=generator.scale)

@@ -18,7 +18,8 @@ import pytest
 import torch
 from cli_helpers import TINY, smooth_image
 
-from fastsr.data import ColourClusterPrior, imresize
+from fastsr.data import ColourClusterPrior
+from fastsr.ops import imresize
 from fastsr.inference import save_model
 from fastsr.models import SPSAGenerator
 

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsr import RRDB, RRDBNet, ResidualDenseBlock, load_basicsr_state_dict
+from fastsr._io import NoDigestWarning
+from fastsr.models import SPSAGenerator, load_model
 from triton_marks import TRITON
 
 NF, GC, NB = 16, 8, 2  # small widths, two blocks
@@ -356,8 +358,16 @@ def test_checkpoint_round_trip_keeps_sparse_config(tmp_path):
     x = make_input(2)
     assert_same(loaded(x), net(x))
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"config", "params", "digest"}  # "params": BasicSR's key
+    assert set(raw) == {"format", "kind", "config", "params", "prior", "digest"}  # "params": BasicSR's key
+    assert (raw["format"], raw["kind"], raw["prior"]) == ("fastsr.model/1", "rrdbnet", None)
     assert_same(RRDBNet.from_checkpoint(raw, backend="reference")(x), net(x))
+    assert load_model(path).config() == config  # any model file, whatever its kind
+
+    # fastsr 0.1's layout, {config, params} without a tag, still loads
+    torch.save({"config": config, "params": net.state_dict()}, tmp_path / "old.pth")
+    with pytest.warns(NoDigestWarning):
+        assert_same(RRDBNet.from_checkpoint(tmp_path / "old.pth")(x), net(x))
+    (tmp_path / "old.pth").unlink()
 
     net.save(str(path))  # overwriting is fine too
     assert os.listdir(tmp_path) == ["rrsb.pth"]
@@ -388,11 +398,15 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 def test_from_checkpoint_rejects_foreign_files():
     ref, _ = make_pair(4)
-    with pytest.raises(ValueError, match="'config' and 'params'.*load_basicsr_state_dict"):
+    with pytest.raises(ValueError, match="BasicSR checkpoint.*load_basicsr_state_dict"):
         RRDBNet.from_checkpoint({"params_ema": ref.state_dict()})
     bad = {"config": dict(RRDBNet(num_block=1).config(), width=3), "params": {}}
-    with pytest.raises(ValueError, match=r"unknown keys \['width'\]"):
+    with pytest.raises(ValueError, match=r"does not build a RRDBNet.*'width'"):
         RRDBNet.from_checkpoint(bad)
+    spsa = SPSAGenerator(scale=4, num_feat=NF, num_block=1, num_grow_ch=GC, use_spsa=False)
+    with pytest.raises(ValueError, match="holds a 'spsagan' generator, not an RRDBNet"):
+        RRDBNet.from_checkpoint({"format": "fastsr.model/1", "kind": "spsagan", "config": spsa.config(),
+                                 "params": spsa.state_dict()})
 
 
 # ---------------------------------------------------------------------------------------------

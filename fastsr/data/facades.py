@@ -1,6 +1,6 @@
 """Stage-GAN data: photographs with semantic maps, cut into aligned HR / MR / LR / map crops.
 
-Stage-GAN (paper 002) trains on CMP Facades: 256 × 256 photographs in [0, 1], LR = bicubic ×4 or
+Stage-GAN (Wei, Bai & Zhao 2019) trains on CMP Facades: 256 × 256 photographs in [0, 1], LR = bicubic ×4 or
 ×8 downscale, MR = bicubic upscale of LR (Stage-0 input), and the ground-truth semantic map
 (Stage-0 target, Stage-1 condition). Three sources of (photo, map) pairs, one dataset:
 

@@ -1,6 +1,6 @@
 """Segmentation-prior sources: where the (B, S, H, W) class probabilities SPSA reads come from.
 
-SPSAGAN (paper 000) conditions its attention on a segmentation map of the image being
+SPSAGAN conditions its attention on a segmentation map of the image being
 super-resolved, computed by SFTGAN's OutdoorSceneSeg network on the bicubic-upsampled LR image
 ("MR") and stored in SFTGAN's OST class order, :data:`OST_CLASSES`. Three sources, one interface
 (:class:`PriorSource`): ``prior = source(mr, names)`` with ``mr`` (B, 3, H, W) in [0, 1] and

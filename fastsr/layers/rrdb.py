@@ -1,4 +1,4 @@
-"""ESRGAN's residual dense blocks with SPSAGAN's sparse connections (RRSB; Mu et al., "SPSAGAN",
+"""ESRGAN's residual dense blocks with SPSAGAN's sparse connections (RRSB: the SPSAGAN paper's
 section 3.2), the layers of :class:`fastsr.models.RRDBNet` and :class:`fastsr.models.SPSAGenerator`.
 
     RDB:      x_l = lrelu(conv_l([x_0, x_i for i in kept_l]), 0.2)    l = 1 … 4

@@ -234,7 +234,7 @@ class UnetSkipConnectionBlock(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    """pix2pix's U-Net generator (Stage-GAN's stage 0 and stage 1, paper 002 Fig. 2).
+    """pix2pix's U-Net generator (Stage-GAN's stage 0 and stage 1, Wei, Bai & Zhao 2019, Fig. 2).
 
     Args:
         in_ch, out_ch: image (or image ‖ map) channels in, channels out.
@@ -464,7 +464,7 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """pix2pix's ResNet generator (Johnson et al.; Stage-GAN's stage-2 refiner, paper 002 Fig. 3).
+    """pix2pix's ResNet generator (Johnson et al.; Stage-GAN's stage-2 refiner, Wei, Bai & Zhao 2019, Fig. 3).
 
     Args:
         in_ch, out_ch: image channels in and out.
@@ -570,7 +570,7 @@ class ResnetGenerator(nn.Module):
 
 
 class NLayerDiscriminator(nn.Module):
-    """pix2pix's PatchGAN: one real/fake logit per overlapping patch (paper 002 Fig. 4).
+    """pix2pix's PatchGAN: one real/fake logit per overlapping patch (Wei, Bai & Zhao 2019, Fig. 4).
 
     Args:
         in_ch: input channels — a conditional GAN judges condition ‖ image, e.g. 3 + 3.

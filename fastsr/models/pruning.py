@@ -1,4 +1,4 @@
-"""RRDB → RRSB connection pruning (paper 000, §3.2, eq. 8).
+"""RRDB → RRSB connection pruning (SPSAGAN paper, §3.2, eq. 8).
 
 A dense block's conv l reads [x_0, x_1, …, x_{l−1}]. SPSAGAN measures how different each
 candidate input x_i (i = 1 … l−1) is from the layer's own output x_l,

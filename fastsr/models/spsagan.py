@@ -1,4 +1,4 @@
-"""SPSAGAN's generator and discriminator (paper 000, section 3, Fig. 3).
+"""SPSAGAN's generator and discriminator (SPSAGAN paper, section 3, Fig. 3).
 
     generator:      lr → conv_first → feat                                        (B, nf, h, w)
                     feat + conv_body(body(feat))          body: RRDB / RRSB blocks (B, nf, h, w)

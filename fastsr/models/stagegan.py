@@ -1,4 +1,5 @@
-"""Stage-GAN (Chen et al., Stage-GAN x4/x8 super-resolution): the three-stage container of
+"""Stage-GAN (Wei, Bai & Zhao, "Stage-GAN with Semantic Maps for Large-scale Image
+Super-resolution", KSII Transactions on Internet and Information Systems, 2019): the three-stage container of
 pix2pix networks (:mod:`fastsr.models.pix2pix`), its upscaler (the generator interface) and its
 stage 0 as a segmentation-prior network.
 
@@ -45,7 +46,7 @@ CONFIG_KEYS = (  # StageGAN.config(): the architecture, backend left out
 
 
 class StageGAN(nn.Module):
-    """Stage-GAN's three generators (paper 002, Fig. 1): map, reconstruction, refinement.
+    """Stage-GAN's three generators (Wei, Bai & Zhao 2019, Fig. 1): map, reconstruction, refinement.
 
     Args:
         image_channels: channels of the images (MR in, HR out): 3.
@@ -169,7 +170,7 @@ class StageGAN(nn.Module):
 
     @property
     def discriminator_in_channels(self) -> dict[str, int]:
-        """in_ch of each stage's conditional PatchGAN (paper 002 Fig. 4): D0 judges mr ‖ map
+        """in_ch of each stage's conditional PatchGAN (Wei, Bai & Zhao 2019, Fig. 4): D0 judges mr ‖ map
         condition, D1 (mr ‖ map condition) ‖ hr, D2 stage-1 output ‖ refined."""
         c, m = self.image_channels, self.map_channels
         return {"stage0": c + m, "stage1": c + m + c, "stage2": c + c}

@@ -51,7 +51,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, prior: Any = None) -> 
 
 def build_model(file: ModelFile, *, backend: str = "auto", map_location: str | torch.device = "cpu") -> nn.Module:
     """The generator a model file describes, in eval mode, on map_location."""
-    return KINDS[file.kind].from_checkpoint(_as_state(file), backend=backend, map_location=map_location).eval()
+    return KINDS[file.kind].from_checkpoint(file, backend=backend, map_location=map_location).eval()
 
 
 def load_model(checkpoint: str | os.PathLike | Mapping[str, Any], *, backend: str = "auto",
@@ -59,9 +59,3 @@ def load_model(checkpoint: str | os.PathLike | Mapping[str, Any], *, backend: st
     """Any fastsr model file (every layout) → its generator, in eval mode. The prior spec, if any,
     is ``read_model_file(path).prior``; :func:`fastsr.inference.load_model` also builds it."""
     return build_model(read_model_file(checkpoint), backend=backend, map_location=map_location)
-
-
-def _as_state(file: ModelFile) -> dict[str, Any]:
-    """A normalised in-memory model file, for the classes' ``from_checkpoint``."""
-    return {"format": "fastsr.model/1", "kind": file.kind, "config": file.config, "params": file.params,
-            "prior": file.prior}

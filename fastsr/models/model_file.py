@@ -82,9 +82,12 @@ def write_model_file(path: str | os.PathLike, *, kind: str, config: Mapping[str,
     return save_state(path, state)
 
 
-def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelFile:
+def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFile) -> ModelFile:
     """A model file of any supported layout (a path, or a dict already loaded), checked and
-    normalised. Raises FileNotFoundError, or ValueError naming the file and what it is."""
+    normalised (a :class:`ModelFile` is returned as it is). Raises FileNotFoundError, or
+    ValueError naming the file and what it is."""
+    if isinstance(checkpoint, ModelFile):
+        return checkpoint
     if isinstance(checkpoint, Mapping):
         state, source = checkpoint, "checkpoint"
     else:
@@ -126,3 +129,11 @@ def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelF
         raise ValueError(f"{source}: 'prior' must be a spec dict or None; got {type(prior).__name__}")
     return ModelFile(kind=kind, config=config, params=params, prior=dict(prior) if prior else None,
                      source=source, layout=layout)
+
+
+def load_error(error: RuntimeError) -> str:
+    """The informative line of ``load_state_dict``'s error (its first line only names the class)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        return lines[1][:300]
+    return lines[0][:300] if lines else type(error).__name__

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from fastsr._checks import check_choice, check_positive_int, listing
 from fastsr._io import load_state
 from fastsr.layers.rrdb import NEGATIVE_SLOPE, RRDB, RDBConnections, ResidualDenseBlock, check_net_connections
-from fastsr.models.model_file import ModelFile, read_model_file, write_model_file
+from fastsr.models.model_file import ModelFile, load_error, read_model_file, write_model_file
 from fastsr.ops.dense_block import BACKENDS
 
 __all__ = ["RRDBNet", "RRDBTrunk", "convert_esrgan_state_dict", "load_basicsr_state_dict"]
@@ -95,8 +95,7 @@ def build_from_file(cls: type[nn.Module], file: ModelFile, *, backend: str = "au
     try:
         net.load_state_dict(file.params)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{file.source}: its params do not fit its config ({first})") from None
+        raise ValueError(f"{file.source}: its params do not fit its config ({load_error(e)})") from None
     return net.to(map_location)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fastsr._checks import check_bool, check_positive_int
-from fastsr.models.model_file import read_model_file, write_model_file
+from fastsr.models.model_file import load_error, read_model_file, write_model_file
 from fastsr.models.pix2pix import MIN_DOWNS, ResnetGenerator, UnetGenerator, _check_image
 from fastsr.ops.imresize import imresize
 
@@ -312,8 +312,7 @@ class StageGANUpscaler(nn.Module):
         try:
             upscaler.load_state_dict(file.params)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise ValueError(f"{file.source}: its params do not fit its config ({first})") from None
+            raise ValueError(f"{file.source}: its params do not fit its config ({load_error(e)})") from None
         return upscaler.to(map_location)
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ function-local imports count as much as top-level ones.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
     (tmp_path / "fastsr" / "train.py").write_text("")
     (tmp_path / "fastsr" / "models.py").write_text("")
     (tmp_path / "kernels").mkdir()
-    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     files = module_files()
     found = imports("fastsr.ops.bad", files)
     assert [(t, floor(t)) for t, _, _ in found] == [("fastsr.train", 7), ("fastsr.models", 4)]

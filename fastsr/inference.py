@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fastsr import models
@@ -44,12 +45,16 @@ def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor
         prior: (B, S, s·h, s·w) or None; cropped per tile with the image.
         tile: LR tile side; 0 = the whole image in one pass.
         tile_pad: LR pixels of context added around each tile (and cut from its output).
+
+    A generator whose input sides must be multiples of ``generator.input_multiple`` (an RRDBNet
+    at ×2 or ×1 pixel-unshuffles its input by 2 or 4) gets each piece padded bottom-right by
+    edge replication, and its output cropped back, as Real-ESRGAN's inference does.
     """
     if tile < 0 or tile_pad < 0:
         raise ValueError(f"tile and tile_pad must be ≥ 0; got tile={tile}, tile_pad={tile_pad}")
     B, _, h, w = lr.shape
     if tile == 0 or (h <= tile and w <= tile):
-        return generator(lr, prior).clamp(0, 1)
+        return _run(generator, lr, prior, scale).clamp(0, 1)
     out = lr.new_empty(B, 3, h * scale, w * scale)
     for top in range(0, h, tile):
         for left in range(0, w, tile):
@@ -59,11 +64,24 @@ def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor
             t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
             piece = lr[:, :, t0:t1, l0:l1]  # (B, 3, th, tw)
             piece_prior = None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
-            sr = generator(piece, piece_prior)  # (B, 3, s·th, s·tw)
+            sr = _run(generator, piece, piece_prior, scale)  # (B, 3, s·th, s·tw)
             out[:, :, top * scale : bottom * scale, left * scale : right * scale] = sr[
                 :, :, (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale
             ]
     return out.clamp(0, 1)
+
+
+def _run(generator: Generator, lr: Tensor, prior: Tensor | None, scale: int) -> Tensor:
+    """generator(lr, prior), with lr (and prior) padded to the generator's input multiple."""
+    m = getattr(generator, "input_multiple", 1)  # plain callables (a lambda over a net) have none
+    h, w = lr.shape[-2:]
+    ph, pw = -h % m, -w % m
+    if not (ph or pw):
+        return generator(lr, prior)
+    lr = F.pad(lr, (0, pw, 0, ph), mode="replicate")  # (B, 3, h + ph, w + pw)
+    if prior is not None:
+        prior = F.pad(prior, (0, pw * scale, 0, ph * scale), mode="replicate")
+    return generator(lr, prior)[..., : h * scale, : w * scale]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Every generator here has the same interface: ``forward(lr, prior=None)`` (``prior`` the
 segmentation prior at HR size for SPSA models, else None), ``needs_prior``, ``scale``,
-``config()``, ``save(path)`` and ``from_checkpoint(path)``; each class names its kind in
+``input_multiple`` (input sides must be multiples of it), ``config()``, ``save(path)`` and
+``from_checkpoint(path)``; each class names its kind in
 ``MODEL_KIND``, and :data:`KINDS` is the one table that maps a kind back to a class.
 """
 

@@ -30,6 +30,7 @@ from typing import Any
 from torch import Tensor
 
 from fastsr._io import load_state, save_state
+from fastsr.models.foreign import read_foreign
 
 MODEL_FORMAT = "fastsr.model/1"
 KIND_NAMES = ("rrdbnet", "spsagan", "stagegan")
@@ -108,8 +109,13 @@ def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFil
         kind, layout, params = "rrdbnet", "RRDBNet.save", state["params"]
     elif fmt is None and ("params_ema" in state or "params" in state
                           or (state and all(isinstance(v, Tensor) for v in state.values()))):
-        raise ValueError(f"{source} is a bare state dict or a BasicSR checkpoint, not a fastsr model file: build "
-                         "the network and load it with fastsr.load_basicsr_state_dict")
+        found = read_foreign(state, source)
+        if found is not None:
+            kind, config, params, layout = found
+            return ModelFile(kind=kind, config=config, params=params, prior=None, source=source, layout=layout)
+        raise ValueError(f"{source} is a bare state dict or a BasicSR checkpoint, but not of a network fastsr "
+                         "knows (an ESRGAN / Real-ESRGAN RRDBNet: conv_first, body.N…, conv_last): build the network "
+                         "and load it with load_state_dict")
     else:
         raise ValueError(f"{source} must be a {MODEL_FORMAT!r} model file; got format {fmt!r}")
     if kind not in KIND_NAMES:

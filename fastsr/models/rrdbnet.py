@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fastsr._checks import check_choice, check_positive_int, listing
 from fastsr._io import load_state
+from fastsr.models.foreign import to_basicsr_names
 from fastsr.layers.rrdb import NEGATIVE_SLOPE, RRDB, RDBConnections, ResidualDenseBlock, check_net_connections
 from fastsr.models.model_file import ModelFile, load_error, read_model_file, write_model_file
 from fastsr.ops.dense_block import BACKENDS
@@ -165,6 +166,11 @@ class RRDBNet(RRDBTrunk):
         """False: ESRGAN's network reads the image alone."""
         return False
 
+    @property
+    def input_multiple(self) -> int:
+        """Input sides must be multiples of this: the pixel-unshuffle factor (2 at ×2, 4 at ×1)."""
+        return self.unshuffle
+
     def reset_parameters(self) -> None:
         """PyTorch's default for the trunk convs, ESRGAN's kaiming · 0.1 for the dense blocks."""
         for conv in (
@@ -282,7 +288,8 @@ def convert_esrgan_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
         trunk_conv.* → conv_body.*,  upconv1/2.* → conv_up1/2.*,  HRconv.* → conv_hr.*
         conv_first.*, conv_last.*, and keys already in BasicSR's names: unchanged.
 
-    (ESRGAN's older "model.0 …" layout, RRDB_ESRGAN_x4_old_arch.pth, is not converted.)"""
+    (ESRGAN's older "model.0 …" layout, RRDB_ESRGAN_x4_old_arch.pth, is converted by
+    :func:`load_basicsr_state_dict` through :func:`fastsr.models.foreign.to_basicsr_names`.)"""
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         new = key
@@ -338,7 +345,10 @@ def load_basicsr_state_dict(
             "checkpoint is neither a state dict nor a dict with 'params_ema' / 'params': "
             f"keys {listing([repr(k) for k in not_tensors])} do not hold tensors"
         )
-    state = convert_esrgan_state_dict({_strip_module(k): v for k, v in obj.items()})
+    state = {_strip_module(k): v for k, v in obj.items()}
+    if "model.0.weight" in state:  # ESRGAN's old arch (model.N): its own published names
+        state = to_basicsr_names(state)[0]
+    state = convert_esrgan_state_dict(state)
 
     expected = net.state_dict()
     unknown = [k for k in state if k not in expected]

@@ -158,6 +158,11 @@ class SPSAGenerator(RRDBTrunk):
         """True with the SPSA layer: forward then takes the segmentation prior."""
         return self.use_spsa
 
+    @property
+    def input_multiple(self) -> int:
+        """1: any input size runs."""
+        return 1
+
     def reset_parameters(self) -> None:
         """PyTorch's default for the trunk convs, ESRGAN's kaiming · 0.1 for the dense blocks,
         the SPSA layer's own (γ = 0, α re-initialised by the next forward)."""

@@ -274,6 +274,11 @@ class StageGANUpscaler(nn.Module):
         """False: stage 0 makes its own semantic map."""
         return False
 
+    @property
+    def input_multiple(self) -> int:
+        """1: any input size runs (the MR image is padded inside, :meth:`stages`)."""
+        return 1
+
     def config(self) -> dict[str, Any]:
         """The StageGAN's config plus the inference settings ``batch_stats`` and ``seed``."""
         return {**self.net.config(), "batch_stats": self.batch_stats, "seed": self.seed}

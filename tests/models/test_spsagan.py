@@ -274,8 +274,8 @@ def test_from_checkpoint_rejects_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="holds a 'rrdbnet' generator, not an SPSAGenerator"):
         SPSAGenerator.from_checkpoint(rrdb)
     assert SPSAGenerator(scale=4, num_feat=NF, num_block=NB, num_grow_ch=GC).load_psnr_weights(rrdb)  # its weights fit
-    with pytest.raises(ValueError, match="bare state dict or a BasicSR checkpoint"):
-        SPSAGenerator.from_checkpoint(make(4).state_dict())
+    with pytest.raises(ValueError, match=r"not an ESRGAN / Real-ESRGAN RRDBNet: unknown keys \['spsa\."):
+        SPSAGenerator.from_checkpoint(make(4).state_dict())  # a bare state dict has no config
     bad = {"format": "fastsr.model/1", "kind": "spsagan", "config": {**make(4).config(), "depth": 3}, "params": {}}
     with pytest.raises(ValueError, match=r"unknown keys \['depth'\]"):
         SPSAGenerator.from_checkpoint(bad)

@@ -697,7 +697,7 @@ def test_stagegan_save_load_roundtrip(tmp_path):
                 assert torch.equal(value, loaded(mr)[key]), key
     net.double().save(path)
     assert StageGAN.from_checkpoint(path).stage2.model[1].weight.dtype == torch.float64
-    with pytest.raises(ValueError, match="not a fastsr model file"):
+    with pytest.raises(ValueError, match="not of a network fastsr knows"):
         StageGAN.from_checkpoint({"params": {}})
 
 

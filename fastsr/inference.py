@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -160,3 +161,166 @@ def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, tr
     if prior is not None:
         prior = prior.to(map_location)
     return LoadedModel(kind=file.kind, generator=generator, prior=prior, scale=generator.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# One call from Python: the Upscaler
+# ---------------------------------------------------------------------------------------------
+
+ALPHA_MODES = ("bicubic", "model", "drop")
+
+
+class Upscaler:
+    """Upscale images with a model, in one call: ``Upscaler("RealESRGAN_x4plus.pth").upscale(img)``.
+
+    Args:
+        model: a model file of any supported layout (:func:`fastsr.models.read_model_file`:
+            fastsr's, BasicSR / Real-ESRGAN / ESRGAN ``.pth`` or ``.safetensors``), a fastsr
+            generator module, or a :class:`LoadedModel`.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        tile: LR tile side (None: the whole image in one pass); ``tile_pad`` the context around each.
+        fp16: run the generator in float16 (CUDA only).
+        prior: a prior source to use instead of the model file's (SPSA models).
+        trust_code: let the model file's saved prior be a program (see :func:`load_model`).
+        alpha: what happens to an alpha channel: "bicubic" (MATLAB bicubic ×scale, the default),
+            "model" (the alpha plane through the model as a grey image) or "drop". Colour is
+            super-resolved premultiplied by alpha and divided back, so transparent pixels' colours
+            do not bleed into the edges.
+
+    :meth:`upscale` takes a PIL image, a numpy array (H, W) or (H, W, C), C ∈ {1, 3, 4}, of
+    uint8, uint16 or float in [0, 1], or a torch tensor (C, H, W) / (B, C, H, W) in [0, 1], and
+    returns the same kind: the same mode, dtype, channels (grey stays grey, RGBA stays RGBA,
+    16-bit stays 16-bit) and, for PIL images, the same ICC profile.
+    """
+
+    def __init__(self, model, *, device: str | torch.device = "auto", tile: int | None = None, tile_pad: int = 10,
+                 fp16: bool = False, prior=None, trust_code: bool = False, alpha: str = "bicubic"):
+        if alpha not in ALPHA_MODES:
+            raise ValueError(f"alpha must be one of {ALPHA_MODES}; got {alpha!r}")
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+            raise ValueError(f"tile must be None or a positive int; got {tile!r}")
+        self.device = _device(device)
+        if isinstance(model, LoadedModel):
+            loaded = model
+        elif isinstance(model, torch.nn.Module):
+            loaded = LoadedModel(kind=models.kind_of(model), generator=model.eval(), prior=prior,
+                                 scale=model.scale)
+        else:
+            loaded = load_model(model, prior=prior, trust_code=trust_code)
+        if prior is not None:
+            loaded = LoadedModel(kind=loaded.kind, generator=loaded.generator, prior=prior, scale=loaded.scale)
+        if loaded.needs_prior and loaded.prior is None:
+            raise ValueError("this model has an SPSA layer but no prior source: pass prior=")
+        if fp16 and self.device.type != "cuda":
+            raise ValueError(f"fp16 runs on CUDA only; device is {self.device}")
+        self.dtype = torch.float16 if fp16 else torch.float32
+        generator = loaded.generator.to(self.device, self.dtype)
+        self.model = LoadedModel(kind=loaded.kind, generator=generator,
+                                 prior=loaded.prior.to(self.device) if loaded.prior is not None else None,
+                                 scale=loaded.scale)
+        self.tile, self.tile_pad, self.alpha = tile or 0, tile_pad, alpha
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    # -- the one call ---------------------------------------------------------------------------
+
+    def upscale(self, image, *, name: str = "image"):
+        """``image`` upscaled ×scale, of the same kind (see the class docstring). ``name``: the
+        image's stem, for priors looked up by name (``--prior-dir`` maps)."""
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return self._upscale_pil(image, name)
+        if isinstance(image, np.ndarray):
+            return self._upscale_array(image, name)
+        if isinstance(image, Tensor):
+            return self._upscale_tensor(image, name)
+        raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}")
+
+    def upscale_planes(self, planes: Tensor, name: str = "image") -> Tensor:
+        """(C, H, W) float32 in [0, 1], C ∈ {1, 2, 3, 4} (grey, grey + alpha, RGB, RGBA) → (C, s·H, s·W)."""
+        channels = planes.shape[0]
+        colour, alpha = (planes, None) if channels in (1, 3) else (planes[:-1], planes[-1:])
+        grey = colour.shape[0] == 1
+        rgb = colour.expand(3, -1, -1) if grey else colour  # (3, H, W)
+        if alpha is not None and self.alpha != "drop":
+            rgb = rgb * alpha  # premultiplied: transparent pixels carry no colour into their neighbours
+        sr = self._sr(rgb, name)  # (3, s·H, s·W)
+        out = [sr.mean(0, keepdim=True) if grey else sr]
+        if alpha is not None and self.alpha != "drop":
+            a = self._sr(alpha.expand(3, -1, -1), name).mean(0, keepdim=True) if self.alpha == "model" \
+                else imresize(alpha[None], self.scale)[0].clamp(0, 1)  # (1, s·H, s·W)
+            out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(0, 1)
+            out.append(a)
+        return torch.cat(out)
+
+    def _sr(self, rgb: Tensor, name: str) -> Tensor:
+        lr = rgb[None].to(self.device, self.dtype)  # (1, 3, H, W)
+        prior = None
+        if self.model.needs_prior:
+            mr = bicubic_upscale(lr.float(), self.scale)
+            prior = self.model.prior(mr, [name]).to(self.dtype)  # (1, S, s·H, s·W), never from HR
+        return super_resolve(self.model.generator, lr, self.scale, prior=prior, tile=self.tile,
+                             tile_pad=self.tile_pad)[0].float().cpu()
+
+    # -- kinds of images ------------------------------------------------------------------------
+
+    def _upscale_tensor(self, image: Tensor, name: str) -> Tensor:
+        if image.dim() not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4) or not image.is_floating_point():
+            raise ValueError(f"image tensor must be float (C, H, W) or (B, C, H, W) in [0, 1] with C ∈ 1…4; got "
+                             f"{tuple(image.shape)} {image.dtype}")
+        batch = image if image.dim() == 4 else image[None]
+        out = torch.stack([self.upscale_planes(x.detach().float().cpu(), name) for x in batch])
+        out = out.to(image.device, image.dtype)
+        return out if image.dim() == 4 else out[0]
+
+    def _upscale_array(self, image: np.ndarray, name: str) -> np.ndarray:
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+            raise ValueError(f"image array must be (H, W) or (H, W, C) with C ∈ 1…4; got shape {image.shape}")
+        if image.dtype == np.uint8 or image.dtype == np.uint16:
+            peak = float(np.iinfo(image.dtype).max)
+        elif np.issubdtype(image.dtype, np.floating):
+            peak = 1.0
+        else:
+            raise ValueError(f"image array must be uint8, uint16 or float in [0, 1]; got {image.dtype}")
+        planes = image[:, :, None] if image.ndim == 2 else image
+        x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)).astype(np.float32) / peak)
+        y = self.upscale_planes(x, name).numpy().transpose(1, 2, 0)  # (s·H, s·W, C)
+        if peak > 1:
+            y = np.round(y * peak).clip(0, peak)
+        y = y.astype(image.dtype)
+        return y[:, :, 0] if image.ndim == 2 else y
+
+    def _upscale_pil(self, image, name: str):
+        from PIL import Image
+
+        mode = image.mode
+        icc = image.info.get("icc_profile")
+        if mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image).astype(np.uint16) if mode != "I" else np.asarray(image).clip(0, 65535).astype(np.uint16)
+            out = Image.fromarray(self._upscale_array(array, name))  # uint16 (H, W): mode I;16
+        else:
+            target = {"1": "L", "L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "P": None, "PA": "RGBA"}.get(mode)
+            if target is None:  # palette (with transparency → RGBA), CMYK, YCbCr …: through RGB(A)
+                target = "RGBA" if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA") else "RGB"
+            array = np.asarray(image.convert(target))  # (H, W) or (H, W, C) uint8
+            out = Image.fromarray(self._upscale_array(array, name))  # the mode follows the channels
+        if icc:
+            out.info["icc_profile"] = icc
+        return out
+
+
+def _device(name: str | torch.device) -> torch.device:
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA device")
+    return device

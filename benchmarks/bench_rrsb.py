@@ -79,7 +79,7 @@ def _make_block_run(provider, mode, kept, size, device):
 
 
 def _make_trunk_run(net_kind, size, device, num_block=23):
-    from fastsr.layers import RRDBNet
+    from fastsr.models import RRDBNet
 
     dtype = torch.float16 if device == "cuda" else torch.float32
     connections = None if net_kind == "rrdb" else _rrsb_connections(num_block)

@@ -127,10 +127,12 @@ def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
 def file_kind(path: str | os.PathLike) -> str:
     """What a file looks like, from its first bytes and zip member names alone (nothing is
     unpickled): "torchscript", "torch.export", "torch" (a torch.save zip), "zip", "pickle"
-    (a raw pickle or a legacy torch.save file) or "other"."""
+    (a raw pickle or a legacy torch.save file), "safetensors" or "other"."""
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= _MAX_SAFETENSORS_HEADER:
+        return "safetensors"
     if head[:2] == b"PK":
         try:
             with zipfile.ZipFile(path) as zf:
@@ -165,7 +167,8 @@ def _check_zip_crcs(path: Path, what: str) -> None:
 
 
 def load_state(path: str | os.PathLike, *, what: str = "fastsr file", numpy_arrays: bool = False) -> Any:
-    """Read a ``torch.save`` file on the CPU without running code from it.
+    """Read a ``torch.save`` file (or a ``.safetensors`` file: :func:`read_safetensors`) on the
+    CPU without running code from it.
 
     Args:
         what: what the file should be, for errors ("model file", "training checkpoint", …).
@@ -191,6 +194,8 @@ def load_state(path: str | os.PathLike, *, what: str = "fastsr file", numpy_arra
         raise ValueError(f"{path} is a {'TorchScript' if kind == 'torchscript' else 'torch.export'} program, not a "
                          f"{what}: programs run code when loaded, so fastsr loads them only as prior networks "
                          "that you trust by name (--trust-prior-code / trust_code=True)")
+    if kind == "safetensors":
+        return read_safetensors(path, what=what)
     if kind == "other":
         raise ValueError(f"{path} is not a readable {what}: it is neither a torch.save zip archive nor a pickle")
     if kind in ("zip", "torch"):
@@ -258,3 +263,61 @@ def _numpy_globals() -> list:
     if dtypes is not None:
         allowed += [dtypes.UInt32DType, dtypes.Int64DType, dtypes.Float64DType]
     return allowed
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors: a JSON header and raw tensor bytes (nothing in the format can run code)
+# ---------------------------------------------------------------------------------------------
+
+_MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own limit (100 MB)
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: str | os.PathLike, *, what: str = "safetensors file") -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (8-byte little-endian header size, a JSON header
+    ``{name: {"dtype", "shape", "data_offsets"}}``, then the bytes), read and checked without the
+    ``safetensors`` package: every tensor's byte range must lie inside the data and match its
+    shape and dtype. The header's "__metadata__" is ignored. A ValueError names the file."""
+    import json
+
+    import numpy as np
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        n = int.from_bytes(data[:8], "little")
+        if not 2 <= n <= min(_MAX_SAFETENSORS_HEADER, len(data) - 8):
+            raise ValueError(f"a header of {n} bytes in a {len(data)}-byte file")
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        body = memoryview(data)[8 + n :]
+        out = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
+            shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
+            if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise ValueError(f"tensor {name!r} has an unsupported dtype or shape: {entry!r}"[:300])
+            if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                    or not 0 <= offsets[0] <= offsets[1] <= len(body)):
+                raise ValueError(f"tensor {name!r} has data_offsets {offsets!r} outside the data")
+            numel = 1
+            for d in shape:
+                numel *= d
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            if offsets[1] - offsets[0] != numel * itemsize:
+                raise ValueError(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for shape {shape} of {entry['dtype']}")
+            if numel == 0:
+                out[name] = torch.empty(shape, dtype=dtype)
+                continue
+            raw = np.frombuffer(body[offsets[0] : offsets[1]], dtype=np.uint8).copy()
+            out[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as e:
+        raise ValueError(f"{path} is a corrupted or unreadable {what} (safetensors: {e})") from None
+    return out

@@ -18,11 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from fastsr.data.imresize import imresize
+from fastsr import models
+from fastsr.data.priors import prior_from_spec
 from fastsr.metrics import psnr, quantize, ssim
+from fastsr.ops.imresize import imresize
 
 # (lr (B, 3, h, w), prior (B, S, s·h, s·w) | None) → sr (B, 3, s·h, s·w)
 Generator = Callable[[Tensor, "Tensor | None"], Tensor]
@@ -42,12 +46,16 @@ def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor
         prior: (B, S, s·h, s·w) or None; cropped per tile with the image.
         tile: LR tile side; 0 = the whole image in one pass.
         tile_pad: LR pixels of context added around each tile (and cut from its output).
+
+    A generator whose input sides must be multiples of ``generator.input_multiple`` (an RRDBNet
+    at ×2 or ×1 pixel-unshuffles its input by 2 or 4) gets each piece padded bottom-right by
+    edge replication, and its output cropped back, as Real-ESRGAN's inference does.
     """
     if tile < 0 or tile_pad < 0:
         raise ValueError(f"tile and tile_pad must be ≥ 0; got tile={tile}, tile_pad={tile_pad}")
     B, _, h, w = lr.shape
     if tile == 0 or (h <= tile and w <= tile):
-        return generator(lr, prior).clamp(0, 1)
+        return _run(generator, lr, prior, scale).clamp(0, 1)
     out = lr.new_empty(B, 3, h * scale, w * scale)
     for top in range(0, h, tile):
         for left in range(0, w, tile):
@@ -57,11 +65,24 @@ def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor
             t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
             piece = lr[:, :, t0:t1, l0:l1]  # (B, 3, th, tw)
             piece_prior = None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
-            sr = generator(piece, piece_prior)  # (B, 3, s·th, s·tw)
+            sr = _run(generator, piece, piece_prior, scale)  # (B, 3, s·th, s·tw)
             out[:, :, top * scale : bottom * scale, left * scale : right * scale] = sr[
                 :, :, (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale
             ]
     return out.clamp(0, 1)
+
+
+def _run(generator: Generator, lr: Tensor, prior: Tensor | None, scale: int) -> Tensor:
+    """generator(lr, prior), with lr (and prior) padded to the generator's input multiple."""
+    m = getattr(generator, "input_multiple", 1)  # plain callables (a lambda over a net) have none
+    h, w = lr.shape[-2:]
+    ph, pw = -h % m, -w % m
+    if not (ph or pw):
+        return generator(lr, prior)
+    lr = F.pad(lr, (0, pw, 0, ph), mode="replicate")  # (B, 3, h + ph, w + pw)
+    if prior is not None:
+        prior = F.pad(prior, (0, pw * scale, 0, ph * scale), mode="replicate")
+    return generator(lr, prior)[..., : h * scale, : w * scale]
 
 
 @dataclass(frozen=True)
@@ -95,23 +116,14 @@ def mean_scores(scores: Sequence[ImageScores]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Model files: a generator, its config and the prior it was trained with
+# Model files: a generator and the prior it was trained with
 # ---------------------------------------------------------------------------------------------
-
-MODEL_FORMAT = "fastsr.model/1"
-
-
-def _generator_classes() -> dict[str, type]:
-    from fastsr.models import SPSAGenerator
-    from fastsr.models.stagegan import StageGANUpscaler
-
-    return {"spsagan": SPSAGenerator, "stagegan": StageGANUpscaler}
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model file read back: ``generator(lr, prior)``, the prior source (None when the generator
-    takes none), the scale and the kind ("spsagan" or "stagegan")."""
+    takes none), the scale and the kind ("rrdbnet", "spsagan" or "stagegan")."""
 
     kind: str
     generator: torch.nn.Module
@@ -120,73 +132,18 @@ class LoadedModel:
 
     @property
     def needs_prior(self) -> bool:
-        return bool(getattr(self.generator, "use_spsa", False))
+        return bool(self.generator.needs_prior)
 
 
-def save_model(path, generator: torch.nn.Module, prior=None, *, kind: str = "spsagan") -> None:
-    """Write ``{format, kind, config, state_dict, prior spec, digest}`` atomically: everything
-    :func:`load_model` needs to rebuild the generator and its prior source, and the SHA-256 of it
-    all, which every load verifies."""
-    from fastsr._io import save_state
-
-    state = {
-        "format": MODEL_FORMAT,
-        "kind": kind,
-        "config": generator.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
-        "prior": prior.spec() if prior is not None else None,
-    }
-    save_state(path, state)
-
-
-# What other fastsr files are, by their "format" tag, for errors that say what to pass instead.
-_OTHER_FORMATS = {
-    "fastsr.train/1": "a training checkpoint; pass its run's generator.pt",
-    "fastsr.spsagan.generator/1": "an SPSAGenerator.save file, not a model file (no prior); use SPSAGenerator.from_checkpoint",
-    "fastsr.stagegan/1": "a StageGAN.save file, not a model file; use StageGAN.from_checkpoint",
-    "fastsr.rrsb/1": "an RRSB connection config",
-}
-
-
-def read_model_state(path) -> dict:
-    """A model file's state, read without running code (:func:`fastsr._io.load_state`) and checked
-    to be a model file. Raises FileNotFoundError, or ValueError naming the file and what it is."""
-    from fastsr._io import load_state
-
-    state = load_state(path, what="fastsr model file")
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else None
-        if found in _OTHER_FORMATS:
-            raise ValueError(f"{path} is {_OTHER_FORMATS[found]}")
-        if isinstance(state, dict) and ("params" in state or "params_ema" in state or "state_dict" in state
-                                        or all(isinstance(v, torch.Tensor) for v in state.values())):
-            raise ValueError(f"{path} is a bare state dict or a BasicSR-style checkpoint, not a fastsr model file "
-                             f"({MODEL_FORMAT!r})")
-        got = repr(found) if found is not None else type(state).__name__
-        raise ValueError(f"{path} must be a {MODEL_FORMAT!r} model file; got {got}")
-    return state
-
-
-def model_from_state(state: dict, path) -> torch.nn.Module:
-    """The generator a model file's state describes, on the CPU, in eval mode."""
-    classes = _generator_classes()
-    kind = state.get("kind")
-    if kind not in classes:
-        raise ValueError(f"{path}: unknown model kind {kind!r}; known: {sorted(classes)}")
-    if not isinstance(state.get("config"), dict) or not isinstance(state.get("state_dict"), dict):
-        raise ValueError(f"{path}: a model file needs a 'config' dict and a 'state_dict'; this one lacks them")
-    try:
-        generator = classes[kind](**state["config"])
-        generator.load_state_dict(state["state_dict"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: its config or weights do not build a {kind} generator: {first[:300]}") from None
-    return generator.eval()
+def save_model(path, generator: torch.nn.Module, prior=None) -> None:
+    """Write ``generator`` and its prior source's spec as a ``fastsr.model/1`` file
+    (:func:`fastsr.models.save_model`): atomically, with a digest that every load verifies."""
+    models.save_model(path, generator, prior)
 
 
 def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, trust_code: bool = False) -> LoadedModel:
-    """Read a model file written by :func:`save_model`: tensors and plain data only (nothing in it
-    can run code), its digest verified.
+    """Read any fastsr model file (:func:`fastsr.models.read_model_file`: tensors and plain data
+    only, nothing in it can run code; its digest verified) with its prior source.
 
     Args:
         prior: a prior source to use instead of the one saved with the model (for instance a
@@ -194,15 +151,176 @@ def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, tr
         trust_code: allow the saved prior to be a program (TorchScript / torch.export) that the
             model file names; without it such a model file needs ``prior``.
     """
-    from fastsr.data.priors import prior_from_spec
-
-    state = read_model_state(path)
-    generator = model_from_state(state, path).to(map_location)
-    if prior is None and state.get("prior") is not None:
+    file = models.read_model_file(path)
+    generator = models.build_model(file, map_location=map_location)
+    if prior is None and file.prior is not None and generator.needs_prior:
         try:
-            prior = prior_from_spec(state["prior"], trust_code=trust_code)
+            prior = prior_from_spec(file.prior, trust_code=trust_code)
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: its saved prior cannot be used: {e}") from None
     if prior is not None:
         prior = prior.to(map_location)
-    return LoadedModel(kind=state["kind"], generator=generator, prior=prior, scale=generator.scale)
+    return LoadedModel(kind=file.kind, generator=generator, prior=prior, scale=generator.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# One call from Python: the Upscaler
+# ---------------------------------------------------------------------------------------------
+
+ALPHA_MODES = ("bicubic", "model", "drop")
+
+
+class Upscaler:
+    """Upscale images with a model, in one call: ``Upscaler("RealESRGAN_x4plus.pth").upscale(img)``.
+
+    Args:
+        model: a model file of any supported layout (:func:`fastsr.models.read_model_file`:
+            fastsr's, BasicSR / Real-ESRGAN / ESRGAN ``.pth`` or ``.safetensors``), a fastsr
+            generator module, or a :class:`LoadedModel`.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        tile: LR tile side (None: the whole image in one pass); ``tile_pad`` the context around each.
+        fp16: run the generator in float16 (CUDA only).
+        prior: a prior source to use instead of the model file's (SPSA models).
+        trust_code: let the model file's saved prior be a program (see :func:`load_model`).
+        alpha: what happens to an alpha channel: "bicubic" (MATLAB bicubic ×scale, the default),
+            "model" (the alpha plane through the model as a grey image) or "drop". Colour is
+            super-resolved premultiplied by alpha and divided back, so transparent pixels' colours
+            do not bleed into the edges.
+
+    :meth:`upscale` takes a PIL image, a numpy array (H, W) or (H, W, C), C ∈ {1, 3, 4}, of
+    uint8, uint16 or float in [0, 1], or a torch tensor (C, H, W) / (B, C, H, W) in [0, 1], and
+    returns the same kind: the same mode, dtype, channels (grey stays grey, RGBA stays RGBA,
+    16-bit stays 16-bit) and, for PIL images, the same ICC profile.
+    """
+
+    def __init__(self, model, *, device: str | torch.device = "auto", tile: int | None = None, tile_pad: int = 10,
+                 fp16: bool = False, prior=None, trust_code: bool = False, alpha: str = "bicubic"):
+        if alpha not in ALPHA_MODES:
+            raise ValueError(f"alpha must be one of {ALPHA_MODES}; got {alpha!r}")
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+            raise ValueError(f"tile must be None or a positive int; got {tile!r}")
+        self.device = _device(device)
+        if isinstance(model, LoadedModel):
+            loaded = model
+        elif isinstance(model, torch.nn.Module):
+            loaded = LoadedModel(kind=models.kind_of(model), generator=model.eval(), prior=prior,
+                                 scale=model.scale)
+        else:
+            loaded = load_model(model, prior=prior, trust_code=trust_code)
+        if prior is not None:
+            loaded = LoadedModel(kind=loaded.kind, generator=loaded.generator, prior=prior, scale=loaded.scale)
+        if loaded.needs_prior and loaded.prior is None:
+            raise ValueError("this model has an SPSA layer but no prior source: pass prior=")
+        if fp16 and self.device.type != "cuda":
+            raise ValueError(f"fp16 runs on CUDA only; device is {self.device}")
+        self.dtype = torch.float16 if fp16 else torch.float32
+        generator = loaded.generator.to(self.device, self.dtype)
+        self.model = LoadedModel(kind=loaded.kind, generator=generator,
+                                 prior=loaded.prior.to(self.device) if loaded.prior is not None else None,
+                                 scale=loaded.scale)
+        self.tile, self.tile_pad, self.alpha = tile or 0, tile_pad, alpha
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    # -- the one call ---------------------------------------------------------------------------
+
+    def upscale(self, image, *, name: str = "image"):
+        """``image`` upscaled ×scale, of the same kind (see the class docstring). ``name``: the
+        image's stem, for priors looked up by name (``--prior-dir`` maps)."""
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return self._upscale_pil(image, name)
+        if isinstance(image, np.ndarray):
+            return self._upscale_array(image, name)
+        if isinstance(image, Tensor):
+            return self._upscale_tensor(image, name)
+        raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}")
+
+    def upscale_planes(self, planes: Tensor, name: str = "image") -> Tensor:
+        """(C, H, W) float32 in [0, 1], C ∈ {1, 2, 3, 4} (grey, grey + alpha, RGB, RGBA) → (C, s·H, s·W)."""
+        channels = planes.shape[0]
+        colour, alpha = (planes, None) if channels in (1, 3) else (planes[:-1], planes[-1:])
+        grey = colour.shape[0] == 1
+        rgb = colour.expand(3, -1, -1) if grey else colour  # (3, H, W)
+        if alpha is not None and self.alpha != "drop":
+            rgb = rgb * alpha  # premultiplied: transparent pixels carry no colour into their neighbours
+        sr = self._sr(rgb, name)  # (3, s·H, s·W)
+        out = [sr.mean(0, keepdim=True) if grey else sr]
+        if alpha is not None and self.alpha != "drop":
+            a = self._sr(alpha.expand(3, -1, -1), name).mean(0, keepdim=True) if self.alpha == "model" \
+                else imresize(alpha[None], self.scale)[0].clamp(0, 1)  # (1, s·H, s·W)
+            out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(0, 1)
+            out.append(a)
+        return torch.cat(out)
+
+    def _sr(self, rgb: Tensor, name: str) -> Tensor:
+        lr = rgb[None].to(self.device, self.dtype)  # (1, 3, H, W)
+        prior = None
+        if self.model.needs_prior:
+            mr = bicubic_upscale(lr.float(), self.scale)
+            prior = self.model.prior(mr, [name]).to(self.dtype)  # (1, S, s·H, s·W), never from HR
+        return super_resolve(self.model.generator, lr, self.scale, prior=prior, tile=self.tile,
+                             tile_pad=self.tile_pad)[0].float().cpu()
+
+    # -- kinds of images ------------------------------------------------------------------------
+
+    def _upscale_tensor(self, image: Tensor, name: str) -> Tensor:
+        if image.dim() not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4) or not image.is_floating_point():
+            raise ValueError(f"image tensor must be float (C, H, W) or (B, C, H, W) in [0, 1] with C ∈ 1…4; got "
+                             f"{tuple(image.shape)} {image.dtype}")
+        batch = image if image.dim() == 4 else image[None]
+        out = torch.stack([self.upscale_planes(x.detach().float().cpu(), name) for x in batch])
+        out = out.to(image.device, image.dtype)
+        return out if image.dim() == 4 else out[0]
+
+    def _upscale_array(self, image: np.ndarray, name: str) -> np.ndarray:
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+            raise ValueError(f"image array must be (H, W) or (H, W, C) with C ∈ 1…4; got shape {image.shape}")
+        if image.dtype == np.uint8 or image.dtype == np.uint16:
+            peak = float(np.iinfo(image.dtype).max)
+        elif np.issubdtype(image.dtype, np.floating):
+            peak = 1.0
+        else:
+            raise ValueError(f"image array must be uint8, uint16 or float in [0, 1]; got {image.dtype}")
+        planes = image[:, :, None] if image.ndim == 2 else image
+        x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)).astype(np.float32) / peak)
+        y = self.upscale_planes(x, name).numpy().transpose(1, 2, 0)  # (s·H, s·W, C)
+        if peak > 1:
+            y = np.round(y * peak).clip(0, peak)
+        y = y.astype(image.dtype)
+        return y[:, :, 0] if image.ndim == 2 else y
+
+    def _upscale_pil(self, image, name: str):
+        from PIL import Image
+
+        mode = image.mode
+        icc = image.info.get("icc_profile")
+        if mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image).astype(np.uint16) if mode != "I" else np.asarray(image).clip(0, 65535).astype(np.uint16)
+            out = Image.fromarray(self._upscale_array(array, name))  # uint16 (H, W): mode I;16
+        else:
+            target = {"1": "L", "L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "P": None, "PA": "RGBA"}.get(mode)
+            if target is None:  # palette (with transparency → RGBA), CMYK, YCbCr …: through RGB(A)
+                target = "RGBA" if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA") else "RGB"
+            array = np.asarray(image.convert(target))  # (H, W) or (H, W, C) uint8
+            out = Image.fromarray(self._upscale_array(array, name))  # the mode follows the channels
+        if icc:
+            out.info["icc_profile"] = icc
+        return out
+
+
+def _device(name: str | torch.device) -> torch.device:
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA device")
+    return device

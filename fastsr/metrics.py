@@ -293,7 +293,7 @@ def _gsm_maps(a: Tensor, b: Tensor) -> Tensor:
 
 def gsm(x: ImageLike, y: ImageLike, *, crop_border: int = 0, y_channel: bool = True) -> float | Tensor:
     """Gradient similarity (GSM) of Liu, Lin & Narwaria, "Image Quality Assessment Based on Gradient
-    Similarity", IEEE TIP 21(4):1500–1512, 2012 — the metric Stage-GAN (paper 002, ref. [44])
+    Similarity", IEEE TIP 21(4):1500–1512, 2012 — the metric Stage-GAN (Wei, Bai & Zhao 2019, ref. [44])
     reports at ×8. 1 for identical images, lower for larger changes; symmetric in x and y.
 
     Per 5 × 5 block X of x (and Y of y) centred on each pixel, on the 0 … 255 scale:

@@ -1,6 +1,7 @@
-"""Data: MATLAB-compatible bicubic resizing, datasets, segmentation priors, sample images."""
+"""Data: datasets, segmentation priors, sample images (and, re-exported from fastsr.ops, the
+MATLAB-compatible bicubic ``imresize`` they degrade with)."""
 
-from fastsr.data.imresize import imresize
+from fastsr.ops.imresize import imresize
 from fastsr.data.datasets import (
     DistributedBatchSampler,
     HRDataset,

@@ -5,7 +5,7 @@ Conventions are BasicSR's (basicsr/data/paired_image_dataset.py, transforms.py):
     image     RGB float32 in [0, 1], (3, H, W); grey → 3 equal channels, alpha dropped (what
               cv2.imread(IMREAD_COLOR) gives, EXIF orientation applied as cv2 does)
     mod crop  hr = image[:, :H − H % s, :W − W % s]
-    LR        lr = imresize(hr, 1/s) (MATLAB bicubic, fastsr.data.imresize), once per whole image,
+    LR        lr = imresize(hr, 1/s) (MATLAB bicubic, fastsr.ops.imresize), once per whole image,
               then clamped and rounded to 8 bits as the LR PNGs of BasicSR's data sets are
               (``quantize_lr=False`` keeps the float result)
     crop      LR crop (c, c), c = crop/s, at (t, l); HR crop (crop, crop) at (t·s, l·s)
@@ -40,7 +40,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from fastsr.data.imresize import imresize
+from fastsr._checks import check_nonnegative_int, check_positive_int
+from fastsr.ops.imresize import imresize
 from fastsr.data.priors import OST_CLASSES, open_prior_file
 
 __all__ = [
@@ -61,16 +62,6 @@ SEED_BOUND = 2**63  # item seeds are drawn in [0, 2⁶³)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 PathLike = str | os.PathLike
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-
-
-def _check_nonnegative_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be an int ≥ 0; got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +126,7 @@ def mod_crop(img: Tensor, scale: int) -> Tensor:
 
 def bicubic_lr(hr: Tensor, scale: int, *, quantize: bool = True) -> Tensor:
     """(..., H, W) with H, W multiples of ``scale`` → (..., H/scale, W/scale) by MATLAB bicubic
-    (:func:`fastsr.data.imresize`); ``quantize``: clamped to [0, 1] and rounded to 1/255 steps,
+    (:func:`fastsr.ops.imresize`); ``quantize``: clamped to [0, 1] and rounded to 1/255 steps,
     as an LR image saved to PNG."""
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
@@ -190,7 +181,7 @@ def _load(paths: list[Path], *, scale: int, min_size: int, prior_dir: Path | Non
 
 
 def _check_prior_dir(prior_dir: PathLike | None, num_classes: int) -> Path | None:
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     if prior_dir is None:
         return None
     prior_dir = Path(prior_dir)
@@ -254,8 +245,8 @@ class HRDataset(Dataset):
 
     def __init__(self, paths: PathLike | Sequence[PathLike], *, scale: int, crop: int, augment: bool = True,
                  prior_dir: PathLike | None = None, num_classes: int = len(OST_CLASSES), quantize_lr: bool = True):
-        _check_positive_int("scale", scale)
-        _check_positive_int("crop", crop)
+        check_positive_int("scale", scale)
+        check_positive_int("crop", crop)
         if crop % scale:
             raise ValueError(f"crop must be a multiple of scale = {scale}; got {crop}")
         self.scale, self.crop, self.augment, self.num_classes = int(scale), int(crop), bool(augment), num_classes
@@ -357,11 +348,11 @@ class DistributedBatchSampler(Sampler):
 
     def __init__(self, num_items: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
                  start_iter: int = 0):
-        _check_positive_int("num_items", num_items)
-        _check_positive_int("batch_size", batch_size)
-        _check_nonnegative_int("seed", seed)
-        _check_positive_int("world_size", world_size)
-        _check_nonnegative_int("start_iter", start_iter)
+        check_positive_int("num_items", num_items)
+        check_positive_int("batch_size", batch_size)
+        check_nonnegative_int("seed", seed)
+        check_positive_int("world_size", world_size)
+        check_nonnegative_int("start_iter", start_iter)
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an int in [0, world_size = {world_size}); got {rank!r}")
         self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
@@ -369,7 +360,7 @@ class DistributedBatchSampler(Sampler):
 
     def global_batch(self, iteration: int) -> list[tuple[int, int]]:
         """All ranks' keys of ``iteration``, rank 0's first."""
-        _check_nonnegative_int("iteration", iteration)
+        check_nonnegative_int("iteration", iteration)
         rng = np.random.default_rng((self.seed, int(iteration)))
         n = self.world_size * self.batch_size
         indices = rng.integers(self.num_items, size=n)
@@ -402,7 +393,7 @@ class ValidationSet(Sequence):
 
     def __init__(self, paths: PathLike | Sequence[PathLike], *, scale: int, prior_dir: PathLike | None = None,
                  num_classes: int = len(OST_CLASSES), quantize_lr: bool = True):
-        _check_positive_int("scale", scale)
+        check_positive_int("scale", scale)
         self.scale, self.num_classes = int(scale), num_classes
         self.prior_dir = _check_prior_dir(prior_dir, num_classes)
         records = _load(_as_paths(paths, "ValidationSet"), scale=self.scale, min_size=self.scale,

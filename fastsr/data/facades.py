@@ -1,6 +1,6 @@
 """Stage-GAN data: photographs with semantic maps, cut into aligned HR / MR / LR / map crops.
 
-Stage-GAN (paper 002) trains on CMP Facades: 256 × 256 photographs in [0, 1], LR = bicubic ×4 or
+Stage-GAN (Wei, Bai & Zhao 2019) trains on CMP Facades: 256 × 256 photographs in [0, 1], LR = bicubic ×4 or
 ×8 downscale, MR = bicubic upscale of LR (Stage-0 input), and the ground-truth semantic map
 (Stage-0 target, Stage-1 condition). Three sources of (photo, map) pairs, one dataset:
 
@@ -65,12 +65,12 @@ from torch.utils.data import Dataset
 from fastsr.data.datasets import (
     ImageReadError,
     _check_key,
-    _check_positive_int,
     bicubic_lr,
     list_images,
     read_image,
 )
-from fastsr.data.imresize import imresize
+from fastsr._checks import check_positive_int
+from fastsr.ops.imresize import imresize
 from fastsr.data.priors import ColourClusterPrior
 from fastsr.data.samples import sample_image_paths
 
@@ -109,7 +109,7 @@ def jet_palette(num_classes: int) -> Tensor:
     dark red). n = ceil(K/4), u = (1/n, 2/n, …, 1, 1 (n−1 times), …, 2/n, 1/n) of length 3n − 1,
     green takes u at rows ceil(n/2) − [K mod 4 = 1] + 1, 2, …; red the same shifted down by n,
     blue shifted up by n; rows outside 1 … K are dropped."""
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     k = int(num_classes)
     n = -(-k // 4)
     u = np.concatenate([np.arange(1, n + 1) / n, np.ones(n - 1), np.arange(n, 0, -1) / n])  # (3n − 1,)
@@ -321,7 +321,7 @@ def load_samples(split: str = "train", *, num_classes: int = len(CMP_CLASSES), s
     The same arguments give the same pairs."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     train = [read_image(p) for p in sample_image_paths("train")]
     prior = ColourClusterPrior.fit(train, num_classes, seed)
     pal = jet_palette(num_classes)
@@ -381,8 +381,8 @@ class StageGANDataset(Dataset):
     def __init__(self, pairs: Sequence[SemanticPair] | Callable[[], Sequence[SemanticPair]], *, scale: int,
                  size: int = 256, augment: bool = True, map_mode: str = "colour", num_classes: int | None = None,
                  quantize_lr: bool = True):
-        _check_positive_int("scale", scale)
-        _check_positive_int("size", size)
+        check_positive_int("scale", scale)
+        check_positive_int("size", size)
         if size % scale:
             raise ValueError(f"size must be a multiple of scale = {scale}; got {size}")
         if map_mode not in MAP_MODES:
@@ -401,7 +401,7 @@ class StageGANDataset(Dataset):
         if len(ks) != 1:
             raise ValueError(f"pairs must share one number of classes (palette length); got {ks}")
         if num_classes is not None:
-            _check_positive_int("num_classes", num_classes)
+            check_positive_int("num_classes", num_classes)
             if num_classes != ks[0]:
                 raise ValueError(f"num_classes must match the pairs' palettes ({ks[0]} classes); got {num_classes}")
         self.scale, self.size, self.augment = int(scale), int(size), bool(augment)

@@ -1,6 +1,6 @@
 """Segmentation-prior sources: where the (B, S, H, W) class probabilities SPSA reads come from.
 
-SPSAGAN (paper 000) conditions its attention on a segmentation map of the image being
+SPSAGAN conditions its attention on a segmentation map of the image being
 super-resolved, computed by SFTGAN's OutdoorSceneSeg network on the bicubic-upsampled LR image
 ("MR") and stored in SFTGAN's OST class order, :data:`OST_CLASSES`. Three sources, one interface
 (:class:`PriorSource`): ``prior = source(mr, names)`` with ``mr`` (B, 3, H, W) in [0, 1] and
@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastsr._checks import check_positive_int
+
 __all__ = [
     "OST_CLASSES",
     "ColourClusterPrior",
@@ -45,11 +47,6 @@ OST_CLASSES = ("background", "sky", "water", "grass", "mountain", "building", "p
 # NpyFolderPrior crops a stored map that is at most this many rows / columns larger than the
 # input top-left, as BasicSR's mod crop crops the HR image (covers every scale up to ×16).
 MAX_MOD_CROP = 15
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def open_prior_file(path: str | os.PathLike, num_classes: int, size: tuple[int, int] | None = None,
@@ -125,7 +122,7 @@ class NpyFolderPrior(PriorSource):
     cache): for whole validation images; training crops read their maps through the dataset."""
 
     def __init__(self, folder: str | os.PathLike, num_classes: int = len(OST_CLASSES)):
-        _check_positive_int("num_classes", num_classes)
+        check_positive_int("num_classes", num_classes)
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"folder must be an existing directory of .npy priors; got {self.folder}")
@@ -178,7 +175,7 @@ class ModulePrior(PriorSource):
                  path: str | os.PathLike | None = None):
         if not callable(module):
             raise ValueError(f"module must be a callable nn.Module; got {type(module).__name__}")
-        _check_positive_int("num_classes", num_classes)
+        check_positive_int("num_classes", num_classes)
         if outputs not in OUTPUTS:
             raise ValueError(f"outputs must be one of {OUTPUTS}; got {outputs!r}")
         if len(input_range) != 2 or not float(input_range[0]) < float(input_range[1]):
@@ -280,12 +277,15 @@ class ModulePrior(PriorSource):
 
 def _stage_zero_segmenter(state: Any, path: Path) -> nn.Module | None:
     """Stage 0 of a fastsr Stage-GAN model file (already read safely), or None when it is not one."""
-    from fastsr.inference import MODEL_FORMAT, model_from_state
-    from fastsr.models.stagegan import StageZeroSegmenter
+    from fastsr.models import StageGANUpscaler, StageZeroSegmenter, read_model_file
 
-    if not isinstance(state, Mapping) or state.get("format") != MODEL_FORMAT or state.get("kind") != "stagegan":
+    try:
+        file = read_model_file(state)
+    except ValueError:
         return None
-    return StageZeroSegmenter(model_from_state(state, path))
+    if file.kind != "stagegan":
+        return None
+    return StageZeroSegmenter(StageGANUpscaler.from_checkpoint(state).eval())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +351,8 @@ class ColourClusterPrior(PriorSource):
         the class docstring), floored at 1e-4. The same images and seed give the same prior."""
         from sklearn.cluster import KMeans
 
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("max_pixels", max_pixels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("max_pixels", max_pixels)
         imgs = _as_image_list(images)
         sizes = np.array([img.shape[1] * img.shape[2] for img in imgs])
         starts = np.concatenate([[0], np.cumsum(sizes)])  # image i owns flat indices starts[i] … starts[i+1]−1

@@ -1,7 +1,6 @@
-"""Layers: thin nn.Modules over fastsr.ops."""
+"""Layers: thin nn.Modules over fastsr.ops: the SPSA layer and ESRGAN's (sparse) dense blocks."""
 
-from fastsr.layers.rrdb import RRDB, ResidualDenseBlock, RRDBNet, load_basicsr_state_dict
+from fastsr.layers.rrdb import RRDB, ResidualDenseBlock
 from fastsr.layers.spsa import SPSA
 
-__all__ = ["SPSA"]
-__all__ += ["RRDB", "RRDBNet", "ResidualDenseBlock", "load_basicsr_state_dict"]
+__all__ = ["RRDB", "ResidualDenseBlock", "SPSA"]

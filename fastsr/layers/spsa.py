@@ -1,4 +1,4 @@
-"""SPSA layer: segmentation-prior self-attention as a drop-in nn.Module (paper 000, section 3.1).
+"""SPSA layer: segmentation-prior self-attention as a drop-in nn.Module (SPSAGAN paper, section 3.1).
 
     z      = α · Conv_{k×k, stride k}(seg)                      transform network (eq. 3)
     β_fea  = softmax_i(f_fea(x_i)ᵀ g_fea(x_j))                  feature attention (eqs. 1–2)

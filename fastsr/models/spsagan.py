@@ -1,4 +1,4 @@
-"""SPSAGAN's generator and discriminator (paper 000, section 3, Fig. 3).
+"""SPSAGAN's generator and discriminator (SPSAGAN paper, section 3, Fig. 3).
 
     generator:      lr → conv_first → feat                                        (B, nf, h, w)
                     feat + conv_body(body(feat))          body: RRDB / RRSB blocks (B, nf, h, w)
@@ -29,25 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr._io import save_state
-from fastsr.data.imresize import imresize
-from fastsr.layers.rrdb import (
-    RRDB,
-    NEGATIVE_SLOPE,
-    RDBConnections,
-    ResidualDenseBlock,
-    _check_backend,
-    _check_positive_int,
-    _listing,
-    _load_checkpoint,
-    check_net_connections,
-    load_basicsr_state_dict,
-)
+from fastsr._checks import check_bool, check_positive_int, listing
+from fastsr.layers.rrdb import NEGATIVE_SLOPE, RDBConnections
 from fastsr.layers.spsa import SPSA
+from fastsr.models.model_file import read_model_file, write_model_file
+from fastsr.models.rrdbnet import RRDBTrunk, _load_checkpoint, build_from_file, load_basicsr_state_dict
+from fastsr.ops.imresize import imresize
 
-__all__ = ["SPSAGenerator", "VGGStyleDiscriminator", "GENERATOR_FORMAT"]
+__all__ = ["SPSAGenerator", "VGGStyleDiscriminator"]
 
-GENERATOR_FORMAT = "fastsr.spsagan.generator/1"  # the "format" tag of SPSAGenerator.save files
 SCALES = (2, 4, 8)
 CONFIG_KEYS = (  # SPSAGenerator.config(): the architecture, backend left out
     "in_ch", "out_ch", "scale", "num_feat", "num_block", "num_grow_ch", "connections",
@@ -60,7 +50,7 @@ CONFIG_KEYS = (  # SPSAGenerator.config(): the architecture, backend left out
 # ---------------------------------------------------------------------------------------------
 
 
-class SPSAGenerator(nn.Module):
+class SPSAGenerator(RRDBTrunk):
     """SPSAGAN's generator: RRDB / RRSB trunk → SPSA layer → ESRGAN's upsampler.
 
     Args:
@@ -100,6 +90,8 @@ class SPSAGenerator(nn.Module):
         Output: (B, out_ch, scale·h, scale·w).
     """
 
+    MODEL_KIND = "spsagan"  # its model files' kind (fastsr.models.kinds.KINDS)
+
     def __init__(
         self,
         in_ch: int = 3,
@@ -120,42 +112,26 @@ class SPSAGenerator(nn.Module):
         super().__init__()
         if type(scale) is not int or scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
-        for name, value in (
-            ("in_ch", in_ch),
-            ("out_ch", out_ch),
-            ("num_feat", num_feat),
-            ("num_block", num_block),
-            ("num_grow_ch", num_grow_ch),
-            ("seg_channels", seg_channels),
-            ("heads", heads),
-        ):
-            _check_positive_int(name, value)
+        for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("seg_channels", seg_channels), ("heads", heads)):
+            check_positive_int(name, value)
         if qk_channels is None:
             qk_channels = max(1, num_feat // 8)
-        _check_positive_int("qk_channels", qk_channels)
+        check_positive_int("qk_channels", qk_channels)
         for name, value in (("use_spsa", use_spsa), ("global_skip", global_skip)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool; got {value!r}")
+            check_bool(name, value)
         if global_skip and in_ch != out_ch:
             raise ValueError(
                 f"global_skip adds the bicubic-upscaled input to the output, so in_ch must equal "
                 f"out_ch; got in_ch={in_ch}, out_ch={out_ch}"
             )
-        _check_backend(backend)
-        per_block = check_net_connections(connections, num_block)
         self.in_ch, self.out_ch, self.scale = in_ch, out_ch, scale
-        self.num_feat, self.num_block, self.num_grow_ch = num_feat, num_block, num_grow_ch
         self.seg_channels, self.use_spsa = seg_channels, use_spsa
         self.qk_channels, self.heads = qk_channels, heads
-        self.global_skip, self.backend = global_skip, backend
+        self.global_skip = global_skip
         self.num_up = int(math.log2(scale))
 
         # Registration order = state-dict order = BasicSR's (conv_first, body, conv_body, ups, …).
-        self.conv_first = nn.Conv2d(in_ch, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(
-            *(RRDB(num_feat, num_grow_ch, kept, backend=backend) for kept in per_block)
-        )
-        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self._build_trunk(in_ch, num_feat, num_block, num_grow_ch, connections, backend=backend)
         self.spsa = (
             SPSA(
                 num_feat,
@@ -178,17 +154,14 @@ class SPSAGenerator(nn.Module):
         return [getattr(self, f"conv_up{k}") for k in range(1, self.num_up + 1)]
 
     @property
-    def rdbs(self) -> list[ResidualDenseBlock]:
-        """All dense blocks, in forward order (body.0.rdb1, body.0.rdb2, …)."""
-        return [rdb for block in self.body for rdb in block.rdbs]
+    def needs_prior(self) -> bool:
+        """True with the SPSA layer: forward then takes the segmentation prior."""
+        return self.use_spsa
 
     @property
-    def connections(self) -> list[list[list[list[int]]]]:
-        return [block.connections for block in self.body]
-
-    @property
-    def is_dense(self) -> bool:
-        return all(rdb.is_dense for rdb in self.rdbs)
+    def input_multiple(self) -> int:
+        """1: any input size runs."""
+        return 1
 
     def reset_parameters(self) -> None:
         """PyTorch's default for the trunk convs, ESRGAN's kaiming · 0.1 for the dense blocks,
@@ -213,8 +186,7 @@ class SPSAGenerator(nn.Module):
     def forward(self, lr: Tensor, prior: Tensor | None = None) -> Tensor:
         """lr: (B, in_ch, h, w), prior: (B, S, s·h, s·w) or None → (B, out_ch, s·h, s·w)."""
         self._check_inputs(lr, prior)
-        feat = self.conv_first(lr)  # (B, nf, h, w)
-        feat = feat + self.conv_body(self.body(feat))  # (B, nf, h, w)
+        feat = self.trunk(lr)  # (B, nf, h, w)
         if self.spsa is not None:
             # prior has lr's dtype (checked); under autocast feat may be lower precision
             feat = self.spsa(feat, prior.to(feat.dtype))  # (B, nf, h, w); prior (B, S, s·h, s·w)
@@ -279,7 +251,7 @@ class SPSAGenerator(nn.Module):
         Args:
             checkpoint: a path or loaded object holding the weights of a use_spsa=False
                 generator of the same architecture: an :meth:`save` file, a dict holding its
-                "state_dict" (:func:`fastsr.inference.save_model` files), a bare state dict, or
+                "params" (model files) or "state_dict" (fastsr 0.1's), a bare state dict, or
                 (×4) a BasicSR / ESRGAN RRDBNet checkpoint ("params_ema" preferred over
                 "params", ``module.`` prefixes stripped, ESRGAN names converted, as
                 :func:`fastsr.load_basicsr_state_dict`).
@@ -295,7 +267,7 @@ class SPSAGenerator(nn.Module):
         """
         obj = _load_checkpoint(checkpoint, map_location)
         if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-            obj = obj["state_dict"]  # fastsr.inference.save_model files (and the usual wrapper)
+            obj = obj["state_dict"]  # fastsr 0.1's model files (and the usual wrapper); now "params"
         trunk = _WithoutSPSA(self)  # the same parameter objects, minus spsa.*
         backup = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
         missing, unexpected = load_basicsr_state_dict(trunk, obj, strict=False)
@@ -306,9 +278,9 @@ class SPSAGenerator(nn.Module):
                 hint = ""
                 if any(k.startswith("spsa.") for k in unexpected):
                     hint = " (it already has an SPSA layer: use from_checkpoint / load_state_dict)"
-                problems.append(f"unexpected keys {_listing([repr(k) for k in unexpected])}{hint}")
+                problems.append(f"unexpected keys {listing([repr(k) for k in unexpected])}{hint}")
             if missing:
-                problems.append(f"missing keys {_listing([repr(k) for k in missing])}")
+                problems.append(f"missing keys {listing([repr(k) for k in missing])}")
             source = (
                 os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
             )
@@ -329,12 +301,10 @@ class SPSAGenerator(nn.Module):
         return {key: config[key] for key in CONFIG_KEYS}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``{"format": GENERATOR_FORMAT, "config": self.config(), "params": state_dict}``
-        to path atomically, with a digest (:func:`fastsr._io.save_state`: the old file or the
-        complete new one, never a partial file). "params" is BasicSR's key, so BasicSR-style loaders read the
-        weights too."""
-        checkpoint = {"format": GENERATOR_FORMAT, "config": self.config(), "params": self.state_dict()}
-        save_state(path, checkpoint)
+        """Write a ``fastsr.model/1`` file (:mod:`fastsr.models.model_file`; kind "spsagan", no
+        prior spec: :func:`fastsr.inference.save_model` adds one), atomically and with a digest.
+        "params" is BasicSR's key, so BasicSR-style loaders read the weights too."""
+        write_model_file(path, kind=self.MODEL_KIND, config=self.config(), params=self.state_dict())
 
     @classmethod
     def from_checkpoint(
@@ -344,30 +314,19 @@ class SPSAGenerator(nn.Module):
         backend: str = "auto",
         map_location: str | torch.device = "cpu",
     ) -> SPSAGenerator:
-        """Rebuild a generator written by :meth:`save` (a path, or the loaded dict): its config
-        and its parameters (SPSA's α and its initialised flag included), in the checkpoint's
-        dtype, on map_location. For BasicSR / ESRGAN weights, build ``SPSAGenerator(...)`` and
-        call :meth:`load_psnr_weights` (or :func:`fastsr.load_basicsr_state_dict`)."""
-        obj = _load_checkpoint(checkpoint, map_location)
-        fmt = obj.get("format") if isinstance(obj, Mapping) else None
-        if fmt != GENERATOR_FORMAT or "config" not in obj or "params" not in obj:
-            what = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
-            raise ValueError(
-                f"checkpoint must be an SPSAGenerator.save file (format {GENERATOR_FORMAT!r} with "
-                f"'config' and 'params'); got format {fmt!r}, keys {what}. For BasicSR / ESRGAN "
-                "weights build SPSAGenerator(...) and call load_psnr_weights(checkpoint)"
-            )
-        config = dict(obj["config"])
-        unknown = sorted(set(config) - set(CONFIG_KEYS))
+        """Rebuild a generator from its model file (a path, or the loaded dict; also fastsr 0.1's
+        ``SPSAGenerator.save`` layout): its config and its parameters (SPSA's α and its
+        initialised flag included), in the file's dtype, on map_location. For BasicSR / ESRGAN
+        weights, build ``SPSAGenerator(...)`` and call :meth:`load_psnr_weights` (or
+        :func:`fastsr.load_basicsr_state_dict`)."""
+        file = read_model_file(checkpoint)
+        if file.kind != cls.MODEL_KIND:
+            raise ValueError(f"{file.source} holds a {file.kind!r} generator, not an SPSAGenerator; "
+                             "load it with fastsr.models.load_model")
+        unknown = sorted(set(file.config) - set(CONFIG_KEYS))
         if unknown:
-            raise ValueError(f"checkpoint config has unknown keys {unknown}; known: {CONFIG_KEYS}")
-        net = cls(**config, backend=backend)
-        params = obj["params"]
-        dtypes = {t.dtype for t in params.values() if isinstance(t, Tensor) and t.is_floating_point()}
-        if len(dtypes) == 1:  # keep the checkpoint's precision
-            net.to(dtype=dtypes.pop())
-        load_basicsr_state_dict(net, params)
-        return net.to(map_location)
+            raise ValueError(f"{file.source}: config has unknown keys {unknown}; known: {CONFIG_KEYS}")
+        return build_from_file(cls, file, backend=backend, map_location=map_location)
 
 
 class _WithoutSPSA(nn.Module):
@@ -413,8 +372,8 @@ class VGGStyleDiscriminator(nn.Module):
 
     def __init__(self, in_ch: int = 3, num_feat: int = 64, input_size: int | None = 128) -> None:
         super().__init__()
-        _check_positive_int("in_ch", in_ch)
-        _check_positive_int("num_feat", num_feat)
+        check_positive_int("in_ch", in_ch)
+        check_positive_int("num_feat", num_feat)
         if input_size is not None and (
             isinstance(input_size, bool)
             or not isinstance(input_size, int)

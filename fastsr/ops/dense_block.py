@@ -1,4 +1,4 @@
-"""Residual dense block with sparse connections (ESRGAN's RDB, SPSAGAN's RRSB; paper 000 §3.2).
+"""Residual dense block with sparse connections (ESRGAN's RDB, SPSAGAN's RRSB; SPSAGAN paper §3.2).
 
     x_l = lrelu(conv3×3_l([x_0, x_i for i in kept_l]) + b_l, 0.2)     l = 1 … 4
     x_5 = conv3×3_5([x_0, x_i for i in kept_5]) + b_5                   (no activation)

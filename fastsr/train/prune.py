@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from fastsr.data import DistributedBatchSampler, HRDataset, ValidationSet, sample_image_paths
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, score, super_resolve
-from fastsr.prune import DissimilarityRecorder, connection_config, save_config
+from fastsr.models.pruning import DissimilarityRecorder, connection_config, save_config
 from fastsr.train.distributed import pick_device
 from fastsr.train.logs import save_grid
 from fastsr.train.run import (
@@ -147,7 +147,7 @@ def validation_scores(net: nn.Module | None, val: ValidationSet, scale: int, dev
 
 def run(cfg: PruneConfig) -> dict:
     """The whole stage; returns the summary it prints and writes to ``<out>/summary.json``."""
-    from fastsr.layers.rrdb import RRDBNet
+    from fastsr.models.rrdbnet import RRDBNet
 
     # Start-up: every condition that could fail later is checked before training.
     with startup():

@@ -259,7 +259,7 @@ def saved_prior(state: dict, resume: str) -> dict:
 def build_generator(cfg: SPSAGANConfig) -> SPSAGenerator:
     connections = None
     if cfg.connections:
-        from fastsr.prune import load_config
+        from fastsr.models.pruning import load_config
 
         connections = load_config(cfg.connections)["connections"]
     return SPSAGenerator(
@@ -318,12 +318,12 @@ def validate(generator: nn.Module, prior_source: PriorSource | None, val: Valida
         lr, hr = item["lr"][None].to(device), item["hr"].to(device)  # (1, 3, h, w), (3, H, W)
         bicubic = bicubic_upscale(lr, scale)  # (1, 3, H, W)
         prior = None
-        if getattr(generator, "use_spsa", False) or grid_path is not None:
+        if generator.needs_prior or grid_path is not None:
             if "prior" in item:
                 prior = item["prior"][None].to(device)
             elif prior_source is not None:
                 prior = prior_source(bicubic, [item["name"]])  # (1, S, H, W)
-        sr = super_resolve(generator, lr, scale, prior=prior if generator.use_spsa else None)  # (1, 3, H, W)
+        sr = super_resolve(generator, lr, scale, prior=prior if generator.needs_prior else None)  # (1, 3, H, W)
         scores.append(score(sr[0], bicubic[0], hr, name=item["name"], crop_border=scale))
         if grid_path is not None and len(rows) < 4:
             H, W = hr.shape[-2:]

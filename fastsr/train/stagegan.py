@@ -329,7 +329,7 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
             save_training_state(out / "checkpoints" / "last.pt", config=dataclasses.asdict(cfg), iteration=iteration,
                                 models=models, optimizers=optimizers, schedulers=schedulers, extra=extra,
                                 rng=rngs)
-            save_model(out / "generator.pt", upscaler, kind="stagegan")
+            save_model(out / "generator.pt", upscaler)
         distributed.barrier(d)
 
     def run_validation(iteration: int) -> dict[str, float]:

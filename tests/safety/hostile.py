@@ -57,7 +57,7 @@ def make_hostile_files(folder: Path, sentinel: Path, how: str = "open") -> dict[
                                               "legacy.pt", "raw.pkl", "raw-p0.pkl", "tampered.pt2",
                                               "tampered-ts.pt")}
     model_file = {"format": "fastsr.model/1", "kind": "spsagan", "config": {"scale": 2},
-                  "state_dict": {"conv_first.weight": evil}, "prior": None}
+                  "params": {"conv_first.weight": evil}, "prior": None}
     torch.save(evil, files["top-level.pt"])
     torch.save(model_file, files["nested.pt"])
     torch.save({"format": "fastsr.train/1", "config": {}, "iteration": 1, "models": {}, "optimizers": {},

@@ -101,7 +101,7 @@ def _api_entry_points(model_files):
         "VGG19FeatureExtractor": lambda p: VGG19FeatureExtractor(p),
         "ModulePrior.load": lambda p: ModulePrior.load(p),
         "prior_from_spec": lambda p: prior_from_spec({"kind": "module", "path": str(p)}),
-        "load_config": lambda p: __import__("fastsr.prune", fromlist=["load_config"]).load_config(p),
+        "load_config": lambda p: __import__("fastsr.models.pruning", fromlist=["load_config"]).load_config(p),
     }
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from fastsr.prune import load_config
+from fastsr.models.pruning import load_config
 from fastsr.train.__main__ import main
 
 TINY = ["--iters", "4", "--last-k", "2", "--num-block", "1", "--num-feat", "8", "--num-grow-ch", "4",
@@ -41,7 +41,7 @@ def test_bad_flags_are_refused(capsys):
 
 @pytest.mark.slow
 def test_prune_stage_end_to_end(tmp_path):
-    from fastsr.layers.rrdb import RRDBNet
+    from fastsr.models.rrdbnet import RRDBNet
 
     out = tmp_path / "run"
     done = _train("prune", *TINY, "--out", str(out))

@@ -8,14 +8,14 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from fastsr import RRDB, RRDBNet, ResidualDenseBlock, load_basicsr_state_dict
+from fastsr._io import NoDigestWarning
+from fastsr.models import SPSAGenerator, load_model
+from rrdb_reference import DENSE, RefRDB, RefRRDB, RefRRDBNet, randomized
 from triton_marks import TRITON
 
 NF, GC, NB = 16, 8, 2  # small widths, two blocks
-DENSE = [[], [1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
 # Two blocks × three RDBs of kept inputs: all-dense, x_0-only and mixed RDBs.
 SPARSE = [
     [[[], [1], [2], [1, 3], [2, 4]], [[], [], [], [], []], DENSE],
@@ -28,89 +28,6 @@ SIZES = {4: (12, 10), 2: (12, 10), 1: (12, 8)}
 # ---------------------------------------------------------------------------------------------
 # Independent reference: BasicSR's layout, torch.cat, optional kept-input lists
 # ---------------------------------------------------------------------------------------------
-
-
-class RefRDB(nn.Module):
-    def __init__(self, nf, gc, kept=None):
-        super().__init__()
-        self.kept = DENSE if kept is None else kept
-        self.conv1 = nn.Conv2d(nf + gc * len(self.kept[0]), gc, 3, 1, 1)
-        self.conv2 = nn.Conv2d(nf + gc * len(self.kept[1]), gc, 3, 1, 1)
-        self.conv3 = nn.Conv2d(nf + gc * len(self.kept[2]), gc, 3, 1, 1)
-        self.conv4 = nn.Conv2d(nf + gc * len(self.kept[3]), gc, 3, 1, 1)
-        self.conv5 = nn.Conv2d(nf + gc * len(self.kept[4]), nf, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.2)
-
-    def features(self, x):
-        xs = [x]
-        for j, conv in enumerate([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5]):
-            y = conv(torch.cat([x] + [xs[i] for i in self.kept[j]], 1))
-            xs.append(self.lrelu(y) if j < 4 else y)
-        return xs
-
-    def forward(self, x):
-        return self.features(x)[5] * 0.2 + x
-
-
-class RefRRDB(nn.Module):
-    def __init__(self, nf, gc, kept=None):
-        super().__init__()
-        kept = kept or [None] * 3
-        self.rdb1 = RefRDB(nf, gc, kept[0])
-        self.rdb2 = RefRDB(nf, gc, kept[1])
-        self.rdb3 = RefRDB(nf, gc, kept[2])
-
-    def forward(self, x):
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
-
-
-def basicsr_pixel_unshuffle(x, scale):
-    b, c, hh, hw = x.size()
-    h, w = hh // scale, hw // scale
-    return x.view(b, c, h, scale, w, scale).permute(0, 1, 3, 5, 2, 4).reshape(b, c * scale**2, h, w)
-
-
-class RefRRDBNet(nn.Module):
-    def __init__(self, num_in_ch, num_out_ch, scale, nf, nb, gc, connections=None):
-        super().__init__()
-        self.scale = scale
-        num_in_ch = num_in_ch * {4: 1, 2: 4, 1: 16}[scale]
-        self.conv_first = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
-        connections = connections or [None] * nb
-        self.body = nn.Sequential(*[RefRRDB(nf, gc, connections[n]) for n in range(nb)])
-        self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_up1 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_up2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_last = nn.Conv2d(nf, num_out_ch, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.2)
-
-    def forward(self, x):
-        if self.scale == 2:
-            feat = basicsr_pixel_unshuffle(x, 2)
-        elif self.scale == 1:
-            feat = basicsr_pixel_unshuffle(x, 4)
-        else:
-            feat = x
-        feat = self.conv_first(feat)
-        body_feat = self.conv_body(self.body(feat))
-        feat = feat + body_feat
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
-
-
-def randomized(module, seed=0):
-    """Every conv weight N(0, 1/fan_in), bias N(0, 0.1²): the body's branch then matters as much
-    as its residual, so a wrong connection or order cannot hide in a small term."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(fan_in))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-    return module.double()
 
 
 def make_input(scale, batch=2, channels=3, seed=1):
@@ -356,8 +273,16 @@ def test_checkpoint_round_trip_keeps_sparse_config(tmp_path):
     x = make_input(2)
     assert_same(loaded(x), net(x))
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"config", "params", "digest"}  # "params": BasicSR's key
+    assert set(raw) == {"format", "kind", "config", "params", "prior", "digest"}  # "params": BasicSR's key
+    assert (raw["format"], raw["kind"], raw["prior"]) == ("fastsr.model/1", "rrdbnet", None)
     assert_same(RRDBNet.from_checkpoint(raw, backend="reference")(x), net(x))
+    assert load_model(path).config() == config  # any model file, whatever its kind
+
+    # fastsr 0.1's layout, {config, params} without a tag, still loads
+    torch.save({"config": config, "params": net.state_dict()}, tmp_path / "old.pth")
+    with pytest.warns(NoDigestWarning):
+        assert_same(RRDBNet.from_checkpoint(tmp_path / "old.pth")(x), net(x))
+    (tmp_path / "old.pth").unlink()
 
     net.save(str(path))  # overwriting is fine too
     assert os.listdir(tmp_path) == ["rrsb.pth"]
@@ -388,11 +313,17 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 def test_from_checkpoint_rejects_foreign_files():
     ref, _ = make_pair(4)
-    with pytest.raises(ValueError, match="'config' and 'params'.*load_basicsr_state_dict"):
-        RRDBNet.from_checkpoint({"params_ema": ref.state_dict()})
+    x = make_input(4)
+    assert_same(RRDBNet.from_checkpoint({"params_ema": ref.state_dict()})(x), ref(x))  # BasicSR's: detected
+    with pytest.raises(ValueError, match=r"unknown keys \['conv_extra.weight'\]"):
+        RRDBNet.from_checkpoint({"params_ema": dict(ref.state_dict(), **{"conv_extra.weight": torch.zeros(1)})})
     bad = {"config": dict(RRDBNet(num_block=1).config(), width=3), "params": {}}
-    with pytest.raises(ValueError, match=r"unknown keys \['width'\]"):
+    with pytest.raises(ValueError, match=r"does not build a RRDBNet.*'width'"):
         RRDBNet.from_checkpoint(bad)
+    spsa = SPSAGenerator(scale=4, num_feat=NF, num_block=1, num_grow_ch=GC, use_spsa=False)
+    with pytest.raises(ValueError, match="holds a 'spsagan' generator, not an RRDBNet"):
+        RRDBNet.from_checkpoint({"format": "fastsr.model/1", "kind": "spsagan", "config": spsa.config(),
+                                 "params": spsa.state_dict()})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 from cli_helpers import read_png, run_module, save_png, smooth_image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fastsr.data import imresize
+from fastsr.ops import imresize
 from fastsr.eval import main
 from fastsr.inference import load_model
 

@@ -1,4 +1,4 @@
-"""RRDB → RRSB pruning (fastsr.prune): eq. 8 against numpy, the k-means rule against a brute-force
+"""RRDB → RRSB pruning (fastsr.models.pruning): eq. 8 against numpy, the k-means rule against a brute-force
 1-D 2-means, the recorder against per-forward DS computed by hand, the config file format."""
 
 import json
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastsr.ops.dense_block import check_connections, dense_block_reference
-from fastsr.prune import (
+from fastsr.models.pruning import (
     CONFIG_FORMAT,
     DissimilarityRecorder,
     build_rrsb,
@@ -349,7 +349,7 @@ def test_load_config_rejects_non_json(tmp_path):
 
 
 def test_build_rrsb_conv_inputs_follow_the_config():
-    rrdb = pytest.importorskip("fastsr.layers.rrdb")
+    rrdb = pytest.importorskip("fastsr.models.rrdbnet")
     cfg = connection_config(hand_ds(), num_feat=NF, num_grow_ch=GC)
     net = build_rrsb(cfg)
     assert isinstance(net, rrdb.RRDBNet) and len(net.body) == 2

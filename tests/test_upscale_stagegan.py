@@ -18,7 +18,7 @@ def stagegan_file(request, tmp_path_factory):
     torch.manual_seed(0)
     net = StageGAN(scale=request.param, image_size=32, ngf=8, n_blocks=2)
     path = tmp_path_factory.mktemp("sg") / "generator.pt"
-    save_model(path, StageGANUpscaler(net), kind="stagegan")
+    save_model(path, StageGANUpscaler(net))
     return path, request.param
 
 

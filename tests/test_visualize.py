@@ -8,7 +8,7 @@ import pytest
 import torch
 from cli_helpers import read_png, run_module, save_png, smooth_image
 
-from fastsr.data import imresize
+from fastsr.ops import imresize
 from fastsr.inference import load_model
 from fastsr.visualize import HEAT_STOPS, LABEL_HEIGHT, MARK_COLOUR, PANEL_PAD, attention_rows, main
 

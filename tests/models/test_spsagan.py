@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsr import RRDBNet
-from fastsr.data.imresize import imresize
+from fastsr.ops.imresize import imresize
 from fastsr.models import SPSAGenerator, VGGStyleDiscriminator
-from fastsr.models.spsagan import GENERATOR_FORMAT
+from fastsr._io import NoDigestWarning
 
 NF, NB, GC, S = 16, 1, 8, 8  # small widths: num_feat, num_block, num_grow_ch, seg_channels
 H, W = 8, 8  # LR size
@@ -196,7 +196,7 @@ def test_psnr_weights_load_and_spsa_starts_as_identity(form, tmp_path):
     elif form == "save_file":
         source = tmp_path / "psnr.pth"
         psnr.save(source)
-    elif form == "wrapped":  # {"state_dict": …} as fastsr.inference.save_model writes it
+    elif form == "wrapped":  # {"state_dict": …} as fastsr 0.1's model files hold it
         source = {"format": "fastsr.model/1", "config": psnr.config(), "state_dict": psnr.state_dict()}
     else:  # BasicSR checkpoint: params_ema preferred, DDP prefixes
         source = {"params_ema": {f"module.{k}": v for k, v in psnr.state_dict().items()},
@@ -238,13 +238,19 @@ def test_checkpoint_round_trip(tmp_path):
     path = tmp_path / "sub" / "gen.pth"
     net.save(path)
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == GENERATOR_FORMAT and raw["config"] == net.config()
+    assert (raw["format"], raw["kind"]) == ("fastsr.model/1", "spsagan") and raw["config"] == net.config()
+    # fastsr 0.1's SPSAGenerator.save layout still loads
+    old = tmp_path / "old.pth"
+    torch.save({"format": "fastsr.spsagan.generator/1", "config": raw["config"], "params": raw["params"]}, old)
+    with pytest.warns(NoDigestWarning):
+        torch.testing.assert_close(SPSAGenerator.from_checkpoint(old)(lr, prior), out, rtol=1e-10, atol=1e-10)
     back = SPSAGenerator.from_checkpoint(path, backend="reference")
     assert back.config() == net.config() and back.backend == "reference"
     assert back.conv_first.weight.dtype == torch.float64
     assert bool(back.spsa.alpha_initialized) and back.spsa.alpha.item() == net.spsa.alpha.item()
     torch.testing.assert_close(back(lr, prior), out, rtol=1e-10, atol=1e-10)
     assert not list(path.parent.glob(".*.tmp"))
+    assert back.needs_prior and not make(4, use_spsa=False).needs_prior
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
@@ -264,12 +270,13 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 def test_from_checkpoint_rejects_foreign_files(tmp_path):
     rrdb = tmp_path / "rrdb.pth"
-    RRDBNet(3, 3, 4, NF, NB, GC).save(rrdb)  # a config, but not this format
-    with pytest.raises(ValueError, match="SPSAGenerator.save file.*load_psnr_weights"):
+    RRDBNet(3, 3, 4, NF, NB, GC).save(rrdb)  # a model file, of another kind
+    with pytest.raises(ValueError, match="holds a 'rrdbnet' generator, not an SPSAGenerator"):
         SPSAGenerator.from_checkpoint(rrdb)
-    with pytest.raises(ValueError, match="SPSAGenerator.save file"):
-        SPSAGenerator.from_checkpoint(make(4).state_dict())
-    bad = {"format": GENERATOR_FORMAT, "config": {**make(4).config(), "depth": 3}, "params": {}}
+    assert SPSAGenerator(scale=4, num_feat=NF, num_block=NB, num_grow_ch=GC).load_psnr_weights(rrdb)  # its weights fit
+    with pytest.raises(ValueError, match=r"not an ESRGAN / Real-ESRGAN RRDBNet: unknown keys \['spsa\."):
+        SPSAGenerator.from_checkpoint(make(4).state_dict())  # a bare state dict has no config
+    bad = {"format": "fastsr.model/1", "kind": "spsagan", "config": {**make(4).config(), "depth": 3}, "params": {}}
     with pytest.raises(ValueError, match=r"unknown keys \['depth'\]"):
         SPSAGenerator.from_checkpoint(bad)
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from fastsr import SPSA
 from fastsr.models import NLayerDiscriminator, ResnetGenerator, StageGAN, UnetGenerator
-from fastsr.models.stagegan import STAGEGAN_FORMAT, init_weights
+from fastsr._io import NoDigestWarning
+from fastsr.models import StageGANUpscaler, init_weights
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -677,8 +678,14 @@ def test_stagegan_save_load_roundtrip(tmp_path):
     net.save(path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["stagegan.pth"]  # no temp left
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == STAGEGAN_FORMAT and raw["config"] == net.config()
-    for loaded in (StageGAN.from_checkpoint(path), StageGAN.from_checkpoint(raw)):
+    assert (raw["format"], raw["kind"]) == ("fastsr.model/1", "stagegan")
+    assert raw["config"] == {**net.config(), "batch_stats": True, "seed": 0}  # StageGANUpscaler's
+    assert isinstance(StageGANUpscaler.from_checkpoint(path), StageGANUpscaler)
+    old = tmp_path / "old.pth"  # fastsr 0.1's StageGAN.save layout: the container's own keys
+    torch.save({"format": "fastsr.stagegan/1", "config": net.config(), "params": net.state_dict()}, old)
+    with pytest.warns(NoDigestWarning):
+        old_net = StageGAN.from_checkpoint(old)
+    for loaded in (StageGAN.from_checkpoint(path), StageGAN.from_checkpoint(raw), old_net):
         assert loaded.config() == net.config()
         for (k, a), (k2, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
             assert k == k2 and torch.equal(a, b), k
@@ -690,7 +697,7 @@ def test_stagegan_save_load_roundtrip(tmp_path):
                 assert torch.equal(value, loaded(mr)[key]), key
     net.double().save(path)
     assert StageGAN.from_checkpoint(path).stage2.model[1].weight.dtype == torch.float64
-    with pytest.raises(ValueError, match="StageGAN.save file"):
+    with pytest.raises(ValueError, match="not of a network fastsr knows"):
         StageGAN.from_checkpoint({"params": {}})
 
 

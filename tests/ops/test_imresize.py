@@ -1,4 +1,4 @@
-"""fastsr.data.imresize against independent references:
+"""fastsr.ops.imresize against independent references:
 
 * PIL's ``Image.resize(..., BICUBIC)`` on mode 'F' images: the same Keys cubic (a = −0.5), pixel
   centres and antialiasing (kernel scaled by the factor when downscaling). PIL renormalises the
@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastsr.data.imresize import imresize, resize_matrix
+from fastsr.ops.imresize import imresize, resize_matrix
 
 
 def cubic(t: float) -> float:

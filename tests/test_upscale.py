@@ -21,7 +21,7 @@ def reference_sr(model_path, png_path, prior=None) -> np.ndarray:
     bicubic-upscaled input unless given → (H, W, 3) uint8."""
     state = torch.load(model_path, weights_only=True)
     generator = SPSAGenerator(**state["config"])
-    generator.load_state_dict(state["state_dict"])
+    generator.load_state_dict(state["params"])
     lr = torch.from_numpy(read_png(png_path).copy()).permute(2, 0, 1).float()[None] / 255  # (1, 3, h, w)
     if generator.use_spsa and prior is None:
         prior = prior_from_spec(state["prior"])(imresize(lr, generator.scale).clamp(0, 1))  # (1, S, s·h, s·w)

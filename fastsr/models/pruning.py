@@ -1,4 +1,4 @@
-"""RRDB → RRSB connection pruning (paper 000, §3.2, eq. 8).
+"""RRDB → RRSB connection pruning (SPSAGAN paper, §3.2, eq. 8).
 
 A dense block's conv l reads [x_0, x_1, …, x_{l−1}]. SPSAGAN measures how different each
 candidate input x_i (i = 1 … l−1) is from the layer's own output x_l,
@@ -419,7 +419,7 @@ def build_rrsb(cfg: dict, **kwargs) -> nn.Module:
     ``kwargs`` go to ``RRDBNet`` (``num_in_ch`` = 3, ``num_out_ch`` = 3, ``scale`` = 4 unless
     given); the widths, depth and connections come from the config and cannot be overridden.
     """
-    from fastsr.layers.rrdb import RRDBNet
+    from fastsr.models.rrdbnet import RRDBNet
 
     cfg = validate_config(cfg)
     clash = sorted({"num_feat", "num_grow_ch", "num_block", "connections"} & kwargs.keys())

@@ -1,0 +1,170 @@
+"""fastsr.inference: tiled super-resolution against the whole-image pass, priors cropped with
+their tiles, scores against the metrics, and model files with their prior sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fastsr.data import ColourClusterPrior
+from fastsr.inference import load_model, mean_scores, save_model, score, super_resolve
+from fastsr.metrics import psnr, quantize, ssim
+from fastsr.models import RRDBNet, SPSAGenerator
+
+
+class Local(nn.Module):
+    """A ×2 generator whose output pixel depends on LR pixels within `radius` (two 3×3 convs:
+    radius 2) and, through `prior`, on the prior at its own position only."""
+
+    needs_prior = True
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 12, 3, padding=1)
+
+    def forward(self, lr, prior=None):
+        out = nn.functional.pixel_shuffle(self.b(torch.tanh(self.a(lr))), 2)  # (B, 3, 2h, 2w)
+        return out + (0 if prior is None else prior[:, :3])
+
+
+@pytest.mark.parametrize("h, w", [(17, 23), (32, 32), (5, 40)])
+def test_tiles_with_enough_context_equal_the_whole_image(h, w):
+    """Zero-padded convs see the same neighbourhood in a tile as in the whole image when the tile's
+    context covers their receptive field (2 LR pixels here), except at the image border, where
+    the whole image and the tile both end."""
+    g = Local().eval()
+    lr = torch.rand(2, 3, h, w)
+    prior = torch.rand(2, 5, 2 * h, 2 * w)
+    whole = super_resolve(g, lr, 2, prior=prior)
+    for tile in (4, 7, 16):
+        tiled = super_resolve(g, lr, 2, prior=prior, tile=tile, tile_pad=2)
+        torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
+    # too little context: the seams differ, so the test can tell
+    assert (super_resolve(g, lr, 2, prior=prior, tile=4, tile_pad=0) - whole).abs().max() > 1e-3
+
+
+def test_output_is_clamped_and_tile_arguments_checked():
+    g = Local().eval()
+    lr = torch.rand(1, 3, 6, 6) * 4 - 2
+    out = super_resolve(g, lr, 2, prior=torch.zeros(1, 3, 12, 12))
+    assert out.min() >= 0 and out.max() <= 1 and out.shape == (1, 3, 12, 12)
+    with pytest.raises(ValueError, match="tile and tile_pad must be ≥ 0"):
+        super_resolve(g, lr, 2, tile=-1)
+
+
+def test_scores_quantise_then_measure_y():
+    hr = torch.rand(3, 40, 40)
+    sr = (hr + 0.03 * torch.randn_like(hr)).clamp(0, 1)
+    bic = (hr + 0.08 * torch.randn_like(hr)).clamp(0, 1)
+    s = score(sr, bic, hr, name="x", crop_border=4)
+    assert s.psnr == pytest.approx(float(psnr(quantize(sr), quantize(hr), crop_border=4)))
+    assert s.ssim == pytest.approx(float(ssim(quantize(sr), quantize(hr), crop_border=4)))
+    assert s.psnr > s.bicubic_psnr  # less noise, by construction
+    means = mean_scores([s, score(bic, sr, hr, name="y", crop_border=4)])
+    assert means["psnr"] == pytest.approx((s.psnr + s.bicubic_psnr) / 2)
+
+
+def test_model_files_bring_their_prior(tmp_path):
+    torch.manual_seed(0)
+    g = SPSAGenerator(scale=2, num_feat=8, num_block=1, num_grow_ch=4).eval()
+    prior = ColourClusterPrior(torch.rand(8, 3), 0.1)
+    save_model(tmp_path / "g.pt", g, prior)
+    loaded = load_model(tmp_path / "g.pt")
+    assert loaded.kind == "spsagan" and loaded.needs_prior and loaded.scale == 2
+    assert loaded.prior.spec() == prior.spec()
+    RRDBNet(3, 3, 4, 8, 1, 4).save(tmp_path / "r.pt")
+    plain = load_model(tmp_path / "r.pt")
+    assert plain.kind == "rrdbnet" and not plain.needs_prior and plain.prior is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The Upscaler: one call, the same kind of image back
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upscaler(tmp_path_factory):
+    from fastsr import Upscaler
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "net.pt"
+    # bicubic plus a small learned residual: outputs span [0, 1] as a photo's do
+    save_model(path, SPSAGenerator(scale=4, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True))
+    return Upscaler(path, device="cpu")
+
+
+def _pixels(h=6, w=5, c=3, dtype=np.uint8, seed=0):
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max if dtype != np.float32 else 1.0
+    arr = rng.uniform(0, top, (h, w, c))
+    return arr.astype(dtype) if dtype == np.float32 else np.round(arr).astype(dtype)
+
+
+def test_upscaler_pil_rgb_matches_super_resolve(upscaler):
+    from PIL import Image
+
+    pixels = _pixels()
+    out = upscaler.upscale(Image.fromarray(pixels))
+    assert out.mode == "RGB" and out.size == (20, 24)
+    lr = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    expected = super_resolve(upscaler.model.generator, lr, 4)[0]
+    expected = (expected * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(out), expected)
+
+
+def test_upscaler_keeps_the_kind_mode_and_depth(upscaler):
+    from PIL import Image, ImageCms
+
+    grey = upscaler.upscale(Image.fromarray(_pixels(c=1)[:, :, 0], mode="L"))
+    assert grey.mode == "L" and grey.size == (20, 24)
+    rgba = upscaler.upscale(Image.fromarray(_pixels(c=4), mode="RGBA"))
+    assert rgba.mode == "RGBA"
+    sixteen = _pixels(dtype=np.uint16)
+    out16 = upscaler.upscale(sixteen)
+    assert out16.dtype == np.uint16 and out16.shape == (24, 20, 3) and out16.max() > 255
+    # 16-bit in, 16-bit out: the low byte carries information (not an 8-bit result ×257)
+    assert np.any(out16 % 257 != 0)
+    flt = upscaler.upscale(_pixels(dtype=np.float32))
+    assert flt.dtype == np.float32 and 0 <= flt.min() and flt.max() <= 1
+    grey16 = Image.fromarray(_pixels(dtype=np.uint16, c=1)[:, :, 0])
+    assert upscaler.upscale(grey16).mode == "I;16"
+    batch = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+    out = upscaler.upscale(batch)
+    assert out.shape == (2, 3, 24, 20) and out.dtype == torch.float64
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    tagged = Image.fromarray(_pixels())
+    tagged.info["icc_profile"] = profile
+    assert upscaler.upscale(tagged).info["icc_profile"] == profile
+
+
+def test_alpha_is_upscaled_premultiplied(upscaler):
+    """Colour under fully transparent pixels never reaches the output (premultiplied alpha), and
+    the alpha plane is MATLAB bicubic ×4 of the input's."""
+    from fastsr.ops import imresize
+
+    a = _pixels(c=4)
+    a[:, :3, 3] = 0  # the left columns fully transparent
+    b = a.copy()
+    b[:, :3, :3] = 255 - b[:, :3, :3]  # other colours where nobody can see them
+    out_a, out_b = upscaler.upscale(a), upscaler.upscale(b)
+    assert np.array_equal(out_a, out_b)
+    alpha = torch.from_numpy(a[:, :, 3]).float()[None] / 255
+    expected = (imresize(alpha[None], 4)[0, 0].clamp(0, 1) * 255).round().byte().numpy()
+    assert np.array_equal(out_a[:, :, 3], expected)
+    assert upscaler.upscale(a[:, :, :3]).shape == (24, 20, 3)
+
+
+def test_upscaler_arguments_are_checked(upscaler):
+    from fastsr import Upscaler
+
+    with pytest.raises(ValueError, match="alpha must be one of"):
+        Upscaler(upscaler.model.generator, alpha="keep")
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        Upscaler(upscaler.model.generator, device="cpu", fp16=True)
+    with pytest.raises(TypeError, match="PIL image, a numpy array or a torch tensor"):
+        upscaler.upscale([[1, 2]])
+    with pytest.raises(ValueError, match="uint8, uint16 or float"):
+        upscaler.upscale(np.zeros((4, 4, 3), dtype=np.int32))

@@ -1,4 +1,4 @@
-"""fastsr.data.imresize on hostile input and at scale: a bad pixel stays local, memory follows
+"""fastsr.ops.imresize on hostile input and at scale: a bad pixel stays local, memory follows
 the output (not output × input), and the weight caches stay small and bounded.
 
 Expected NaN sets come from the kernel formula written here (Keys' cubic, MATLAB's tap list and
@@ -14,10 +14,10 @@ import textwrap
 import pytest
 import torch
 
-from fastsr.data.imresize import imresize
+from fastsr.ops.imresize import imresize
 
-# The module itself: the attribute fastsr.data.imresize is the function, re-exported.
-imresize_module = importlib.import_module("fastsr.data.imresize")
+# The module itself: the attribute fastsr.ops.imresize is the function, re-exported.
+imresize_module = importlib.import_module("fastsr.ops.imresize")
 
 
 def cubic(t: float) -> float:
@@ -112,7 +112,7 @@ def test_bad_pixel_gradient_stays_local():
 _PEAK_PROBE = textwrap.dedent(
     """
     import torch
-    from fastsr.data.imresize import imresize
+    from fastsr.ops.imresize import imresize
     torch.set_num_threads(1)
 
     def peak_since_reset():  # MiB: VmHWM, this process's peak resident set, from a reset point

@@ -141,7 +141,7 @@ def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    from fastsr.train.distributed import pick_device as pick
+    from fastsr.inference import pick_device as pick
 
     if name not in DEVICES:
         raise CLIError(f"--device must be one of {DEVICES}; got {name!r}")

@@ -199,7 +199,7 @@ class Upscaler:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}; got {alpha!r}")
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be None or a positive int; got {tile!r}")
-        self.device = _device(device)
+        self.device = pick_device(device)
         if isinstance(model, LoadedModel):
             loaded = model
         elif isinstance(model, torch.nn.Module):
@@ -312,15 +312,25 @@ class Upscaler:
         return out
 
 
-def _device(name: str | torch.device) -> torch.device:
+def pick_device(name: str | torch.device) -> torch.device:
+    """"auto" → CUDA when available, else CPU; "cpu", "cuda" or "cuda:N" (N below the number of
+    CUDA devices) as named; anything else is a ValueError, raised here rather than at the first
+    tensor moved."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ValueError(f"device {name!r} was asked for, but PyTorch sees {n} CUDA device(s): "
+                             f"cuda:0 … cuda:{n - 1}")
     return device

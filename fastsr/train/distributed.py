@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fastsr.inference import pick_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -34,28 +36,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU; "cpu", "cuda" or "cuda:N" (N below the number of
-    CUDA devices) as named; anything else is a ValueError, raised here rather than at the first
-    tensor moved."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA device")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            n = torch.cuda.device_count()
-            raise ValueError(f"device {name!r} was asked for, but PyTorch sees {n} CUDA device(s): "
-                             f"cuda:0 … cuda:{n - 1}")
-    return device
 
 
 def setup(device: str = "auto") -> Dist:

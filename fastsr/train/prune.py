@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from fastsr.data import DistributedBatchSampler, HRDataset, ValidationSet, sample_image_paths
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, score, super_resolve
 from fastsr.models.pruning import DissimilarityRecorder, connection_config, save_config
-from fastsr.train.distributed import pick_device
+from fastsr.inference import pick_device
 from fastsr.train.logs import save_grid
 from fastsr.train.run import (
     check_run_folder,

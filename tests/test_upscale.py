@@ -215,3 +215,26 @@ def test_command_line_smoke(models, tmp_path, rng):
     assert done.returncode == 0, done.stderr
     assert "6×8 → 12×16" in done.stdout
     assert read_png(tmp_path / "out" / "a_x2.png").shape == (16, 12, 3)
+
+
+@pytest.mark.slow
+def test_the_prune_stages_outputs_work_everywhere_a_model_is_taken(tmp_path, rng):
+    """python -m fastsr.train prune writes rrdb.pt and rrsb.pt as model files: upscale and eval
+    run them, and they load as --pretrained weights of an SPSA generator with the same connections."""
+    from fastsr import eval as eval_tool
+    from fastsr.models import SPSAGenerator
+    from fastsr.models.pruning import load_config
+    from fastsr.train.prune import PruneConfig
+    from fastsr.train.prune import run as prune
+
+    out = tmp_path / "prune"
+    prune(PruneConfig(iters=3, last_k=2, num_feat=8, num_grow_ch=4, num_block=1, crop=32, batch_size=1,
+                      log_every=3, out=str(out), device="cpu"))
+    image = save_png(tmp_path / "photo.png", smooth_image(rng, 24, 20))
+    for name in ("rrdb", "rrsb"):
+        assert main([str(out / f"{name}.pt"), str(image), "-o", str(tmp_path / name)]) == 0
+        assert read_png(tmp_path / name / "photo_x4.png").shape == (96, 80, 3)
+        assert eval_tool.main([str(out / f"{name}.pt"), "--hr", str(image)]) == 0
+    connections = load_config(out / "rrsb.json")["connections"]
+    g = SPSAGenerator(scale=4, num_feat=8, num_block=1, num_grow_ch=4, connections=connections)
+    assert g.load_psnr_weights(out / "rrsb.pt") == [k for k in g.state_dict() if k.startswith("spsa.")]

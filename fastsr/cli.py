@@ -282,30 +282,55 @@ def check_output_folder(folder: Path, flag: str = "-o") -> None:
         raise CLIError(f"{flag}: folder {folder} is not writable")
 
 
-def gather_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image files named directly, and those inside named folders (:func:`fastsr.data.list_images`),
-    in the order given. Returns (paths, problems): a missing path or an image-less folder is a
-    problem, reported by the caller as a failed input."""
-    from fastsr.data import list_images
+def gather_images(inputs: Sequence[str | Path], *, recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """Image files named directly, and those inside named folders (every suffix Pillow opens;
+    with ``recursive``, subfolders too), in the order given. Returns (paths, problems): a missing
+    path or an image-less folder is a problem, reported by the caller as a failed input."""
+    paths, problems = gather_image_tree(inputs, recursive=recursive)
+    return [p for p, _ in paths], problems
 
-    paths, problems, seen = [], [], set()
+
+def gather_image_tree(inputs: Sequence[str | Path], *, recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """As :func:`gather_images`, each path with the folder its output goes to relative to ``-o``:
+    "." for files named directly and images at a named folder's top, the subfolder path under it
+    with ``recursive`` (outputs mirror the input tree)."""
+    from fastsr.data.images import list_image_files
+
+    found_all, problems, seen = [], [], set()
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = list_images(item)
+            found = [(p, p.parent.relative_to(item)) for p in list_image_files(item, recursive=recursive)]
             if not found:
-                problems.append(f"{item}: no images (.png .jpg .jpeg .bmp) in this folder")
+                problems.append(f"{item}: no images in this folder" + ("" if recursive else " (--recursive looks in "
+                                                                       "its subfolders too)"))
         elif item.exists():
-            found = [item]
+            found = [(item, Path("."))]
         else:
             problems.append(f"{item}: no such file or folder")
             found = []
-        for p in found:
+        for p, rel in found:
             key = p.resolve()
             if key not in seen:
                 seen.add(key)
-                paths.append(p)
-    return paths, problems
+                found_all.append((p, rel))
+    return found_all, problems
+
+
+def read_rgb(path: str | Path) -> Tensor:
+    """An image file as (3, H, W) float32 RGB in [0, 1], at its own depth (16-bit files / 65535;
+    :func:`fastsr.data.images.read_image_file`): grey replicated, alpha dropped — what scores and
+    attention maps read."""
+    import numpy as np
+
+    from fastsr.data.images import read_image_file
+
+    pixels = read_image_file(path).pixels
+    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    planes = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    planes = planes[:, :, :3] if planes.shape[2] in (3, 4) else planes[:, :, :1]
+    rgb = np.repeat(planes, 3, axis=2) if planes.shape[2] == 1 else planes
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / peak)
 
 
 def to_uint8(img: Tensor):

@@ -52,6 +52,7 @@ from fastsr.cli import (
     output_problem,
     pick_device,
     protected_files,
+    read_rgb,
     report_error,
     use_fp16,
 )
@@ -93,7 +94,7 @@ def evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     fp16 = use_fp16(args.fp16, device)
     model = load(args, device, fp16=fp16)
-    from fastsr.data import ImageReadError, bicubic_lr, mod_crop, read_image
+    from fastsr.data import bicubic_lr, mod_crop
     from fastsr.inference import bicubic_upscale, mean_scores, score, super_resolve
 
     s = model.scale
@@ -111,9 +112,9 @@ def evaluate(args: argparse.Namespace) -> int:
     rows = []
     for path in paths:
         try:
-            img = read_image(path)  # (3, H0, W0)
-        except ImageReadError as e:
-            report_error(PROG, f"{e.path}: {e.reason}; skipped")
+            img = read_rgb(path)  # (3, H0, W0): 16-bit files at 16 bits
+        except (OSError, ValueError, SyntaxError) as e:
+            report_error(PROG, f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
             failed += 1
             continue
         hr = mod_crop(img, s)  # (3, H, W)

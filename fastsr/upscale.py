@@ -3,9 +3,13 @@
     python -m fastsr.upscale runs/gan/generator.pt photo.jpg more_photos/ -o out/
     python -m fastsr.upscale generator.pt big.png -o out/ --tile 256 --device cuda --fp16
 
-Each input (files, and the images directly inside folders) becomes ``<DIR>/<stem><suffix>.png``
-(suffix ``_x<scale>`` by default), an 8-bit RGB PNG written atomically. Grey images come out RGB,
-an alpha channel is dropped (not composited), as :func:`fastsr.data.read_image` reads them.
+Each input (files, and the images inside folders: every format Pillow reads; ``--recursive``
+mirrors subfolders) becomes ``<DIR>/<stem><suffix>.<ext>`` (suffix ``_x<scale>``, ext ``png`` by
+default; ``--ext auto`` keeps the input's format), written atomically, through
+:class:`fastsr.Upscaler`. Pixels are kept faithfully (:mod:`fastsr.data.images`): grey stays grey,
+an alpha channel is upscaled (``--alpha bicubic``, the default; ``model``; ``drop``), 16-bit
+stays 16-bit (48-bit PNG and TIFF through OpenCV), the ICC profile is copied. Any model file
+fastsr reads works: fastsr's own, BasicSR / Real-ESRGAN / ESRGAN ``.pth`` and ``.safetensors``.
 
 Models with SPSA read a segmentation prior computed from the bicubic-upscaled input (never from
 anything at HR): by default with the prior source saved in the model file; ``--prior-dir`` takes
@@ -31,8 +35,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from fastsr.cli import (
     EXIT_INPUT_FAILED,
     EXIT_OK,
@@ -42,10 +44,9 @@ from fastsr.cli import (
     add_prior_arguments,
     add_tile_arguments,
     check_output_folder,
-    compute_prior,
     debug_requested,
     describe,
-    gather_images,
+    gather_image_tree,
     guarded,
     load,
     one_line,
@@ -55,8 +56,9 @@ from fastsr.cli import (
     report_error,
     synchronize,
     use_fp16,
-    write_png,
+    warn,
 )
+from fastsr.inference import ALPHA_MODES
 
 PROG = "python -m fastsr.upscale"
 
@@ -67,12 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Super-resolve images with a fastsr model file (a training run's generator.pt).",
         epilog="Exit status: 0 all written, 1 some inputs failed (each reported), 2 nothing could start.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT", help="model file written by fastsr.inference.save_model")
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="a model file: fastsr's (a run's generator.pt), or BasicSR / Real-ESRGAN / ESRGAN weights "
+                             "(.pth, .safetensors)")
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
-                        help="image files (.png .jpg .jpeg .bmp) or folders of them")
+                        help="image files (any format Pillow reads) or folders of them")
     parser.add_argument("-o", "--output", metavar="DIR", required=True, help="folder for the outputs (created)")
     parser.add_argument("--suffix", default=None,
-                        help="appended to each input's stem: DIR/<stem><suffix>.png (default _x<scale>)")
+                        help="appended to each input's stem: DIR/<stem><suffix>.<ext> (default _x<scale>)")
+    parser.add_argument("--ext", choices=("png", "jpg", "webp", "tif", "auto"), default="png",
+                        help="output format (default png: lossless, 16-bit, alpha, ICC); auto: the input's own "
+                             "format where fastsr writes it, else png")
+    parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
+                        help="an alpha channel: bicubic ×scale (default), model (through the network as grey), or "
+                             "drop")
+    parser.add_argument("--recursive", action="store_true",
+                        help="look in the input folders' subfolders too; outputs mirror the tree under -o")
     add_tile_arguments(parser)
     add_device_arguments(parser)
     add_prior_arguments(parser)
@@ -97,27 +109,31 @@ def upscale(args: argparse.Namespace) -> int:
         check_suffix(args.suffix)
     device = pick_device(args.device)
     fp16 = use_fp16(args.fp16, device)
-    model = load(args, device, fp16=fp16)
+    model = load(args, device)
     check_output_folder(out_dir)
-    from fastsr.data import ImageReadError, read_image
-    from fastsr.inference import super_resolve
+    from fastsr.data.images import WRITE_FORMATS, ImageFile, read_image_file, write_image_file
+    from fastsr.inference import Upscaler
 
+    upscaler = Upscaler(model, device=device, tile=args.tile or None, tile_pad=args.tile_pad, fp16=fp16,
+                        alpha=args.alpha)
     suffix = args.suffix if args.suffix is not None else f"_x{model.scale}"
-    dtype = torch.float16 if fp16 else torch.float32
-    paths, problems = gather_images(args.inputs)
+    items, problems = gather_image_tree(args.inputs, recursive=args.recursive)
     print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
-          f"{len(paths)} image{'s' if len(paths) != 1 else ''}", flush=True)
+          f"{len(items)} image{'s' if len(items) != 1 else ''}", flush=True)
     failed = len(problems)
     for problem in problems:
         report_error(PROG, problem)
 
-    protected = protected_files(args, paths)
+    protected = protected_files(args, [p for p, _ in items])
     claimed: dict[Path, Path] = {}  # output → the input writing it
-    written = 0
-    for path in paths:
-        target = out_dir / f"{path.stem}{suffix}.png"
+    written, t_start = 0, time.perf_counter()
+    for n, (path, rel) in enumerate(items, 1):
+        ext = args.ext if args.ext != "auto" else path.suffix.lower().lstrip(".")
+        ext = ext if f".{ext}" in WRITE_FORMATS else "png"
+        folder = out_dir / rel
+        target = folder / f"{path.stem}{suffix}.{ext}"
         key = target.resolve()
-        if key.parent != out_dir.resolve():  # a stem or suffix that leaves -o (never, after the checks)
+        if out_dir.resolve() not in (key.parent, *key.parent.parents):  # never, after the checks
             report_error(PROG, f"{path}: its output {target} would be written outside -o {out_dir}; skipped")
             failed += 1
             continue
@@ -133,21 +149,19 @@ def upscale(args: argparse.Namespace) -> int:
             continue
         claimed[key] = path
         try:
-            img = read_image(path)  # (3, h, w)
-        except ImageReadError as e:
-            report_error(PROG, f"{e.path}: {e.reason}; skipped")
+            image = read_image_file(path)
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow: OSError / UnidentifiedImageError, SyntaxError
+            report_error(PROG, f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
             failed += 1
             continue
-        h, w = img.shape[-2:]
+        h, w = image.pixels.shape[:2]
         try:
             t0 = time.perf_counter()
-            lr = img[None].to(device=device, dtype=dtype)  # (1, 3, h, w)
-            prior = compute_prior(model, lr, path.stem)  # (1, S, s·h, s·w) | None
-            sr = super_resolve(model.generator, lr, model.scale, prior=prior,
-                               tile=args.tile, tile_pad=args.tile_pad)  # (1, 3, s·h, s·w)
+            pixels = upscaler.upscale(image.pixels, name=path.stem)
             synchronize(device)
             seconds = time.perf_counter() - t0
-            write_png(target, sr[0])
+            folder.mkdir(parents=True, exist_ok=True)
+            notices = write_image_file(target, ImageFile(pixels, image.icc))
         except Exception as e:  # noqa: BLE001 — one image's failure (a missing .npy prior, out of memory, a
             # prior program's own error, an unwritable file) is reported and the batch goes on
             if debug_requested(args):
@@ -156,9 +170,13 @@ def upscale(args: argparse.Namespace) -> int:
             report_error(PROG, f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
             failed += 1
             continue
+        for notice in notices:
+            warn(f"{target}: {notice}")
         written += 1
-        H, W = sr.shape[-2:]
-        print(f"{path}: {w}×{h} → {W}×{H} in {seconds:.2f} s → {target}", flush=True)
+        H, W = pixels.shape[:2]
+        eta = (time.perf_counter() - t_start) / n * (len(items) - n)
+        print(f"[{n}/{len(items)}] {path}: {w}×{h} → {W}×{H} ({image.bits}-bit) in {seconds:.2f} s → {target}"
+              + (f"; about {eta:.0f} s left" if n < len(items) else ""), flush=True)
     print(f"{written} written to {out_dir}" + (f", {failed} failed" if failed else ""), flush=True)
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 

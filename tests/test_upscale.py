@@ -4,6 +4,7 @@ pixels, prior sources, tiles, bad inputs, and the files it must never touch."""
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from cli_helpers import read_png, run_module, save_png, smooth_image
@@ -15,7 +16,7 @@ from fastsr.upscale import main
 
 
 @torch.no_grad()
-def reference_sr(model_path, png_path, prior=None) -> np.ndarray:
+def reference_sr(model_path, png_path, prior=None, rounded=True) -> np.ndarray:
     """The generator rebuilt from the file's config and weights, run on the PNG's pixels (read by
     PIL: RGB, alpha dropped, grey replicated), the prior from the saved source on the
     bicubic-upscaled input unless given → (H, W, 3) uint8."""
@@ -25,8 +26,10 @@ def reference_sr(model_path, png_path, prior=None) -> np.ndarray:
     lr = torch.from_numpy(read_png(png_path).copy()).permute(2, 0, 1).float()[None] / 255  # (1, 3, h, w)
     if generator.use_spsa and prior is None:
         prior = prior_from_spec(state["prior"])(imresize(lr, generator.scale).clamp(0, 1))  # (1, S, s·h, s·w)
-    sr = generator.eval()(lr, prior)  # (1, 3, s·h, s·w)
-    return (sr[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    sr = generator.eval()(lr, prior)[0].clamp(0, 1)  # (3, s·h, s·w)
+    if not rounded:
+        return sr.permute(1, 2, 0).numpy()
+    return (sr * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
@@ -50,11 +53,18 @@ def test_files_and_folders_at_scale(models, tmp_path, rng, capsys):
 
     written = sorted(p.name for p in out.iterdir())
     assert written == ["grey_x4.png", "rgb_x4.png", "rgba_x4.png", "single_x4.png"]
+    modes = {"rgb": "RGB", "grey": "L", "rgba": "RGBA", "single": "RGB"}  # each keeps its channels
     for src in [*(folder / n for n in ("rgb.png", "grey.png", "rgba.png")), single]:
+        with Image.open(out / f"{src.stem}_x4.png") as im:
+            assert im.mode == modes[src.stem]
         result = read_png(out / f"{src.stem}_x4.png")
         h, w = read_png(src).shape[:2]
         assert result.shape == (4 * h, 4 * w, 3)
-        assert_same_picture(result, reference_sr(models["spsa"], src))
+        expected = reference_sr(models["spsa"], src)
+        if src.stem == "grey":  # grey in, grey out: the mean of the three channels the network returns
+            mean = reference_sr(models["spsa"], src, rounded=False).mean(2, keepdims=True)
+            expected = np.repeat(np.round(mean * 255), 3, axis=2).astype(np.uint8)
+        assert_same_picture(result, expected)
     stdout = capsys.readouterr().out
     assert "10×12 → 40×48" in stdout and "4 written" in stdout
 
@@ -238,3 +248,33 @@ def test_the_prune_stages_outputs_work_everywhere_a_model_is_taken(tmp_path, rng
     connections = load_config(out / "rrsb.json")["connections"]
     g = SPSAGenerator(scale=4, num_feat=8, num_block=1, num_grow_ch=4, connections=connections)
     assert g.load_psnr_weights(out / "rrsb.pt") == [k for k in g.state_dict() if k.startswith("spsa.")]
+
+
+def test_pixels_are_kept_faithfully(models, tmp_path, rng):
+    """16-bit in → 16-bit out (48-bit PNG), RGBA keeps a bicubic alpha, the ICC profile is copied,
+    --recursive mirrors the tree, --ext auto keeps the input's format."""
+    from PIL import ImageCms
+
+    from fastsr.data.images import ImageFile, read_image_file, write_image_file
+    from fastsr.ops import imresize
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    tree = tmp_path / "in"
+    (tree / "deep").mkdir(parents=True)
+    sixteen = (smooth_image(rng, 8, 9).astype(np.uint16) * 257 + rng.integers(0, 257, (8, 9, 3))).astype(np.uint16)
+    write_image_file(tree / "deep" / "sixteen.png", ImageFile(sixteen, icc))
+    rgba = np.dstack([smooth_image(rng, 8, 9), np.linspace(0, 255, 72).reshape(8, 9).astype(np.uint8)])
+    write_image_file(tree / "alpha.png", ImageFile(rgba))
+    Image.fromarray(smooth_image(rng, 8, 9)).save(tree / "photo.tif")
+    out = tmp_path / "out"
+    assert main([str(models["plain"]), str(tree), "-o", str(out), "--recursive", "--ext", "auto"]) == 0
+    got16 = read_image_file(out / "deep" / "sixteen_x2.png")
+    assert got16.pixels.dtype == np.uint16 and got16.pixels.shape == (16, 18, 3) and got16.icc == icc
+    assert np.any(got16.pixels % 257 != 0)  # not an 8-bit result scaled up
+    expected = imresize(torch.from_numpy(rgba[:, :, 3]).float()[None, None] / 255, 2)[0, 0].clamp(0, 1)
+    got_alpha = read_image_file(out / "alpha_x2.png").pixels
+    assert got_alpha.shape == (16, 18, 4)
+    assert np.abs(got_alpha[:, :, 3].astype(int) - (expected * 255).round().byte().numpy()).max() == 0
+    assert (out / "photo_x2.tif").is_file()  # --ext auto: TIFF in, TIFF out
+    assert main([str(models["plain"]), str(tree), "-o", str(tmp_path / "flat")]) == 0  # without --recursive
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["alpha_x2.png", "photo_x2.png"]

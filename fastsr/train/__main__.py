@@ -4,8 +4,11 @@ With no arguments, ``python -m fastsr.train`` runs the main job: a small SPSAGAN
 embedded sample photographs, psnr stage then gan stage (see :func:`fastsr.train.spsagan.run_demo`).
 
 A stage is a frozen dataclass config (every field has a default and a ``help`` in its metadata)
-and a ``run(config)`` function; argparse is built from the fields, so a config made in Python
-and one made on the command line are the same object.
+and a ``run(config)`` function; argparse is built from the fields' type hints, so a config made
+in Python and one made on the command line are the same object. With ``--resume``, the flags
+typed are passed on as ``run(config, given=…)``: typed runtime flags (``--iters``, the intervals,
+``--device``, ``--threads``, ``--workers``, ``--trust-prior-code``) take effect, typed flags that
+would change anything else are refused (:func:`fastsr.train.run.resume_or_start`).
 
 A user error (a bad flag value, a missing or refused file, a refused run folder, a device that
 is not there: a ValueError or OSError raised before training starts) is printed as one line,
@@ -20,6 +23,8 @@ import argparse
 import dataclasses
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
 
 from fastsr.train import prune, spsagan, stagegan
@@ -38,20 +43,47 @@ STAGES: dict[str, tuple[type, Callable, str]] = {
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One ``--field-name`` flag per dataclass field, typed by the field's default."""
+    """One ``--field-name`` flag per dataclass field, typed by the field's type hint: ``X | None``
+    takes an X (None, its default, is a value no flag spells: "not given"), ``bool`` is a
+    ``--flag`` / ``--no-flag`` pair, ``int`` / ``float`` / ``str`` as written.
+
+    Every default is ``argparse.SUPPRESS``: the namespace holds only the flags the user typed
+    (:func:`given_fields`), which a resume needs to tell a typed value from a default one; the
+    help shows the config's defaults."""
+    hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
+        kind = flag_type(field.name, hints[field.name])
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help", "")
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+        if field.default not in ("", None):
+            help_text += f" (default: {field.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
         else:
-            default = " (default: %(default)s)" if field.default != "" else ""
-            parser.add_argument(flag, type=type(field.default), default=field.default, metavar=field.name.upper(),
-                                help=help_text + default)
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(),
+                                help=help_text)
+
+
+def flag_type(name: str, hint: object) -> type:
+    """The type a flag parses: ``hint`` itself, or X of ``X | None``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            hint = args[0]
+    if hint not in (bool, int, float, str):
+        raise TypeError(f"config field {name} must be bool, int, float or str (or one of them | None); got {hint}")
+    return hint
+
+
+def given_fields(config_cls: type, args: argparse.Namespace) -> set[str]:
+    """The fields whose flags were typed."""
+    return {field.name for field in dataclasses.fields(config_cls) if hasattr(args, field.name)}
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace):
-    return config_cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(config_cls)})
+    """The config of the typed flags; every other field keeps its default."""
+    return config_cls(**{name: getattr(args, name) for name in given_fields(config_cls, args)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_cls, run, _ = STAGES[args.command]
         with startup():  # a flag's value the config refuses
             config = config_from_args(config_cls, args)
-        run(config)
+        resumable = "resume" in {field.name for field in dataclasses.fields(config_cls)}
+        run(config, **({"given": given_fields(config_cls, args)} if resumable else {}))
     except (ValueError, OSError) as e:
         if debugging(args) or not is_startup_error(e):
             raise

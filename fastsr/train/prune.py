@@ -27,17 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr.data import DistributedBatchSampler, HRDataset, ValidationSet, sample_image_paths
-from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, score, super_resolve
+from fastsr.data import HRDataset, ValidationSet, sample_image_paths
+from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, pick_device, score, super_resolve
 from fastsr.models.pruning import DissimilarityRecorder, connection_config, save_config
-from fastsr.inference import pick_device
+from fastsr.train.distributed import Dist
 from fastsr.train.logs import save_grid
 from fastsr.train.run import (
     check_run_folder,
     check_validation_images,
     check_writable,
     folders_of,
-    remove_artefacts,
+    make_loader,
+    open_run_folder,
     startup,
     write_json,
 )
@@ -95,8 +96,7 @@ def train_l1(net: nn.Module, cfg: PruneConfig, data: HRDataset, device: torch.de
 
     Returns {"losses": [...], "its": iterations/s before the recorder was attached}."""
     # Batches are a function of (seed, iteration): RRDB and RRSB see the same crops.
-    sampler = DistributedBatchSampler(len(data), cfg.batch_size, seed=cfg.seed)
-    batches = iter(torch.utils.data.DataLoader(data, batch_sampler=sampler))
+    _, batches = make_loader(data, cfg.batch_size, seed=cfg.seed, d=Dist(rank=0, world_size=1, device=device))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     record_from = cfg.iters - recorder.last_k if recorder is not None else cfg.iters
     losses = []
@@ -162,12 +162,9 @@ def run(cfg: PruneConfig) -> dict:
         data = HRDataset(train_paths, scale=cfg.scale, crop=cfg.crop)
         val = ValidationSet(val_paths, scale=cfg.scale)
         check_validation_images(val, cfg.scale)
-        if cfg.overwrite:
-            removed = remove_artefacts(out, PRUNE_ARTEFACTS)
-            if removed:
-                print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
-        out.mkdir(parents=True, exist_ok=True)
-    print(f"prune stage → {out}  ({device}, {torch.get_num_threads()} threads)\n  {cfg}", flush=True)
+        open_run_folder(out, Dist(rank=0, world_size=1, device=device), overwrite=cfg.overwrite,
+                        artefacts=PRUNE_ARTEFACTS,
+                        banner=f"prune stage → {out}  ({device}, {torch.get_num_threads()} threads)\n  {cfg}")
     t_start = time.perf_counter()
 
     # 1. RRDB, with DS recorded over its last K iterations.
@@ -189,41 +186,50 @@ def run(cfg: PruneConfig) -> dict:
     rrsb_log = train_l1(rrsb, cfg, data, device, "RRSB")
     rrsb.save(out / "rrsb.pt")
 
-    # 4. Summary.
+    # 4. Validation, summary.json, val.png.
+    result = summarise(cfg, device, val, rrsb_cfg, {"rrdb": (rrdb, rrdb_log), "rrsb": (rrsb, rrsb_log)}, out,
+                       seconds=time.perf_counter() - t_start)
+    print_summary(result, cfg, out, len(val))
+    return result
+
+
+def summarise(cfg: PruneConfig, device: torch.device, val: ValidationSet, rrsb_cfg: dict, nets: dict, out: Path, *,
+              seconds: float) -> dict:
+    """Validate bicubic and both nets (``nets``: name → (net, training log)); write summary.json
+    and val.png (bicubic | RRDB | RRSB | HR centre crops); return the summary."""
     tail = max(1, cfg.iters // 10)
     kept = sum(len(layer) for block in rrsb_cfg["connections"] for rdb in block for layer in rdb)
     total = cfg.num_block * 3 * sum(range(5))  # candidates x_1 … x_{l−1} per conv; x_0 not counted
-    summary = {
-        "config": dataclasses.asdict(cfg),
-        "device": str(device),
-        "seconds": time.perf_counter() - t_start,
-        "kept_connections": kept,
-        "total_connections": total,
-    }
+    result = {"config": dataclasses.asdict(cfg), "device": str(device), "seconds": seconds,
+              "kept_connections": kept, "total_connections": total}
     reference: list[Tensor] = []  # per validation image: (2, 3, c, c) bicubic and HR centre crops
     bicubic_scores = validation_scores(None, val, cfg.scale, device, reference)
-    summary["bicubic"] = {"val_psnr_y": mean_scores(bicubic_scores)["bicubic_psnr"]}
+    result["bicubic"] = {"val_psnr_y": mean_scores(bicubic_scores)["bicubic_psnr"]}
     columns = []
-    for name, net, log in (("rrdb", rrdb, rrdb_log), ("rrsb", rrsb, rrsb_log)):
+    for name, (net, log) in nets.items():
         columns.append([])
-        summary[name] = {
+        result[name] = {
             "its": log["its"],
             "final_l1": float(np.mean(log["losses"][-tail:])),
             "val_psnr_y": mean_scores(validation_scores(net, val, cfg.scale, device, columns[-1]))["psnr"],
             "params": sum(p.numel() for p in net.parameters()),
         }
     save_grid(out / "val.png", [[ref[0], a[0], b[0], ref[1]] for ref, a, b in zip(reference, *columns)])
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", result)
+    return result
 
-    print(f"\nsummary ({cfg.iters} iterations each, {summary['seconds']:.0f} s in all; final L1 = mean of the "
-          f"last {tail} iterations; PSNR on Y, {cfg.scale}-pixel border cropped, {len(val)} held-out "
+
+def print_summary(result: dict, cfg: PruneConfig, out: Path, images: int) -> None:
+    tail = max(1, cfg.iters // 10)
+    print(f"\nsummary ({cfg.iters} iterations each, {result['seconds']:.0f} s in all; final L1 = mean of the "
+          f"last {tail} iterations; PSNR on Y, {cfg.scale}-pixel border cropped, {images} held-out "
           f"photographs)")
     print(f"  {'':8s} {'it/s':>7s} {'final L1':>9s} {'PSNR-Y':>9s} {'params':>8s}")
-    print(f"  {'bicubic':8s} {'':>7s} {'':>9s} {summary['bicubic']['val_psnr_y']:9.2f}")
+    print(f"  {'bicubic':8s} {'':>7s} {'':>9s} {result['bicubic']['val_psnr_y']:9.2f}")
     for name in ("rrdb", "rrsb"):
-        s = summary[name]
+        s = result[name]
         print(f"  {name.upper():8s} {s['its']:7.2f} {s['final_l1']:9.4f} {s['val_psnr_y']:9.2f} {s['params']:8d}")
-    print(f"  kept connections: {kept} / {total} (x_1 … x_{{l−1}} into conv l; x_0 always kept, not counted)")
+    print(f"  kept connections: {result['kept_connections']} / {result['total_connections']} (x_1 … x_{{l−1}} "
+          "into conv l; x_0 always kept, not counted)")
     print(f"  wrote {out}/rrdb.pt, rrsb.json, rrsb.pt, summary.json, val.png (bicubic | RRDB | RRSB | HR)",
           flush=True)
-    return summary

@@ -1,5 +1,6 @@
 """What every trainer's run does around its loop: resume or start, check and name the run folder,
-log, and write the summary. The loops themselves stay in the trainers, in plain sight.
+the loader, the checkpointer (checkpoint, then validation), the banner, the logs and the summary.
+The loops themselves stay in the trainers, in plain sight.
 
 Start-up is everything before iteration 1. A trainer runs it inside :func:`startup`, checking
 there every condition that could fail later (inputs readable, validation images large enough to
@@ -19,12 +20,16 @@ import fnmatch
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from fastsr._io import atomic_write
-from fastsr.train.checkpoint import load_training_state, restore, rng_state, set_rng_state
+from fastsr.data import DistributedBatchSampler
+from fastsr.train import distributed
+from fastsr.train.checkpoint import load_training_state, restore, rng_state, save_training_state, set_rng_state
 from fastsr.train.distributed import Dist
 from fastsr.train.logs import CSVLog, Progress, TensorBoard
 
@@ -39,43 +44,91 @@ RUNTIME_FIELDS = ("iters", "device", "threads", "workers", "val_every", "save_ev
 PERMISSION_FIELDS = ("trust_prior_code",)
 # Fields a checkpoint of an older fastsr may lack (they take their defaults).
 ADDED_FIELDS = ("trust_prior_code", "overwrite")
+# Where a resumed run writes, checked on their own (:func:`resume_or_start`).
+FOLDER_FIELDS = ("resume", "out", "overwrite")
 
 
-def resume_or_start(cfg: Config) -> tuple[Config, dict[str, Any] | None]:
+def given_fields(cfg: Any) -> set[str]:
+    """The fields of a config made in Python that count as given: those that differ from their
+    defaults (a dataclass cannot tell a default passed explicitly from one left out). The
+    command line knows better: it passes the flags the user typed."""
+    default = type(cfg)()
+    return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+def resume_or_start(cfg: Config, given: Iterable[str] | None = None) -> tuple[Config, dict[str, Any] | None]:
     """``(cfg, None)``, or with ``cfg.resume`` the saved run's config and training state.
 
-    A resumed run continues as it was configured, in the folder it is resumed from (or a new
-    ``--out``: :func:`run_folder`); of the flags given with ``--resume``, those in
-    :data:`RUNTIME_FIELDS` that differ from their defaults (a longer ``--iters``, another
-    ``--device`` …) take effect, the rest are the saved run's; :data:`PERMISSION_FIELDS`
-    (``--trust-prior-code``) are always the command line's. Checkpoints of fastsr versions
-    before :data:`ADDED_FIELDS` existed resume with those fields' defaults."""
+    ``given``: the fields the user set, the flags typed on the command line (default, from
+    Python: :func:`given_fields`, those that differ from their defaults). The rules of a resume:
+
+    - a resumed run continues as it was configured; fields not given are the saved run's;
+    - given fields among :data:`RUNTIME_FIELDS` (``--iters``, the intervals, ``--device``,
+      ``--threads``, ``--workers``) take effect, even when they equal their defaults;
+      :data:`PERMISSION_FIELDS` (``--trust-prior-code``) are always this invocation's, never
+      the saved run's;
+    - a given field that would change anything else (architecture, stage, data, losses, seed …)
+      is refused, one ValueError naming every such flag with both values; given with the saved
+      run's value, it changes nothing and is accepted;
+    - the run continues in its run folder (:func:`resumed_run_folder`); ``--out`` naming another
+      folder is refused, except for a checkpoint outside a run's ``checkpoints/`` folder, which
+      names no run folder and needs ``--out`` (:func:`run_folder`); ``--overwrite`` is refused.
+
+    Checkpoints of fastsr versions before :data:`ADDED_FIELDS` existed resume with those fields'
+    defaults; saved values in the config class's ``SENTINELS`` (older fastsr's "stage default"
+    markers, such as ``lr = 0.0``) read as None."""
     if not cfg.resume:
         return cfg, None
     config_cls = type(cfg)
-    fields = {f.name for f in dataclasses.fields(config_cls)}
+    fields = [f.name for f in dataclasses.fields(config_cls)]
     if getattr(cfg, "overwrite", False):
         raise ValueError(f"--overwrite starts a new run over an old one; --resume {cfg.resume} continues a run: "
                          "pass one of them")
+    given = given_fields(cfg) if given is None else set(given)
     state = load_training_state(cfg.resume)
     saved_config = state["config"] if isinstance(state.get("config"), dict) else {}
-    foreign = set(saved_config) - fields
-    missing = fields - set(saved_config) - set(ADDED_FIELDS)
+    foreign = set(saved_config) - set(fields)
+    missing = set(fields) - set(saved_config) - set(ADDED_FIELDS)
     if foreign or missing:
         differ = sorted(foreign | missing)
         raise ValueError(f"resume: {cfg.resume} was not written by this trainer ({config_cls.__name__}); its "
                          f"config differs in {differ[:6]}")
+    sentinels = getattr(config_cls, "SENTINELS", {})
+    saved_values = {k: None if k in sentinels and v == sentinels[k] else v for k, v in saved_config.items()
+                    if k not in PERMISSION_FIELDS}
     try:
-        saved = config_cls(**{k: v for k, v in saved_config.items() if k not in PERMISSION_FIELDS})
+        saved = config_cls(**saved_values)
     except (TypeError, ValueError) as e:
         raise ValueError(f"resume: {cfg.resume} holds a config this trainer refuses: {e}") from None
-    default = config_cls()
-    runtime = {name: getattr(cfg, name) if getattr(cfg, name) != getattr(default, name) else getattr(saved, name)
-               for name in RUNTIME_FIELDS if name in fields}
-    runtime.update({name: getattr(cfg, name) for name in PERMISSION_FIELDS if name in fields})
+    changed = [name for name in fields if name in given and name not in RUNTIME_FIELDS + FOLDER_FIELDS
+               and getattr(cfg, name) != getattr(saved, name)]
+    if changed:
+        flags = ", ".join(f"{flag(name)} {getattr(cfg, name)!r} (the run has {getattr(saved, name)!r})"
+                          for name in changed)
+        runtime = ", ".join(flag(name) for name in RUNTIME_FIELDS if name in fields)
+        raise ValueError(f"resume: {flags} would change what the run in {cfg.resume} trains; a resumed run keeps "
+                         f"its configuration and takes only {runtime}: drop {'it' if len(changed) == 1 else 'them'}, "
+                         "or start a new run with another --out")
+    if cfg.out:
+        try:
+            folder = resumed_run_folder(cfg.resume)
+        except ValueError:
+            folder = None  # a loose checkpoint: --out names the resumed run's new folder
+        if folder is not None and Path(cfg.out).resolve() != folder.resolve():
+            raise ValueError(f"resume: --out {cfg.out} would move the run: a resumed run continues in its run "
+                             f"folder {folder} (--out only places a checkpoint that lies outside a run's "
+                             "checkpoints/ folder); copy the run folder to continue it elsewhere")
+    runtime_values = {name: getattr(cfg, name) if name in given else getattr(saved, name)
+                      for name in RUNTIME_FIELDS if name in fields}
+    runtime_values.update({name: getattr(cfg, name) for name in PERMISSION_FIELDS if name in fields})
     if "overwrite" in fields:
-        runtime["overwrite"] = False
-    return dataclasses.replace(saved, **runtime, out=cfg.out, resume=cfg.resume), state
+        runtime_values["overwrite"] = False
+    return dataclasses.replace(saved, **runtime_values, out=cfg.out, resume=cfg.resume), state
+
+
+def flag(name: str) -> str:
+    """The command-line flag of config field ``name``."""
+    return "--" + name.replace("_", "-")
 
 
 def restore_run(state: dict[str, Any], resume: str, **objects: Any) -> tuple[int, dict[str, Any]]:
@@ -338,3 +391,128 @@ def summary(cfg: Any, d: Dist, *, start: int, seconds: float, val: dict | None) 
         "its": (cfg.iters - start) / seconds if cfg.iters > start else 0.0,
         "val": val,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Around the loop: start, loader, run folder, checkpointer, finish
+# ---------------------------------------------------------------------------------------------
+
+
+def start_run(cfg: Config, given: Iterable[str] | None, name: str,
+              inputs: Callable[[Config], tuple[list, list]]) -> tuple[Config, dict[str, Any] | None, Path]:
+    """The first steps of a trainer's start-up: (config, saved state or None, run folder).
+
+    Resume or start (:func:`resume_or_start`, ``given`` the fields the user set); set the thread
+    count; name the run folder (``name`` formatted with the config's fields, e.g.
+    ``"spsagan-{stage}"``); refuse it for a new run or one resumed into a new folder
+    (:func:`check_run_folder`, ``inputs(cfg)``: the (flag, folder) and (flag, file) pairs the
+    run reads); check it is writable; seed torch's global RNG with ``cfg.seed``."""
+    cfg, resumed = resume_or_start(cfg, given)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = run_folder(cfg, name.format(**dataclasses.asdict(cfg)))
+    if resumed is None or not continues_in_place(cfg):  # a new run, or a resumed one in a new folder
+        folders, files = inputs(cfg)
+        check_run_folder(out, artefacts=RUN_ARTEFACTS, overwrite=cfg.overwrite, folders=folders, files=files,
+                         resumable=resumed is None)
+    check_writable(out)
+    torch.manual_seed(cfg.seed)
+    return cfg, resumed, out
+
+
+def make_loader(dataset, batch_size: int, *, seed: int, d: Dist, start: int = 0,
+                workers: int = 0) -> tuple[DistributedBatchSampler, Iterator[dict]]:
+    """(sampler, batches): a DataLoader over a :class:`DistributedBatchSampler` (this rank's
+    slice of the global batch of each iteration, from iteration ``start`` + 1 on), iterated.
+
+    The loader has its own generator: ``iter(DataLoader)`` draws a base seed, which must not come
+    from the global RNG that a checkpoint restores (it would shift every later dropout draw), so
+    making a loader draws nothing from it, and batch ``i`` is a function of (seed, i) alone."""
+    sampler = DistributedBatchSampler(len(dataset), batch_size, seed=seed, rank=d.rank, world_size=d.world_size,
+                                      start_iter=start)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                         pin_memory=d.device.type == "cuda",
+                                         generator=torch.Generator().manual_seed(seed))
+    return sampler, iter(loader)
+
+
+def open_run_folder(out: Path, d: Dist, *, banner: str, overwrite: bool, artefacts: Iterable[str] = RUN_ARTEFACTS,
+                    config: Any = None, resumed_at: int | None = None) -> None:
+    """The last step of start-up, once every rank has passed its checks (a barrier): rank 0
+    deletes an earlier run's ``artefacts`` when ``overwrite``, creates ``out``, writes
+    ``config.json`` (of ``config``, when given) and prints the ``banner`` (and where a resumed
+    run resumes)."""
+    distributed.barrier(d)  # every rank has checked the run folder before rank 0 writes in it
+    if not d.is_main:
+        return
+    if overwrite and resumed_at is None:
+        removed = remove_artefacts(out, artefacts)
+        if removed:
+            print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        write_json(out / "config.json", dataclasses.asdict(config))
+    print(banner, flush=True)
+    if resumed_at is not None:
+        print(f"  resumed at iteration {resumed_at}", flush=True)
+
+
+def due(iteration: int, every: int, last: int) -> bool:
+    """Something done every ``every`` iterations falls on ``iteration`` (and always on the last)."""
+    return iteration % every == 0 or iteration == last
+
+
+class Checkpointer:
+    """A run's checkpoint and its validation, in that order.
+
+    :meth:`save` writes ``<out>/checkpoints/last.pt`` (the config, the iteration, ``models``,
+    ``optimizers``, ``schedulers``, ``extra`` and every rank's RNG state) and, through
+    ``export(path)``, the model file ``<out>/generator.pt``; rank 0 writes, then every rank
+    waits at a barrier. :meth:`validate` runs ``validate(iteration) → means`` on rank 0 with
+    every RNG stream preserved (a resumed run, which skips that validation, draws the same
+    numbers), and keeps the means in ``extra["last_val"]``, which the next checkpoint saves."""
+
+    def __init__(self, out: Path, d: Dist, cfg: Any, *, models: dict, optimizers: dict, schedulers: dict,
+                 extra: dict, export: Callable[[Path], None], validate: Callable[[int], dict[str, float]]):
+        self.out, self.d, self.cfg = out, d, cfg
+        self.models, self.optimizers, self.schedulers, self.extra = models, optimizers, schedulers, extra
+        self.export, self._validate = export, validate
+
+    def save(self, iteration: int) -> None:
+        rngs = distributed.gather(rng_state(), self.d)  # every rank's: dropout draws differ per rank
+        if self.d.is_main:
+            save_training_state(self.out / "checkpoints" / "last.pt", config=dataclasses.asdict(self.cfg),
+                                iteration=iteration, models=self.models, optimizers=self.optimizers,
+                                schedulers=self.schedulers, extra=self.extra, rng=rngs)
+            self.export(self.out / "generator.pt")
+        distributed.barrier(self.d)
+
+    def validate(self, iteration: int) -> None:
+        """Rank 0 only (the caller's barrier follows)."""
+        with rng_preserved():
+            self.extra["last_val"] = {"iter": iteration, **self._validate(iteration)}
+
+    def end_of_iteration(self, iteration: int) -> None:
+        """The checkpoint, then the validation, of ``iteration``, where each falls due
+        (``save_every``, ``val_every``, and both at the last iteration): a validation that
+        fails loses no training."""
+        if due(iteration, self.cfg.save_every, self.cfg.iters):
+            self.save(iteration)
+        if due(iteration, self.cfg.val_every, self.cfg.iters):
+            if self.d.is_main:
+                self.validate(iteration)
+            distributed.barrier(self.d)
+
+
+def finish(cfg: Any, d: Dist, logs: RunLogs, checkpointer: Checkpointer, *, start: int) -> dict[str, Any]:
+    """After the loop: close the logs; on rank 0 validate a run that had nothing left to train
+    (so the summary still says where it stands), write ``summary.json`` and return it ({} on
+    other ranks)."""
+    seconds = logs.close()
+    if not d.is_main:
+        return {}
+    if start >= cfg.iters:
+        checkpointer.validate(start)
+    result = summary(cfg, d, start=start, seconds=seconds, val=checkpointer.extra.get("last_val"))
+    write_json(checkpointer.out / "summary.json", result)
+    return result

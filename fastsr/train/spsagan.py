@@ -40,6 +40,7 @@ import copy
 import dataclasses
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastsr.data import (
-    DistributedBatchSampler,
     HRDataset,
     MixedDataset,
     ValidationSet,
@@ -68,23 +68,22 @@ from fastsr.data.priors import (
 from fastsr.inference import ImageScores, bicubic_upscale, mean_scores, save_model, score, super_resolve
 from fastsr.models import SPSAGenerator, VGG19FeatureExtractor, VGGStyleDiscriminator
 from fastsr.train import distributed
-from fastsr.train.checkpoint import rng_state, save_training_state
 from fastsr.train.logs import save_grid
 from fastsr.train.run import (
-    RUN_ARTEFACTS,
+    Checkpointer,
     RunLogs,
     check_run_folder,
     check_validation_images,
     check_writable,
-    continues_in_place,
-    remove_artefacts,
+    due,
+    finish,
+    make_loader,
+    open_run_folder,
     restore_run,
-    resume_or_start,
     rng_preserved,
-    run_folder,
     sample_folders,
+    start_run,
     startup,
-    summary,
     write_json,
 )
 from fastsr.train.losses import PerceptualLoss, ragan_discriminator_loss, ragan_generator_loss
@@ -116,18 +115,18 @@ class SPSAGANConfig:
     num_block: int = field(default=23, metadata={"help": "RRDB / RRSB blocks in the trunk"})
     num_grow_ch: int = field(default=32, metadata={"help": "gc: channels of conv1 … conv4 in a dense block"})
     connections: str = field(default="", metadata={"help": "RRSB connection config (JSON from `fastsr.train prune`); empty: dense RRDB"})
-    qk_channels: int = field(default=0, metadata={"help": "SPSA query/key channels; 0: num_feat // 8"})
+    qk_channels: int | None = field(default=None, metadata={"help": "SPSA query/key channels; default: max(1, num_feat // 8)"})
     heads: int = field(default=1, metadata={"help": "SPSA attention heads"})
     global_skip: bool = field(default=False, metadata={"help": "add the bicubic-upscaled input to the output (learn the residual)"})
     # optimisation
     iters: int = field(default=400_000, metadata={"help": "total iterations of this stage"})
-    lr: float = field(default=0.0, metadata={"help": "learning rate; 0: 2e-4 (psnr) or 1e-4 (gan, also the discriminator's)"})
+    lr: float | None = field(default=None, metadata={"help": "learning rate; default: 2e-4 (psnr) or 1e-4 (gan, also the discriminator's)"})
     lr_attention: float = field(default=5e-4, metadata={"help": "learning rate of the SPSA module (gan stage)"})
-    lr_halve_every: int = field(default=0, metadata={"help": "halve the learning rates every N iterations; 0: 200k (psnr) or 100k (gan)"})
+    lr_halve_every: int | None = field(default=None, metadata={"help": "halve the learning rates every N iterations; default: 200k (psnr) or 100k (gan)"})
     beta1: float = field(default=0.9, metadata={"help": "Adam β1"})
     beta2: float = field(default=0.99, metadata={"help": "Adam β2"})
     ema: float = field(default=0.999, metadata={"help": "EMA decay of the generator weights that are validated and exported; 0: no EMA"})
-    pixel_weight: float = field(default=-1.0, metadata={"help": "L1 weight; negative: 1 (psnr) or 1e-2 (gan)"})
+    pixel_weight: float | None = field(default=None, metadata={"help": "L1 weight; default: 1 (psnr) or 1e-2 (gan)"})
     perceptual_weight: float = field(default=1.0, metadata={"help": "perceptual (VGG19 conv5_4) loss weight (gan)"})
     gan_weight: float = field(default=5e-3, metadata={"help": "relativistic GAN loss weight (gan)"})
     vgg_weights: str = field(default="", metadata={"help": "local torchvision vgg19 state dict (.pth) for the perceptual loss"})
@@ -142,7 +141,7 @@ class SPSAGANConfig:
     log_every: int = field(default=100, metadata={"help": "log losses every N iterations"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and the colour prior"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
-    threads: int = field(default=0, metadata={"help": "CPU threads for PyTorch; 0: PyTorch's default"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch; default: PyTorch's"})
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -152,13 +151,15 @@ class SPSAGANConfig:
         if self.scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8; got {self.scale}")
         positive = ("crop", "batch_size", "num_feat", "num_block", "num_grow_ch", "heads", "iters", "prior_classes",
-                    "val_every", "save_every", "log_every")
+                    "val_every", "save_every", "log_every", "qk_channels", "lr_halve_every", "threads")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
-        for name in ("workers", "threads", "qk_channels", "lr", "lr_halve_every", "perceptual_weight", "gan_weight"):
-            if getattr(self, name) < 0:
+        for name in ("workers", "pixel_weight", "perceptual_weight", "gan_weight"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0; got {getattr(self, name)}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
         if self.crop % self.scale:
             raise ValueError(f"crop must be a multiple of scale = {self.scale}; got {self.crop}")
         if not 0 <= self.ema < 1:
@@ -173,18 +174,20 @@ class SPSAGANConfig:
             raise ValueError("prior 'module' needs --prior-module (a Stage-GAN generator.pt, or a TorchScript / "
                              "torch.export program with --trust-prior-code)")
 
-    # Stage-dependent defaults (the paper's), resolved once.
-    @property
-    def g_lr(self) -> float:
-        return self.lr or (2e-4 if self.stage == "psnr" else 1e-4)
+    # Older fastsr wrote these values for "the stage default" (None now); a resume reads them so.
+    SENTINELS = {"lr": 0.0, "lr_halve_every": 0, "pixel_weight": -1.0, "qk_channels": 0, "threads": 0}
 
-    @property
-    def halve_every(self) -> int:
-        return self.lr_halve_every or (200_000 if self.stage == "psnr" else 100_000)
-
-    @property
-    def l1_weight(self) -> float:
-        return self.pixel_weight if self.pixel_weight >= 0 else (1.0 if self.stage == "psnr" else 1e-2)
+    def resolved(self) -> SPSAGANConfig:
+        """This config with the stage defaults (the paper's) in place of None: the only place they
+        are decided. The trainer resolves its config once, so its checkpoint and config.json say
+        what ran. (``qk_channels`` None is the generator's own default, max(1, num_feat // 8).)"""
+        psnr = self.stage == "psnr"
+        return dataclasses.replace(
+            self,
+            lr=self.lr if self.lr is not None else (2e-4 if psnr else 1e-4),
+            lr_halve_every=self.lr_halve_every if self.lr_halve_every is not None else (200_000 if psnr else 100_000),
+            pixel_weight=self.pixel_weight if self.pixel_weight is not None else (1.0 if psnr else 1e-2),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +268,7 @@ def build_generator(cfg: SPSAGANConfig) -> SPSAGenerator:
     return SPSAGenerator(
         3, 3, scale=cfg.scale, num_feat=cfg.num_feat, num_block=cfg.num_block, num_grow_ch=cfg.num_grow_ch,
         connections=connections, seg_channels=cfg.prior_classes, use_spsa=cfg.stage == "gan",
-        qk_channels=cfg.qk_channels or None, heads=cfg.heads, global_skip=cfg.global_skip,
+        qk_channels=cfg.qk_channels, heads=cfg.heads, global_skip=cfg.global_skip,
     )
 
 
@@ -345,12 +348,16 @@ def validate(generator: nn.Module, prior_source: PriorSource | None, val: Valida
 # ---------------------------------------------------------------------------------------------
 
 
-def run(cfg: SPSAGANConfig) -> dict:
-    """Train one stage; returns the summary it writes to ``<out>/summary.json`` (rank 0)."""
+def run(cfg: SPSAGANConfig, given: Iterable[str] | None = None) -> dict:
+    """Train one stage; returns the summary it writes to ``<out>/summary.json`` (rank 0).
+
+    ``given``: the fields the user set, for the rules of ``cfg.resume``
+    (:func:`fastsr.train.run.resume_or_start`); from Python, those that differ from their
+    defaults."""
     with startup():
         d = distributed.setup(cfg.device)
     try:
-        return _train(cfg, d)
+        return _train(cfg, d, given)
     finally:
         distributed.teardown(d)
 
@@ -382,78 +389,112 @@ def check_prior_source(prior_source: PriorSource, val: ValidationSet, scale: int
                              f"({tuple(mr.shape)}): {first[:300]}") from None
 
 
-def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
-    # Start-up: every condition that could fail later is checked before iteration 1.
-    with startup():
-        cfg, resumed = resume_or_start(cfg)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        device = d.device
-        out = run_folder(cfg, f"spsagan-{cfg.stage}")
-        if resumed is None or not continues_in_place(cfg):  # a new run, or a resumed one in a new folder
-            folders, files = run_inputs(cfg)
-            check_run_folder(out, artefacts=RUN_ARTEFACTS, overwrite=cfg.overwrite, folders=folders, files=files,
-                             resumable=resumed is None)
-        check_writable(out)
+def build_networks(cfg: SPSAGANConfig, device: torch.device, *, resumed: bool, warn: bool
+                   ) -> tuple[SPSAGenerator, nn.Module | None, PerceptualLoss | None]:
+    """(generator, discriminator, perceptual loss); the last two in the gan stage only. A new gan
+    run starts from the psnr stage's generator (``--pretrained``)."""
+    G = build_generator(cfg).to(device)
+    if cfg.stage == "psnr":
+        return G, None, None
+    if not resumed:
+        if not cfg.pretrained:
+            raise ValueError("stage 'gan' starts from the psnr stage's generator: pass --pretrained "
+                             "<psnr run>/generator.pt")
+        check_pretrained_architecture(pretrained_path(cfg.pretrained), G)
+        G.load_psnr_weights(pretrained_path(cfg.pretrained))
+    D = VGGStyleDiscriminator(3, input_size=cfg.crop if cfg.crop % 32 == 0 else None).to(device)
+    if cfg.perceptual_weight == 0:
+        return G, D, None
+    if not cfg.vgg_weights and not cfg.random_vgg:
+        raise ValueError("stage 'gan' needs VGG19 weights for the perceptual loss: pass --vgg-weights "
+                         "<torchvision vgg19 .pth> (nothing is downloaded), or --random-vgg to train "
+                         "with a randomly initialised VGG19 (a weak perceptual loss), or --perceptual-weight 0")
+    # A random VGG19 is not in the checkpoint: its weights come from the seed alone, so a resumed
+    # run rebuilds the same ones.
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        if not cfg.vgg_weights:  # the flag was explicit: say it once, below, not per process
+            warnings.simplefilter("ignore")
         torch.manual_seed(cfg.seed)
+        perceptual = PerceptualLoss(VGG19FeatureExtractor(cfg.vgg_weights or None)).to(device)
+    if not cfg.vgg_weights and warn:
+        warnings.warn("--random-vgg: the perceptual loss uses a randomly initialised VGG19, which measures "
+                      "little of what a pretrained one does", stacklevel=2)
+    return G, D, perceptual
 
+
+def build_optimizers(cfg: SPSAGANConfig, G: SPSAGenerator, D: nn.Module | None) -> tuple[dict, dict]:
+    """Adam for the generator (SPSA at its own rate) and the discriminator; StepLR halving."""
+    groups = [{"params": [p for n, p in G.named_parameters() if not n.startswith("spsa.")], "lr": cfg.lr}]
+    if G.use_spsa:
+        groups.append({"params": list(G.spsa.parameters()), "lr": cfg.lr_attention})
+    optimizers = {"generator": torch.optim.Adam(groups, betas=(cfg.beta1, cfg.beta2))}
+    if D is not None:
+        optimizers["discriminator"] = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    schedulers = {k: torch.optim.lr_scheduler.StepLR(o, step_size=cfg.lr_halve_every, gamma=0.5)
+                  for k, o in optimizers.items()}
+    return optimizers, schedulers
+
+
+def psnr_step(G: nn.Module, optimizer: torch.optim.Optimizer, lr: Tensor, hr: Tensor, pixel_weight: float) -> dict:
+    """One psnr-stage step: w_pix·L1(G(lr), hr)."""
+    sr = G(lr, None)  # (B, 3, H, W)
+    loss = pixel_weight * F.l1_loss(sr, hr)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"l_pix": loss.item()}
+
+
+def gan_step(G: nn.Module, D: nn.Module, perceptual: PerceptualLoss | None, optimizer: torch.optim.Optimizer,
+             lr: Tensor, hr: Tensor, prior: Tensor | None, cfg: SPSAGANConfig) -> tuple[Tensor, dict]:
+    """One generator step of the gan stage, the discriminator frozen:
+    w_pix·L1(sr, hr) + w_per·L1(φ(sr), φ(hr)) + w_gan·RaGAN_G(D(hr), D(sr)). Returns (sr, logs).
+
+    ``D`` is the unwrapped discriminator: this step updates none of its weights, so DDP has
+    nothing to synchronise."""
+    D.requires_grad_(False)
+    sr = G(lr, prior)  # (B, 3, H, W)
+    l_pix = cfg.pixel_weight * F.l1_loss(sr, hr)
+    l_per = cfg.perceptual_weight * perceptual(sr, hr) if perceptual is not None else sr.new_zeros(())
+    d_real = D(hr).detach()  # (B, 1)
+    d_fake = D(sr)  # (B, 1)
+    l_gan = cfg.gan_weight * ragan_generator_loss(d_real, d_fake)
+    optimizer.zero_grad(set_to_none=True)
+    (l_pix + l_per + l_gan).backward()
+    optimizer.step()
+    return sr, {"l_pix": l_pix.item(), "l_per": l_per.item(), "l_gan": l_gan.item()}
+
+
+def discriminator_step(D: nn.Module, optimizer: torch.optim.Optimizer, hr: Tensor, sr: Tensor) -> dict:
+    """One discriminator step: RaGAN_D(D(hr), D(sr.detach())). ``D``: the DDP-wrapped one."""
+    D.requires_grad_(True)
+    d_real = D(hr)  # (B, 1)
+    d_fake = D(sr.detach())  # (B, 1)
+    l_d = ragan_discriminator_loss(d_real, d_fake)
+    optimizer.zero_grad(set_to_none=True)
+    l_d.backward()
+    optimizer.step()
+    return {"l_d": l_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+
+
+def _train(cfg: SPSAGANConfig, d: distributed.Dist, given: Iterable[str] | None) -> dict:
+    with startup():  # every condition that could fail later is checked before iteration 1
+        cfg, resumed, out = start_run(cfg, given, "spsagan-{stage}", run_inputs)
+        cfg, device = cfg.resolved(), d.device
         train, val = build_data(cfg)
         check_validation_images(val, cfg.scale, f"--val-dir {cfg.val_dir}" if cfg.val_dir else "")
         prior_source = build_prior(cfg, train, saved_prior(resumed, cfg.resume) if resumed else None).to(device)
-        G = build_generator(cfg).to(device)
-        if cfg.stage == "gan" and resumed is None:
-            if not cfg.pretrained:
-                raise ValueError("stage 'gan' starts from the psnr stage's generator: pass --pretrained "
-                                 "<psnr run>/generator.pt")
-            check_pretrained_architecture(pretrained_path(cfg.pretrained), G)
-            G.load_psnr_weights(pretrained_path(cfg.pretrained))
+        G, D, perceptual = build_networks(cfg, device, resumed=resumed is not None, warn=d.is_main)
         G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema else G
-
-        models: dict[str, nn.Module] = {"generator": G}
-        if cfg.ema:
-            models["generator_ema"] = G_ema
-        groups = [{"params": [p for n, p in G.named_parameters() if not n.startswith("spsa.")], "lr": cfg.g_lr}]
-        if G.use_spsa:
-            groups.append({"params": list(G.spsa.parameters()), "lr": cfg.lr_attention})
-        optimizers = {"generator": torch.optim.Adam(groups, betas=(cfg.beta1, cfg.beta2))}
-        D = perceptual = None
-        if cfg.stage == "gan":
-            D = VGGStyleDiscriminator(3, input_size=cfg.crop if cfg.crop % 32 == 0 else None).to(device)
-            models["discriminator"] = D
-            optimizers["discriminator"] = torch.optim.Adam(D.parameters(), lr=cfg.g_lr, betas=(cfg.beta1, cfg.beta2))
-            if cfg.perceptual_weight > 0:
-                if not cfg.vgg_weights and not cfg.random_vgg:
-                    raise ValueError("stage 'gan' needs VGG19 weights for the perceptual loss: pass --vgg-weights "
-                                     "<torchvision vgg19 .pth> (nothing is downloaded), or --random-vgg to train "
-                                     "with a randomly initialised VGG19 (a weak perceptual loss), or "
-                                     "--perceptual-weight 0")
-                # A random VGG19 is not in the checkpoint: its weights come from the seed alone, so a
-                # resumed run rebuilds the same ones.
-                with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-                    if not cfg.vgg_weights:  # the flag was explicit: say it once, here, not per process
-                        warnings.simplefilter("ignore")
-                    torch.manual_seed(cfg.seed)
-                    perceptual = PerceptualLoss(VGG19FeatureExtractor(cfg.vgg_weights or None)).to(device)
-                if not cfg.vgg_weights and d.is_main:
-                    warnings.warn("--random-vgg: the perceptual loss uses a randomly initialised VGG19, which "
-                                  "measures little of what a pretrained one does", stacklevel=1)
-        schedulers = {k: torch.optim.lr_scheduler.StepLR(o, step_size=cfg.halve_every, gamma=0.5)
-                      for k, o in optimizers.items()}
-
-        start = 0
-        extra = {"prior": prior_source.spec()}
+        models = {"generator": G, **({"generator_ema": G_ema} if cfg.ema else {}),
+                  **({"discriminator": D} if D is not None else {})}
+        optimizers, schedulers = build_optimizers(cfg, G, D)
+        start, extra = 0, {"prior": prior_source.spec()}
         if resumed is not None:
             start, extra = restore_run(resumed, cfg.resume, models=models, optimizers=optimizers,
                                        schedulers=schedulers, rank=d.rank, world_size=d.world_size)
         check_prior_source(prior_source, val, cfg.scale, device)
-
-        sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
-                                          world_size=d.world_size, start_iter=start)
-        # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
-        # the global RNG that the checkpoint restored (it would shift every later dropout draw).
-        loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
-                                                  pin_memory=device.type == "cuda",
-                                                  generator=torch.Generator().manual_seed(cfg.seed)))
+        _, loader = make_loader(train, cfg.batch_size, seed=cfg.seed, d=d, start=start, workers=cfg.workers)
 
         def next_batch() -> tuple[Tensor, Tensor, Tensor | None]:
             batch = next(loader)
@@ -470,104 +511,53 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist) -> dict:
                 G(lr, prior)
                 G_ema.load_state_dict(G.state_dict())
         G_train, D_train = distributed.wrap(G, d), (distributed.wrap(D, d) if D is not None else None)
-
-        distributed.barrier(d)  # every rank has checked the run folder before rank 0 writes in it
-        if d.is_main:
-            if resumed is None and cfg.overwrite:
-                removed = remove_artefacts(out, RUN_ARTEFACTS)
-                if removed:
-                    print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "config.json", dataclasses.asdict(cfg))
-            print(f"spsagan {cfg.stage} stage → {out}  ({device}, {torch.get_num_threads()} threads, "
-                  f"{d.world_size} process{'es' if d.enabled else ''}, {len(train)} training images, "
-                  f"{len(val)} validation images, prior: {prior_source.spec()['kind']})", flush=True)
-            if resumed is not None:
-                print(f"  resumed at iteration {start}", flush=True)
-        logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None,
-                           desc=f"spsagan {cfg.stage}", every=cfg.log_every)
-
-    def save(iteration: int) -> None:
-        rngs = distributed.gather(rng_state(), d)  # every rank's: dropout draws differ per rank
-        if d.is_main:
-            save_training_state(out / "checkpoints" / "last.pt", config=dataclasses.asdict(cfg), iteration=iteration,
-                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra,
-                                rng=rngs)
-            save_model(out / "generator.pt", G_ema, prior_source if G.use_spsa else None)
-        distributed.barrier(d)
+        open_run_folder(out, d, overwrite=cfg.overwrite, config=cfg, resumed_at=start if resumed is not None else None,
+                        banner=f"spsagan {cfg.stage} stage → {out}  ({device}, {torch.get_num_threads()} threads, "
+                               f"{d.world_size} process{'es' if d.enabled else ''}, {len(train)} training images, "
+                               f"{len(val)} validation images, prior: {prior_source.spec()['kind']})")
+        logs = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None,
+                       desc=f"spsagan {cfg.stage}", every=cfg.log_every)
 
     def run_validation(iteration: int) -> dict[str, float]:
-        with rng_preserved():  # a resumed run, which skips this validation, draws the same numbers
-            scores = validate(G_ema, prior_source, val, cfg.scale, device,
-                              out / "samples" / f"iter_{iteration:07d}.png")
+        scores = validate(G_ema, prior_source, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
         means = mean_scores(scores)
-        logs_out.val(iteration, means, f"  val @ {iteration}: PSNR-Y {means['psnr']:.2f} dB (bicubic "
-                     f"{means['bicubic_psnr']:.2f}), SSIM-Y {means['ssim']:.4f} (bicubic {means['bicubic_ssim']:.4f})")
+        logs.val(iteration, means, f"  val @ {iteration}: PSNR-Y {means['psnr']:.2f} dB (bicubic "
+                 f"{means['bicubic_psnr']:.2f}), SSIM-Y {means['ssim']:.4f} (bicubic {means['bicubic_ssim']:.4f})")
         return means
 
+    checkpointer = Checkpointer(out, d, cfg, models=models, optimizers=optimizers, schedulers=schedulers,
+                                extra=extra, validate=run_validation,
+                                export=lambda path: save_model(path, G_ema, prior_source if G.use_spsa else None))
     G_train.train()
     for iteration in range(start + 1, cfg.iters + 1):
         if iteration > start + 1:
             lr, hr, prior = next_batch()
         if cfg.stage == "psnr":
-            sr = G_train(lr, None)  # (B, 3, H, W)
-            loss = cfg.l1_weight * F.l1_loss(sr, hr)
-            optimizers["generator"].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers["generator"].step()
-            logs = {"l_pix": loss.item()}
+            losses = psnr_step(G_train, optimizers["generator"], lr, hr, cfg.pixel_weight)
         else:
-            # generator step, discriminator frozen
-            D.requires_grad_(False)
-            sr = G_train(lr, prior)  # (B, 3, H, W)
-            l_pix = cfg.l1_weight * F.l1_loss(sr, hr)
-            l_per = cfg.perceptual_weight * perceptual(sr, hr) if perceptual is not None else sr.new_zeros(())
-            # the unwrapped D: this step updates none of its weights, so there is nothing to sync
-            d_real = D(hr).detach()  # (B, 1)
-            d_fake = D(sr)  # (B, 1)
-            l_gan = cfg.gan_weight * ragan_generator_loss(d_real, d_fake)
-            optimizers["generator"].zero_grad(set_to_none=True)
-            (l_pix + l_per + l_gan).backward()
-            optimizers["generator"].step()
-            # discriminator step
-            D.requires_grad_(True)
-            d_real = D_train(hr)  # (B, 1)
-            d_fake = D_train(sr.detach())  # (B, 1)
-            l_d = ragan_discriminator_loss(d_real, d_fake)
-            optimizers["discriminator"].zero_grad(set_to_none=True)
-            l_d.backward()
-            optimizers["discriminator"].step()
-            logs = {"l_pix": l_pix.item(), "l_per": l_per.item(), "l_gan": l_gan.item(), "l_d": l_d.item(),
-                    "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+            sr, losses = gan_step(G_train, D, perceptual, optimizers["generator"], lr, hr, prior, cfg)
+            losses |= discriminator_step(D_train, optimizers["discriminator"], hr, sr)
         if cfg.ema:
             update_ema(G_ema, G, cfg.ema)
         lr_used = schedulers["generator"].get_last_lr()[0]  # this iteration's, before the step
         for s in schedulers.values():
             s.step()
-
-        logs_out.step(iteration, logs)
-        if iteration % cfg.log_every == 0 or iteration == cfg.iters:
-            logs_out.train(iteration, distributed.mean_over_ranks(logs, d), lr_used)
-        # The checkpoint first: a validation that fails loses no training.
-        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
-            save(iteration)
-        if iteration % cfg.val_every == 0 or iteration == cfg.iters:
-            if d.is_main:
-                extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
-            distributed.barrier(d)
-    seconds = logs_out.close()
-    result = {}
-    if d.is_main:
-        if start >= cfg.iters:  # nothing left to train: still report where the run stands
-            extra["last_val"] = {"iter": start, **run_validation(start)}
-        result = summary(cfg, d, start=start, seconds=seconds, val=extra.get("last_val"))
-        write_json(out / "summary.json", result)
-        v = result["val"]
-        print(f"spsagan {cfg.stage}: {cfg.iters - start} iterations in {seconds:.0f} s ({result['its']:.2f} it/s); "
-              f"validation PSNR-Y {v['psnr']:.2f} dB vs bicubic {v['bicubic_psnr']:.2f} dB, "
-              f"SSIM-Y {v['ssim']:.4f} vs {v['bicubic_ssim']:.4f}\n  wrote {out}/generator.pt, "
-              f"checkpoints/last.pt, train.csv, val.csv, samples/, summary.json", flush=True)
+        logs.step(iteration, losses)
+        if due(iteration, cfg.log_every, cfg.iters):
+            logs.train(iteration, distributed.mean_over_ranks(losses, d), lr_used)
+        checkpointer.end_of_iteration(iteration)  # the checkpoint, then the validation
+    result = finish(cfg, d, logs, checkpointer, start=start)
+    if result:
+        print_summary(result, cfg, out, start)
     return result
+
+
+def print_summary(result: dict, cfg: SPSAGANConfig, out: Path, start: int) -> None:
+    v = result["val"]
+    print(f"spsagan {cfg.stage}: {cfg.iters - start} iterations in {result['seconds']:.0f} s ({result['its']:.2f} "
+          f"it/s); validation PSNR-Y {v['psnr']:.2f} dB vs bicubic {v['bicubic_psnr']:.2f} dB, "
+          f"SSIM-Y {v['ssim']:.4f} vs {v['bicubic_ssim']:.4f}\n  wrote {out}/generator.pt, "
+          "checkpoints/last.pt, train.csv, val.csv, samples/, summary.json", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

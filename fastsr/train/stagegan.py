@@ -37,7 +37,7 @@ As SPSAGAN's trainer: start-up checks before iteration 1, an existing run folder
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,31 +45,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastsr.data import DistributedBatchSampler
 from fastsr.data.facades import StageGANDataset, StageGANValidationSet
 from fastsr.data.priors import prior_picture
-from fastsr.inference import save_model
-from fastsr.metrics import gsm, psnr, quantize, ssim
+from fastsr.inference import save_model, score
+from fastsr.metrics import gsm, quantize
 from fastsr.models import NLayerDiscriminator, StageGAN
 from fastsr.models.stagegan import StageGANUpscaler
 from fastsr.train import distributed
-from fastsr.train.checkpoint import rng_state, save_training_state
 from fastsr.train.logs import save_grid
 from fastsr.train.run import (
-    RUN_ARTEFACTS,
+    Checkpointer,
     RunLogs,
-    check_run_folder,
-    check_writable,
-    continues_in_place,
-    remove_artefacts,
+    due,
+    finish,
+    make_loader,
+    open_run_folder,
     restore_run,
-    resume_or_start,
-    rng_preserved,
-    run_folder,
     sample_folders,
+    start_run,
     startup,
-    summary,
-    write_json,
 )
 
 DATA = ("samples", "facades", "ab")
@@ -103,7 +97,7 @@ class StageGANConfig:
     beta1: float = field(default=0.5, metadata={"help": "Adam β1"})
     l1_weight: float = field(default=100.0, metadata={"help": "λ, the L1 weight of every stage (eq. 10)"})
     schedule: str = field(default="joint", metadata={"help": "joint (eq. 10: all stages, one summed loss) or sequential (stage 0, then 1, then 2)"})
-    stage_iters: int = field(default=0, metadata={"help": "sequential: iterations of stage 0 and of stage 1 (stage 2 trains to the end); 0: a third of --iters each"})
+    stage_iters: int | None = field(default=None, metadata={"help": "sequential: iterations of stage 0 and of stage 1 (stage 2 trains to the end); default: a third of --iters each"})
     eval_mode: bool = field(default=False, metadata={"help": "validate / infer with running BatchNorm statistics and no dropout (pix2pix --eval)"})
     # run
     out: str = field(default="", metadata={"help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/stagegan-<timestamp>"})
@@ -114,7 +108,7 @@ class StageGANConfig:
     log_every: int = field(default=50, metadata={"help": "log losses every N iterations"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches, dropout and the pseudo maps"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
-    threads: int = field(default=0, metadata={"help": "CPU threads for PyTorch; 0: PyTorch's default"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch; default: PyTorch's"})
 
     def __post_init__(self):
         for name, value, allowed in (("data", self.data, DATA), ("schedule", self.schedule, SCHEDULES),
@@ -125,10 +119,10 @@ class StageGANConfig:
         if self.scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8; got {self.scale}")
         for name in ("num_classes", "size", "batch_size", "ngf", "ndf", "n_blocks", "iters", "val_every",
-                     "save_every", "log_every"):
-            if getattr(self, name) < 1:
+                     "save_every", "log_every", "stage_iters", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
-        for name in ("workers", "threads", "spsa_level", "decay_from", "l1_weight", "stage_iters"):
+        for name in ("workers", "spsa_level", "decay_from", "l1_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0; got {getattr(self, name)}")
         for name in ("size", "val_size"):
@@ -141,6 +135,9 @@ class StageGANConfig:
             raise ValueError(f"--data {self.data} needs --val-dir (a held-out folder in the same format)")
         if self.map_mode == "onehot" and self.num_classes < 2:
             raise ValueError(f"num_classes must be ≥ 2 in onehot mode; got {self.num_classes}")
+
+    # Older fastsr wrote these values for "the default" (None now); a resume reads them so.
+    SENTINELS = {"stage_iters": 0, "threads": 0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +182,8 @@ def active_stages(cfg: StageGANConfig, iteration: int) -> tuple[str, ...]:
     """The stages trained at ``iteration`` (1-based): all three (joint), or one after another."""
     if cfg.schedule == "joint":
         return STAGE_NAMES
-    per_stage = cfg.stage_iters or max(1, -(-cfg.iters // 3))
+    # None follows --iters (a runtime flag), so it is resolved here, at each use, not once
+    per_stage = cfg.stage_iters if cfg.stage_iters is not None else max(1, -(-cfg.iters // 3))
     return (STAGE_NAMES[min(2, (iteration - 1) // per_stage)],)
 
 
@@ -215,21 +213,22 @@ def map_picture(map_: Tensor, map_mode: str) -> Tensor:
 @torch.no_grad()
 def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int, device: torch.device,
              grid_path: Path | None) -> dict[str, float]:
-    """Mean PSNR / SSIM / GSM on Y (8-bit, border = scale) of each stage's output and of bicubic
-    (MR); a sample grid MR | stage-0 map | stage 1 | stage 2 | HR."""
-    names = ("bicubic", "stage1", "stage2")
-    sums = {f"{m}_{n}": 0.0 for n in names for m in ("psnr", "ssim", "gsm")}
+    """Mean PSNR / SSIM (:func:`fastsr.inference.score`: 8-bit, Y, border = scale) and GSM of
+    each stage's output and of bicubic (MR); a sample grid MR | stage-0 map | stage 1 | stage 2 | HR."""
+    sums = {f"{m}_{n}": 0.0 for n in ("bicubic", "stage1", "stage2") for m in ("psnr", "ssim", "gsm")}
     rows = []
     for item in val:
         hr, mr = item["hr"].to(device), item["mr"][None].to(device)  # (3, S, S), (1, 3, S, S)
         out = upscaler.stages(mr)  # dict of (1, C, S, S) in net range
         images = {"bicubic": mr[0], "stage1": from_net(out["stage1"][0]), "stage2": from_net(out["stage2"][0])}
-        ref = quantize(hr)
+        for n in ("stage1", "stage2"):
+            s = score(images[n], mr[0], hr, name=item["name"], crop_border=scale)
+            sums[f"psnr_{n}"] += s.psnr
+            sums[f"ssim_{n}"] += s.ssim
+        sums["psnr_bicubic"] += s.bicubic_psnr
+        sums["ssim_bicubic"] += s.bicubic_ssim
         for n, img in images.items():
-            img = quantize(img)
-            sums[f"psnr_{n}"] += float(psnr(img, ref, crop_border=scale))
-            sums[f"ssim_{n}"] += float(ssim(img, ref, crop_border=scale))
-            sums[f"gsm_{n}"] += float(gsm(img, ref, crop_border=scale))
+            sums[f"gsm_{n}"] += float(gsm(quantize(img), quantize(hr), crop_border=scale))
         if grid_path is not None and len(rows) < 4:
             rows.append([mr[0], map_picture(out["map"][0], upscaler.net.map_mode), images["stage1"],
                          images["stage2"], hr])
@@ -243,38 +242,88 @@ def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def run(cfg: StageGANConfig) -> dict:
-    """Train Stage-GAN; returns the summary it writes to ``<out>/summary.json`` (rank 0)."""
+def run(cfg: StageGANConfig, given: Iterable[str] | None = None) -> dict:
+    """Train Stage-GAN; returns the summary it writes to ``<out>/summary.json`` (rank 0).
+
+    ``given``: the fields the user set, for the rules of ``cfg.resume``
+    (:func:`fastsr.train.run.resume_or_start`); from Python, those that differ from their
+    defaults."""
     with startup():
         d = distributed.setup(cfg.device)
     try:
-        return _train(cfg, d)
+        return _train(cfg, d, given)
     finally:
         distributed.teardown(d)
 
 
-def run_inputs(cfg: StageGANConfig) -> list[tuple[str, str]]:
-    """The (flag, folder) pairs a new run reads: its run folder keeps apart from them."""
+def run_inputs(cfg: StageGANConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (flag, folder) and (flag, file) pairs a new run reads: its run folder keeps apart."""
     if cfg.data == "samples":
-        return sample_folders("train", "val")
-    return [("--data-dir", cfg.data_dir), ("--val-dir", cfg.val_dir)]
+        return sample_folders("train", "val"), []
+    return [("--data-dir", cfg.data_dir), ("--val-dir", cfg.val_dir)], []
 
 
-def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
+def build_optimizers(cfg: StageGANConfig, net: StageGAN, Ds: nn.ModuleDict) -> tuple[dict, dict]:
+    """Adam(lr, β = (β1, 0.999)) for the generators and for the discriminators; linear decay."""
+    optimizers = {
+        "generators": torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+        "discriminators": torch.optim.Adam(Ds.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+    }
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for k, o in optimizers.items()}
+    return optimizers, schedulers
+
+
+def stage_pairs(net: StageGAN, outs: dict[str, Tensor], mr: Tensor, hr: Tensor, map_gt: Tensor
+                ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """(condition, fake, real) per stage, as the paper's Fig. 4 conditions each discriminator."""
+    cond = net.map_condition(outs["map"])  # (B, M, S, S): what stage 1 read
+    mr_cond = torch.cat([mr, cond], dim=1)  # (B, 3 + M, S, S)
+    return {"stage0": (mr, cond, map_gt), "stage1": (mr_cond, outs["stage1"], hr), "stage2": (outs["stage1"], outs["stage2"], hr)}
+
+
+def generator_step(Ds: nn.ModuleDict, optimizer: torch.optim.Optimizer, pairs: dict, stages: tuple[str, ...],
+                   l1_weight: float) -> dict[str, float]:
+    """Σ_s BCE(D_s(c_s ‖ fake_s), 1) + λ·L1(fake_s, real_s) over the active stages, the
+    discriminators frozen. ``Ds`` unwrapped: this step updates none of their weights."""
+    Ds.requires_grad_(False)
+    logs, loss = {}, 0.0
+    for s in stages:
+        c, fake, real = pairs[s]
+        l_gan = bce(Ds[s](torch.cat([c, fake], 1)), real=True)
+        l_l1 = F.l1_loss(fake, real)
+        loss = loss + l_gan + l1_weight * l_l1
+        logs[f"{s}_gan"], logs[f"{s}_l1"] = l_gan.item(), l_l1.item()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logs
+
+
+def discriminator_step(Ds: nn.ModuleDict, D: dict[str, nn.Module], optimizer: torch.optim.Optimizer, pairs: dict,
+                       stages: tuple[str, ...]) -> dict[str, float]:
+    """Σ_s ½·[BCE(D_s(c_s ‖ real_s), 1) + BCE(D_s(c_s ‖ fake_s.detach()), 0)] over the active
+    stages; ``D`` the (DDP-wrapped) discriminators of ``Ds``."""
+    Ds.requires_grad_(True)
+    logs, loss = {}, 0.0
+    for s in stages:
+        c, fake, real = pairs[s]
+        c = c.detach()
+        l_d = 0.5 * (bce(D[s](torch.cat([c, real], 1)), real=True)
+                     + bce(D[s](torch.cat([c, fake.detach()], 1)), real=False))
+        loss = loss + l_d
+        logs[f"{s}_d"] = l_d.item()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logs
+
+
+def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None) -> dict:
     # Start-up: every condition that could fail later is checked before iteration 1. (Validation
     # images cannot be too small to score: they are --val-size crops, ≥ 32 ≥ 2·8 + 11.)
     with startup():
-        cfg, resumed = resume_or_start(cfg)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        cfg, resumed, out = start_run(cfg, given, "stagegan", run_inputs)
         device = d.device
-        out = run_folder(cfg, "stagegan")
-        if resumed is None or not continues_in_place(cfg):  # a new run, or a resumed one in a new folder
-            check_run_folder(out, artefacts=RUN_ARTEFACTS, overwrite=cfg.overwrite, folders=run_inputs(cfg),
-                             resumable=resumed is None)
-        check_writable(out)
-        torch.manual_seed(cfg.seed)
-
         train, val = build_data(cfg)
         net, Ds = build_networks(cfg, train.map_channels)
         net, Ds = net.to(device), Ds.to(device)
@@ -282,23 +331,12 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
             torch.manual_seed(cfg.seed + d.rank)
         upscaler = StageGANUpscaler(net, batch_stats=not cfg.eval_mode, seed=cfg.seed)
         models = {"generators": net, "discriminators": Ds}
-        optimizers = {
-            "generators": torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-            "discriminators": torch.optim.Adam(Ds.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-        }
-        schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, linear_decay(cfg)) for k, o in optimizers.items()}
+        optimizers, schedulers = build_optimizers(cfg, net, Ds)
         start, extra = 0, {}
         if resumed is not None:
             start, extra = restore_run(resumed, cfg.resume, models=models, optimizers=optimizers,
                                        schedulers=schedulers, rank=d.rank, world_size=d.world_size)
-
-        sampler = DistributedBatchSampler(len(train), cfg.batch_size, seed=cfg.seed, rank=d.rank,
-                                          world_size=d.world_size, start_iter=start)
-        # The loader's own generator: iter(DataLoader) draws a base seed, which must not come from
-        # the global RNG that the checkpoint restored (it would shift every later dropout draw).
-        loader = iter(torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=cfg.workers,
-                                                  pin_memory=device.type == "cuda",
-                                                  generator=torch.Generator().manual_seed(cfg.seed)))
+        sampler, loader = make_loader(train, cfg.batch_size, seed=cfg.seed, d=d, start=start, workers=cfg.workers)
         if net.stage1.spsa is not None and not bool(net.stage1.spsa.alpha_initialized):
             with torch.no_grad():  # SPSA's α from the first batch, before DDP broadcasts rank 0's
                 first = train[sampler.global_batch(start)[0]]
@@ -306,116 +344,56 @@ def _train(cfg: StageGANConfig, d: distributed.Dist) -> dict:
         sequential = cfg.schedule == "sequential"  # frozen stages: parameters without gradients
         G = distributed.wrap(net, d, find_unused_parameters=sequential)
         D = {k: distributed.wrap(m, d, find_unused_parameters=sequential) for k, m in Ds.items()}
-
-        distributed.barrier(d)  # every rank has checked the run folder before rank 0 writes in it
-        if d.is_main:
-            if resumed is None and cfg.overwrite:
-                removed = remove_artefacts(out, RUN_ARTEFACTS)
-                if removed:
-                    print(f"--overwrite: deleted {len(removed)} file(s) of the earlier run in {out}", flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / "config.json", dataclasses.asdict(cfg))
-            print(f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
-                  f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation images, "
-                  f"×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})", flush=True)
-            if resumed is not None:
-                print(f"  resumed at iteration {start}", flush=True)
-        logs_out = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None, desc="stagegan",
-                           every=cfg.log_every)
-
-    def save(iteration: int) -> None:
-        rngs = distributed.gather(rng_state(), d)  # every rank's: dropout draws differ per rank
-        if d.is_main:
-            save_training_state(out / "checkpoints" / "last.pt", config=dataclasses.asdict(cfg), iteration=iteration,
-                                models=models, optimizers=optimizers, schedulers=schedulers, extra=extra,
-                                rng=rngs)
-            save_model(out / "generator.pt", upscaler)
-        distributed.barrier(d)
+        open_run_folder(out, d, overwrite=cfg.overwrite, config=cfg,
+                        resumed_at=start if resumed is not None else None,
+                        banner=f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
+                               f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation "
+                               f"images, ×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})")
+        logs = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None, desc="stagegan",
+                       every=cfg.log_every)
 
     def run_validation(iteration: int) -> dict[str, float]:
-        # The upscaler seeds its own dropout (torch's RNG forked); numpy's and Python's are kept too.
-        with rng_preserved():  # a resumed run, which skips this validation, draws the same numbers
-            means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
-        logs_out.val(iteration, means, f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
-                     f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
-                     f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
+        # The upscaler seeds its own dropout (torch's RNG forked); the checkpointer keeps every stream.
+        means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
+        logs.val(iteration, means, f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
+                 f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
+                 f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
         return means
 
+    checkpointer = Checkpointer(out, d, cfg, models=models, optimizers=optimizers, schedulers=schedulers,
+                                extra=extra, validate=run_validation, export=lambda path: save_model(path, upscaler))
     net.train()
     for iteration in range(start + 1, cfg.iters + 1):
         batch = next(loader)
         mr, hr = to_net(batch["mr"].to(device)), to_net(batch["hr"].to(device))  # (B, 3, S, S) each
         map_gt = to_net(batch["map"].to(device)) if cfg.map_mode == "colour" else batch["map"].to(device)  # (B, M, S, S)
         stages = active_stages(cfg, iteration)
-        frozen = [s for s in STAGE_NAMES if s not in stages]
         for s in STAGE_NAMES:
-            getattr(net, s).requires_grad_(s not in frozen)
-
+            getattr(net, s).requires_grad_(s in stages)
         # forward through all three generators (through the DDP wrapper: it syncs the gradients)
-        outs = G(mr)
-        map_, hr1, hr2 = outs["map"], outs["stage1"], outs["stage2"]  # (B, M, S, S), (B, 3, S, S) ×2
-        cond = net.map_condition(map_)  # (B, M, S, S): what stage 1 read
-        mr_cond = torch.cat([mr, cond], dim=1)  # (B, 3 + M, S, S)
-        # (condition, fake, real) per stage — paper Fig. 4
-        pairs = {"stage0": (mr, cond, map_gt),
-                 "stage1": (mr_cond, hr1, hr), "stage2": (hr1, hr2, hr)}
-        targets = {"stage0": map_gt, "stage1": hr, "stage2": hr}
-
-        # generator step: discriminators frozen; the unwrapped D (none of its weights change here)
-        Ds.requires_grad_(False)
-        logs, loss_g = {}, 0.0
-        for s in stages:
-            c, fake, _ = pairs[s]
-            l_gan = bce(Ds[s](torch.cat([c, fake], 1)), real=True)
-            l_l1 = F.l1_loss(fake, targets[s])
-            loss_g = loss_g + l_gan + cfg.l1_weight * l_l1
-            logs[f"{s}_gan"], logs[f"{s}_l1"] = l_gan.item(), l_l1.item()
-        optimizers["generators"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["generators"].step()
-
-        # discriminator step
-        Ds.requires_grad_(True)
-        loss_d = 0.0
-        for s in stages:
-            c, fake, real = pairs[s]
-            c = c.detach()
-            l_d = 0.5 * (bce(D[s](torch.cat([c, real], 1)), real=True)
-                         + bce(D[s](torch.cat([c, fake.detach()], 1)), real=False))
-            loss_d = loss_d + l_d
-            logs[f"{s}_d"] = l_d.item()
-        optimizers["discriminators"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminators"].step()
+        pairs = stage_pairs(net, G(mr), mr, hr, map_gt)
+        losses = generator_step(Ds, optimizers["generators"], pairs, stages, cfg.l1_weight)
+        losses |= discriminator_step(Ds, D, optimizers["discriminators"], pairs, stages)
         lr_used = schedulers["generators"].get_last_lr()[0]  # this iteration's, before the step
         for sch in schedulers.values():
             sch.step()
-
-        logs_out.step(iteration, {k: v for k, v in logs.items() if k.endswith("_l1")})
-        if iteration % cfg.log_every == 0 or iteration == cfg.iters:
-            logs = distributed.mean_over_ranks(logs, d)
-            columns = {f"{s}_{k}": logs.get(f"{s}_{k}", "") for s in STAGE_NAMES for k in ("gan", "l1", "d")}
-            logs_out.train(iteration, columns, lr_used)
-        # The checkpoint first: a validation that fails loses no training.
-        if iteration % cfg.save_every == 0 or iteration == cfg.iters:
-            save(iteration)
-        if iteration % cfg.val_every == 0 or iteration == cfg.iters:
-            if d.is_main:
-                extra["last_val"] = {"iter": iteration, **run_validation(iteration)}
-            distributed.barrier(d)
-    seconds = logs_out.close()
-    result = {}
-    if d.is_main:
-        if start >= cfg.iters:  # nothing left to train: still report where the run stands
-            extra["last_val"] = {"iter": start, **run_validation(start)}
-        result = summary(cfg, d, start=start, seconds=seconds, val=extra["last_val"])
-        write_json(out / "summary.json", result)
-        v = result["val"]
-        print(f"\nstagegan: {cfg.iters - start} iterations in {seconds:.0f} s ({result['its']:.2f} it/s); "
-              f"validation ({len(val)} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
-              f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}", flush=True)
-        for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
-            print(f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f}")
-        print(f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json",
-              flush=True)
+        logs.step(iteration, {k: v for k, v in losses.items() if k.endswith("_l1")})
+        if due(iteration, cfg.log_every, cfg.iters):
+            losses = distributed.mean_over_ranks(losses, d)
+            logs.train(iteration, {f"{s}_{k}": losses.get(f"{s}_{k}", "") for s in STAGE_NAMES
+                                   for k in ("gan", "l1", "d")}, lr_used)
+        checkpointer.end_of_iteration(iteration)  # the checkpoint, then the validation
+    result = finish(cfg, d, logs, checkpointer, start=start)
+    if result:
+        print_summary(result, cfg, out, start, len(val))
     return result
+
+
+def print_summary(result: dict, cfg: StageGANConfig, out: Path, start: int, images: int) -> None:
+    v = result["val"]
+    print(f"\nstagegan: {cfg.iters - start} iterations in {result['seconds']:.0f} s ({result['its']:.2f} it/s); "
+          f"validation ({images} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
+          f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}", flush=True)
+    for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
+        print(f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f}")
+    print(f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json", flush=True)

@@ -277,6 +277,43 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The "__metadata__" of a ``.safetensors`` file (str → str; {} when it has none)."""
+    import json
+
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 2 <= n <= _MAX_SAFETENSORS_HEADER:
+            return {}
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Write tensors (any dtype of the format) and string metadata as a ``.safetensors`` file,
+    atomically."""
+    import json
+
+    names = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    blobs, offset = [], 0
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    return atomic_write(path, lambda f: (f.write(len(text).to_bytes(8, "little")), f.write(text),
+                                         [f.write(b) for b in blobs]))
+
+
 def read_safetensors(path: str | os.PathLike, *, what: str = "safetensors file") -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file (8-byte little-endian header size, a JSON header
     ``{name: {"dtype", "shape", "data_offsets"}}``, then the bytes), read and checked without the

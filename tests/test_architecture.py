@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = ("fastsr.cli", "fastsr.upscale", "fastsr.eval", "fastsr.visualize", "fastsr.train.__main__",
-         "fastsr.kernels.report")
+TOOLS = ("fastsr.cli", "fastsr.upscale", "fastsr.eval", "fastsr.visualize", "fastsr.export", "fastsr.__main__",
+         "fastsr.train.__main__", "fastsr.kernels.report")
 FLOORS = [  # (prefix, floor): the longest matching prefix wins
     ("fastsr._io", 0), ("fastsr._checks", 0), ("fastsr.kernels", 0), ("fastsr.ops", 1), ("fastsr.metrics", 2),
     ("fastsr.layers", 3), ("fastsr.models", 4), ("fastsr.data", 5), ("fastsr.inference", 6), ("fastsr.train", 7),

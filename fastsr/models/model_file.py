@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import Tensor
 
-from fastsr._io import load_state, save_state
+from fastsr._io import file_kind, load_state, safetensors_metadata, save_state, state_digest, write_safetensors
 from fastsr.models.foreign import read_foreign
 
 MODEL_FORMAT = "fastsr.model/1"
@@ -94,6 +94,8 @@ def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFil
     else:
         source = os.fspath(checkpoint)
         state = load_state(checkpoint, what="fastsr model file")
+        if file_kind(checkpoint) == "safetensors":
+            state = _from_safetensors(state, safetensors_metadata(checkpoint), source)
     if not isinstance(state, Mapping):
         raise ValueError(f"{source} must be a fastsr model file (a dict with 'format', 'kind', 'config', "
                          f"'params'); got a {type(state).__name__}")
@@ -143,3 +145,35 @@ def load_error(error: RuntimeError) -> str:
     if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
         return lines[1][:300]
     return lines[0][:300] if lines else type(error).__name__
+
+
+def write_model_safetensors(path: str | os.PathLike, *, kind: str, config: Mapping[str, Any],
+                            params: Mapping[str, Tensor], prior: Mapping[str, Any] | None = None) -> Path:
+    """A model file as ``.safetensors``: the params as tensors, format / kind / config / prior /
+    digest as JSON strings in the header's metadata (:func:`read_model_file` reads it back)."""
+    import json
+
+    state = {"format": MODEL_FORMAT, "kind": kind, "config": dict(config),
+             "params": {k: v.detach().cpu() for k, v in params.items()}, "prior": dict(prior) if prior else None}
+    meta = {"format": MODEL_FORMAT, "kind": kind, "config": json.dumps(state["config"]),
+            "prior": json.dumps(state["prior"]), "digest": state_digest(state)}
+    return write_safetensors(path, state["params"], meta)
+
+
+def _from_safetensors(tensors: dict[str, Tensor], meta: dict[str, str], source: str) -> dict[str, Any]:
+    """A fastsr model written as safetensors (metadata "format" = fastsr.model/1) as its state
+    dict, digest checked; any other safetensors file as its bare tensors (read as a foreign
+    checkpoint)."""
+    import json
+
+    if meta.get("format") != MODEL_FORMAT:
+        return tensors
+    try:
+        state = {"format": MODEL_FORMAT, "kind": meta["kind"], "config": json.loads(meta["config"]),
+                 "params": tensors, "prior": json.loads(meta.get("prior", "null"))}
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{source}: its fastsr metadata is unreadable ({type(e).__name__}: {e})") from None
+    if meta.get("digest") != state_digest(state):
+        raise ValueError(f"{source} is a corrupted fastsr model file: its content does not match the SHA-256 "
+                         "digest stored with it")
+    return state

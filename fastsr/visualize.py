@@ -51,6 +51,7 @@ from fastsr.cli import (
     output_problem,
     pick_device,
     protected_files,
+    read_rgb,
     report_error,
     to_uint8,
 )
@@ -187,7 +188,7 @@ def compose(panels: Sequence[Tensor], box: tuple[int, int, int, int], labels: Se
 
 
 def attention_command(args: argparse.Namespace) -> int:
-    from fastsr.data import ImageReadError, bicubic_lr, mod_crop, read_image
+    from fastsr.data import bicubic_lr, mod_crop
     from fastsr.data.priors import prior_picture
 
     image_path = Path(args.image)
@@ -202,9 +203,9 @@ def attention_command(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.checkpoint} has no SPSA layer (use_spsa=False): it has no attention to show")
     s = model.scale
     try:
-        img = read_image(image_path)  # (3, H0, W0)
-    except ImageReadError as e:
-        report_error(PROG, f"{e.path}: {e.reason}")
+        img = read_rgb(image_path)  # (3, H0, W0), at the file's own depth
+    except (OSError, ValueError, SyntaxError) as e:
+        report_error(PROG, f"{image_path}: not a readable image ({type(e).__name__}: {one_line(e)})")
         return EXIT_INPUT_FAILED
 
     H0, W0 = img.shape[-2:]

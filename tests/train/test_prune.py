@@ -83,9 +83,9 @@ def test_prune_stage_end_to_end(tmp_path):
     # the reported validation PSNRs are those of the files it wrote (recomputed independently)
     val = ValidationSet(sample_image_paths("val"), scale=4)
     bicubic = np.mean([psnr_y(bicubic_upscale(item["lr"][None], 4)[0], item["hr"], 4) for item in val])
-    assert summary["bicubic"]["val_psnr_y"] == pytest.approx(bicubic, abs=1e-6)
+    assert summary["bicubic"]["val_psnr_y"] == pytest.approx(bicubic, abs=1e-4)
     for name in ("rrdb", "rrsb"):
         net = load_model(out / f"{name}.pt").generator
         expected = np.mean([psnr_y(super_resolve(net, item["lr"][None], 4)[0], item["hr"], 4) for item in val])
-        assert summary[name]["val_psnr_y"] == pytest.approx(expected, abs=1e-6), name
+        assert summary[name]["val_psnr_y"] == pytest.approx(expected, abs=1e-4), name
         assert summary[name]["params"] == sum(p.numel() for p in net.parameters())

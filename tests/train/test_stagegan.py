@@ -145,7 +145,7 @@ def test_spsagan_trains_on_a_stage_zero_prior(tmp_path):
         lr = item["lr"][None]  # (1, 3, h, w)
         prior = model.prior(bicubic_upscale(lr, 4), [item["name"]])  # (1, 4, H, W)
         scores.append(psnr_y(super_resolve(model.generator, lr, 4, prior=prior)[0], item["hr"], 4))
-    assert summary["val"]["psnr"] == pytest.approx(np.mean(scores), abs=1e-6)
+    assert summary["val"]["psnr"] == pytest.approx(np.mean(scores), abs=1e-4)
 
 
 def test_spsa_in_stage_one(tmp_path):
@@ -160,7 +160,7 @@ def test_spsa_in_stage_one(tmp_path):
         for n in ("stage1", "stage2"):
             expected[f"psnr_{n}"].append(psnr_y((out[n][0] + 1) / 2, item["hr"], 4))
     for k, v in expected.items():
-        assert summary["val"][k] == pytest.approx(np.mean(v), abs=1e-6), k
+        assert summary["val"][k] == pytest.approx(np.mean(v), abs=1e-4), k
     state = torch.load(tmp_path / "spsa" / "checkpoints" / "last.pt", weights_only=False)["models"]["generators"]
     assert any(".spsa." in k for k in state)
 

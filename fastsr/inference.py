@@ -182,6 +182,9 @@ class Upscaler:
         fp16: run the generator in float16 (CUDA only).
         prior: a prior source to use instead of the model file's (SPSA models).
         trust_code: let the model file's saved prior be a program (see :func:`load_model`).
+        outscale: the final factor (any float > 0), when it differs from the model's scale: the
+            model's output is resized by MATLAB bicubic to round(outscale · H) × round(outscale · W),
+            as Real-ESRGAN's ``--outscale``; None keeps the model's scale.
         alpha: what happens to an alpha channel: "bicubic" (MATLAB bicubic ×scale, the default),
             "model" (the alpha plane through the model as a grey image) or "drop". Colour is
             super-resolved premultiplied by alpha and divided back, so transparent pixels' colours
@@ -194,11 +197,15 @@ class Upscaler:
     """
 
     def __init__(self, model, *, device: str | torch.device = "auto", tile: int | None = None, tile_pad: int = 10,
-                 fp16: bool = False, prior=None, trust_code: bool = False, alpha: str = "bicubic"):
+                 fp16: bool = False, prior=None, trust_code: bool = False, alpha: str = "bicubic",
+                 outscale: float | None = None):
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}; got {alpha!r}")
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be None or a positive int; got {tile!r}")
+        if outscale is not None and not (isinstance(outscale, (int, float)) and 0 < outscale <= 64):
+            raise ValueError(f"outscale must be None or a number in (0, 64]; got {outscale!r}")
+        self.outscale = outscale
         self.device = pick_device(device)
         if isinstance(model, LoadedModel):
             loaded = model
@@ -254,7 +261,12 @@ class Upscaler:
                 else imresize(alpha[None], self.scale)[0].clamp(0, 1)  # (1, s·H, s·W)
             out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(0, 1)
             out.append(a)
-        return torch.cat(out)
+        out = torch.cat(out)  # (C, s·H, s·W)
+        if self.outscale is not None and self.outscale != self.scale:
+            H, W = planes.shape[-2:]
+            size = (max(1, round(self.outscale * H)), max(1, round(self.outscale * W)))
+            out = imresize(out, size=size).clamp(0, 1)  # MATLAB bicubic from s·H × s·W
+        return out
 
     def _sr(self, rgb: Tensor, name: str) -> Tensor:
         lr = rgb[None].to(self.device, self.dtype)  # (1, 3, H, W)

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
                         help="an alpha channel: bicubic ×scale (default), model (through the network as grey), or "
                              "drop")
+    parser.add_argument("--outscale", type=positive_float, default=None, metavar="F",
+                        help="the final factor, when other than the model's: its output resized by MATLAB bicubic "
+                             "(the default suffix then becomes _x<F>)")
     parser.add_argument("--recursive", action="store_true",
                         help="look in the input folders' subfolders too; outputs mirror the tree under -o")
     add_tile_arguments(parser)
@@ -90,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_prior_arguments(parser)
     add_common_arguments(parser)
     return parser
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text!r}") from None
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 64]; got {value:g}")
+    return value
 
 
 def check_suffix(suffix: str) -> None:
@@ -115,8 +128,9 @@ def upscale(args: argparse.Namespace) -> int:
     from fastsr.inference import Upscaler
 
     upscaler = Upscaler(model, device=device, tile=args.tile or None, tile_pad=args.tile_pad, fp16=fp16,
-                        alpha=args.alpha)
-    suffix = args.suffix if args.suffix is not None else f"_x{model.scale}"
+                        alpha=args.alpha, outscale=args.outscale)
+    factor = args.outscale if args.outscale is not None else model.scale
+    suffix = args.suffix if args.suffix is not None else f"_x{factor:g}"
     items, problems = gather_image_tree(args.inputs, recursive=args.recursive)
     print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
           f"{len(items)} image{'s' if len(items) != 1 else ''}", flush=True)

@@ -278,3 +278,20 @@ def test_pixels_are_kept_faithfully(models, tmp_path, rng):
     assert (out / "photo_x2.tif").is_file()  # --ext auto: TIFF in, TIFF out
     assert main([str(models["plain"]), str(tree), "-o", str(tmp_path / "flat")]) == 0  # without --recursive
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["alpha_x2.png", "photo_x2.png"]
+
+
+def test_outscale_resizes_the_models_output_by_matlab_bicubic(models, tmp_path, rng):
+    from fastsr.inference import Upscaler
+    from fastsr.ops import imresize
+
+    image = save_png(tmp_path / "p.png", smooth_image(rng, 10, 12))
+    assert main([str(models["plain"]), str(image), "-o", str(tmp_path / "o"), "--outscale", "3.5"]) == 0
+    got = read_png(tmp_path / "o" / "p_x3.5.png")
+    assert got.shape == (35, 42, 3)
+    x2 = Upscaler(models["plain"], device="cpu").upscale(read_png(image).astype(np.float32) / 255)  # ×2
+    expected = imresize(torch.from_numpy(x2).permute(2, 0, 1), size=(35, 42)).clamp(0, 1)
+    expected = (expected * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(SystemExit) as info:
+        main([str(models["plain"]), str(image), "-o", str(tmp_path / "o"), "--outscale", "-1"])
+    assert info.value.code == 2

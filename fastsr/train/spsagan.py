@@ -4,6 +4,7 @@
     python -m fastsr.train spsagan --stage gan  --pretrained runs/psnr/generator.pt \\
         --vgg-weights vgg19.pth --train-dir HR/ --val-dir VAL/ --out runs/gan
     python -m fastsr.train spsagan --resume runs/gan           # continues exactly
+    python -m fastsr.train spsagan --resume runs/gan --iters 800000   # … and longer
     torchrun --nproc_per_node 2 -m fastsr.train spsagan …       # DistributedDataParallel
 
 Stages (defaults are the paper's, section 4):
@@ -135,7 +136,7 @@ class SPSAGANConfig:
     # run
     out: str = field(default="", metadata={"help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/spsagan-<stage>-<timestamp>"})
     overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier run: delete that run's own files (checkpoints/last.pt, generator.pt, config.json, summary.json, train.csv, val.csv, samples/iter_*.png, tensorboard events) once start-up has passed; other files are kept"})
-    resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue; its saved config is used"})
+    resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue with its saved config; of the flags typed with it, --iters, the intervals, --device, --threads, --workers and --trust-prior-code take effect, any other that would change the run is refused; a checkpoint outside a run's checkpoints/ folder needs --out"})
     val_every: int = field(default=5000, metadata={"help": "validate (and write a sample grid) every N iterations"})
     save_every: int = field(default=5000, metadata={"help": "write the training checkpoint every N iterations"})
     log_every: int = field(default=100, metadata={"help": "log losses every N iterations"})

@@ -102,7 +102,7 @@ class StageGANConfig:
     # run
     out: str = field(default="", metadata={"help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/stagegan-<timestamp>"})
     overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier run: delete that run's own files (checkpoints/last.pt, generator.pt, config.json, summary.json, train.csv, val.csv, samples/iter_*.png, tensorboard events) once start-up has passed; other files are kept"})
-    resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue; its saved config is used"})
+    resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue with its saved config; of the flags typed with it, --iters, the intervals, --device, --threads, --workers and --trust-prior-code take effect, any other that would change the run is refused; a checkpoint outside a run's checkpoints/ folder needs --out"})
     val_every: int = field(default=1000, metadata={"help": "validate (and write a sample grid) every N iterations"})
     save_every: int = field(default=1000, metadata={"help": "write the training checkpoint every N iterations"})
     log_every: int = field(default=50, metadata={"help": "log losses every N iterations"})

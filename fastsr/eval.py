@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", metavar="CKPT", help="model file written by fastsr.inference.save_model")
     parser.add_argument("--hr", metavar="PATH", nargs="+", required=True,
                         help="HR images, or folders of them (.png .jpg .jpeg .bmp)")
+    parser.add_argument("--lr", metavar="DIR", default=None,
+                        help="real LR images for the HR ones, matched by stem (any format): each HR image is "
+                             "mod-cropped to scale × its LR's size; default: LR made by MATLAB bicubic")
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV (a last row 'mean')")
     add_tile_arguments(parser)
     add_device_arguments(parser)
@@ -99,6 +102,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
     s = model.scale
     dtype = torch.float16 if fp16 else torch.float32
+    lr_files = {}
+    if args.lr:
+        from fastsr.data.images import list_image_files
+
+        if not Path(args.lr).is_dir():
+            raise CLIError(f"--lr must be a folder of LR images; got {args.lr}")
+        lr_files = {p.stem: p for p in list_image_files(args.lr)}
     print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
           f"{len(paths)} HR image{'s' if len(paths) != 1 else ''}; Y channel, crop border {s}", flush=True)
     failed = len(problems)
@@ -117,7 +127,16 @@ def evaluate(args: argparse.Namespace) -> int:
             report_error(PROG, f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
             failed += 1
             continue
-        hr = mod_crop(img, s)  # (3, H, W)
+        given_lr = None
+        if args.lr:
+            try:
+                given_lr, hr = paired_lr(lr_files, path, img, s)
+            except (OSError, ValueError, SyntaxError) as e:
+                report_error(PROG, f"{path}: {one_line(e)}; skipped")
+                failed += 1
+                continue
+        else:
+            hr = mod_crop(img, s)  # (3, H, W)
         H, W = hr.shape[-2:]
         if min(H, W) < 2 * s + SSIM_WINDOW:
             report_error(PROG, f"{path}: {W}×{H} after the mod crop is too small to score (each side must be "
@@ -127,7 +146,7 @@ def evaluate(args: argparse.Namespace) -> int:
             continue
         try:
             t0 = time.perf_counter()
-            lr = bicubic_lr(hr, s)[None].to(device)  # (1, 3, H/s, W/s), 8-bit values
+            lr = (given_lr if given_lr is not None else bicubic_lr(hr, s))[None].to(device)  # (1, 3, H/s, W/s)
             bicubic = bicubic_upscale(lr, s)  # (1, 3, H, W)
             prior = compute_prior(model, lr.to(dtype), path.stem)  # (1, S, H, W) | None
             sr = super_resolve(model.generator, lr.to(dtype), s, prior=prior,
@@ -159,6 +178,20 @@ def evaluate(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} input{'s' if failed != 1 else ''} failed", flush=True)
     return EXIT_INPUT_FAILED if failed or not rows else EXIT_OK
+
+
+def paired_lr(lr_files: dict, hr_path: Path, hr: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lr, hr) for a real pair: the LR file with hr_path's stem, and hr cropped top-left to
+    s × its size (an HR side larger by less than s is mod-cropped, as BasicSR pairs them)."""
+    lr_path = lr_files.get(hr_path.stem)
+    if lr_path is None:
+        raise ValueError(f"--lr has no image named {hr_path.stem}.*")
+    lr = read_rgb(lr_path)  # (3, h, w)
+    h, w = lr.shape[-2:]
+    H, W = hr.shape[-2:]
+    if not (s * h <= H < s * (h + 1) and s * w <= W < s * (w + 1)):
+        raise ValueError(f"its LR {lr_path} is {w}×{h}: ×{s} is {s * w}×{s * h}, but the HR image is {W}×{H}")
+    return lr, hr[:, : s * h, : s * w]
 
 
 def write_csv(path: str | Path, rows, means: dict[str, float]) -> None:

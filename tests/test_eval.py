@@ -123,3 +123,31 @@ def test_command_line_smoke(models, tmp_path, rng):
     assert done.returncode == 0, done.stderr
     assert "mean (1)" in done.stdout
     assert list(read_csv(tmp_path / "s.csv")) == ["a", "mean"]
+
+
+def test_real_lr_hr_pairs(models, tmp_path, rng, capsys):
+    """--lr DIR: the given LR images are upscaled and scored against their HR (mod-cropped to
+    scale × LR); not a bicubic-made LR."""
+    from fastsr.inference import bicubic_upscale, score, super_resolve
+
+    hr_dir, lr_dir = tmp_path / "hr", tmp_path / "lr"
+    hr_dir.mkdir(), lr_dir.mkdir()
+    hr = smooth_image(rng, 41, 45)  # ×2 model: HR one pixel taller / wider than 2 × LR
+    lr = smooth_image(rng, 20, 22)  # unrelated pixels: only the pairing decides the numbers
+    save_png(hr_dir / "a.png", hr)
+    save_png(lr_dir / "a.png", lr)
+    save_png(hr_dir / "b.png", smooth_image(rng, 40, 44))  # no LR for it
+    csv_path = tmp_path / "s.csv"
+    assert main([str(models["plain"]), "--hr", str(hr_dir), "--lr", str(lr_dir), "--csv", str(csv_path)]) == 1
+    assert "--lr has no image named b" in capsys.readouterr().err
+    row = next(csv.DictReader(open(csv_path)))
+    model = load_model(models["plain"])
+    lr_t = torch.from_numpy(lr).permute(2, 0, 1).float()[None] / 255
+    hr_t = torch.from_numpy(hr[:40, :44]).permute(2, 0, 1).float() / 255
+    expected = score(super_resolve(model.generator, lr_t, 2)[0], bicubic_upscale(lr_t, 2)[0], hr_t, name="a",
+                     crop_border=2)
+    assert float(row["psnr"]) == pytest.approx(expected.psnr, abs=1e-6)
+    assert float(row["bicubic_psnr"]) == pytest.approx(expected.bicubic_psnr, abs=1e-6)
+    save_png(lr_dir / "b.png", smooth_image(rng, 10, 10))  # the wrong size for its HR
+    assert main([str(models["plain"]), "--hr", str(hr_dir / "b.png"), "--lr", str(lr_dir)]) == 1
+    assert "×2 is 20×20, but the HR image is 44×40" in capsys.readouterr().err

@@ -15,6 +15,7 @@ whole image and cropped with each tile.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -246,36 +247,56 @@ class Upscaler:
             return self._upscale_tensor(image, name)
         raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}")
 
-    def upscale_planes(self, planes: Tensor, name: str = "image") -> Tensor:
-        """(C, H, W) float32 in [0, 1], C ∈ {1, 2, 3, 4} (grey, grey + alpha, RGB, RGBA) → (C, s·H, s·W)."""
+    def upscale_planes(self, planes: Tensor, name: str = "image",
+                       window: tuple[int, int, int, int] | None = None) -> Tensor:
+        """(C, H, W) float32 in [0, 1], C ∈ {1, 2, 3, 4} (grey, grey + alpha, RGB, RGBA) → (C, s·H, s·W).
+        ``window``: where the planes lie in a larger image (a tile with its context)."""
         channels = planes.shape[0]
         colour, alpha = (planes, None) if channels in (1, 3) else (planes[:-1], planes[-1:])
         grey = colour.shape[0] == 1
         rgb = colour.expand(3, -1, -1) if grey else colour  # (3, H, W)
         if alpha is not None and self.alpha != "drop":
             rgb = rgb * alpha  # premultiplied: transparent pixels carry no colour into their neighbours
-        sr = self._sr(rgb, name)  # (3, s·H, s·W)
+        sr = self._sr(rgb, name, window)  # (3, s·H, s·W)
         out = [sr.mean(0, keepdim=True) if grey else sr]
         if alpha is not None and self.alpha != "drop":
-            a = self._sr(alpha.expand(3, -1, -1), name).mean(0, keepdim=True) if self.alpha == "model" \
+            a = self._sr(alpha.expand(3, -1, -1), name, window).mean(0, keepdim=True) if self.alpha == "model" \
                 else imresize(alpha[None], self.scale)[0].clamp(0, 1)  # (1, s·H, s·W)
             out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(0, 1)
             out.append(a)
         out = torch.cat(out)  # (C, s·H, s·W)
-        if self.outscale is not None and self.outscale != self.scale:
+        if window is None and self.outscale is not None and self.outscale != self.scale:
             H, W = planes.shape[-2:]
             size = (max(1, round(self.outscale * H)), max(1, round(self.outscale * W)))
             out = imresize(out, size=size).clamp(0, 1)  # MATLAB bicubic from s·H × s·W
         return out
 
-    def _sr(self, rgb: Tensor, name: str) -> Tensor:
-        lr = rgb[None].to(self.device, self.dtype)  # (1, 3, H, W)
+    def _sr(self, rgb: Tensor, name: str, window: tuple[int, int, int, int] | None = None) -> Tensor:
+        """The model on ``rgb`` (3, h, w) in one pass → (3, s·h, s·w) on the CPU. ``window``: where
+        rgb lies in the whole image (top, left, bottom, right), for a prior looked up by name."""
+        lr = rgb[None].to(self.device, self.dtype)  # (1, 3, h, w)
         prior = None
         if self.model.needs_prior:
-            mr = bicubic_upscale(lr.float(), self.scale)
-            prior = self.model.prior(mr, [name]).to(self.dtype)  # (1, S, s·H, s·W), never from HR
-        return super_resolve(self.model.generator, lr, self.scale, prior=prior, tile=self.tile,
+            prior = self._prior(lr, name, window).to(self.dtype)  # (1, S, s·h, s·w), never from HR
+        tile = 0 if window is not None else self.tile  # a tile of the tiled path runs whole
+        return super_resolve(self.model.generator, lr, self.scale, prior=prior, tile=tile,
                              tile_pad=self.tile_pad)[0].float().cpu()
+
+    def _prior(self, lr: Tensor, name: str, window: tuple[int, int, int, int] | None) -> Tensor:
+        from fastsr.data.priors import MAX_MOD_CROP, NpyFolderPrior, open_prior_file
+
+        source, s = self.model.prior, self.scale
+        if window is not None and isinstance(source, NpyFolderPrior):  # maps of whole images: crop this window
+            top, left, bottom, right = window
+            arr = open_prior_file(source.path(name), source.num_classes)  # memory-mapped
+            crop = np.array(arr[:, top * s : bottom * s, left * s : right * s], dtype=np.float32)
+            want = ((bottom - top) * s, (right - left) * s)
+            if crop.shape[1:] != want:
+                raise ValueError(f"prior file {source.path(name)} is {arr.shape[1:]}; the image needs at least "
+                                 f"{(self.full_size[0] * s, self.full_size[1] * s)} (up to {MAX_MOD_CROP} more)")
+            return torch.from_numpy(crop)[None].to(lr.device)
+        mr = bicubic_upscale(lr.float(), s)  # the piece's bicubic upscale: exact away from its edges
+        return source(mr, [name])
 
     # -- kinds of images ------------------------------------------------------------------------
 
@@ -297,13 +318,69 @@ class Upscaler:
             peak = 1.0
         else:
             raise ValueError(f"image array must be uint8, uint16 or float in [0, 1]; got {image.dtype}")
-        planes = image[:, :, None] if image.ndim == 2 else image
-        x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)).astype(np.float32) / peak)
-        y = self.upscale_planes(x, name).numpy().transpose(1, 2, 0)  # (s·H, s·W, C)
-        if peak > 1:
-            y = np.round(y * peak).clip(0, peak)
-        y = y.astype(image.dtype)
+        planes = image[:, :, None] if image.ndim == 2 else image  # (H, W, C), the caller's memory
+        H, W = planes.shape[:2]
+        if self.tile and max(H, W) > self.tile and self.outscale in (None, self.scale):
+            y = self._tiled(planes, peak, image.dtype, name)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)).astype(np.float32) / peak)
+            y = _quantized(self.upscale_planes(x, name).numpy().transpose(1, 2, 0), peak, image.dtype)
         return y[:, :, 0] if image.ndim == 2 else y
+
+    def _tiled(self, planes: np.ndarray, peak: float, dtype, name: str) -> np.ndarray:
+        """Memory-bounded tiling: the image and the output stay in host memory, in their own dtype;
+        only one tile with its context is converted to float and sent to the device at a time.
+        Tiles overlap by 2·f LR pixels (f = min(max(tile_pad, 2), tile) // 2) and are blended with
+        complementary linear ramps there (feathered seams, no hard cut); each tile is computed with
+        ``tile_pad`` pixels of context beyond everything it writes, so every kept pixel is as far
+        from its piece's edge as with a hard cut; a band of output rows is
+        quantised into the output as soon as no later tile touches it. An out-of-memory tile
+        restarts the image with tiles half the size (down to 16)."""
+        tile = self.tile
+        while True:
+            try:
+                return self._tiled_once(planes, peak, dtype, name, tile)
+            except RuntimeError as e:  # torch.OutOfMemoryError is one
+                if "out of memory" not in str(e).lower() or tile <= 16:
+                    raise
+                tile //= 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                warnings.warn(f"out of memory at --tile {tile * 2}; retrying with {tile}", stacklevel=2)
+
+    def _tiled_once(self, planes: np.ndarray, peak: float, dtype, name: str, tile: int) -> np.ndarray:
+        H, W, C = planes.shape
+        s, pad = self.scale, self.tile_pad
+        f = min(max(pad, 2), tile) // 2  # feather half-width (LR pixels), at most half a tile
+        self.full_size = (H, W)
+        out = np.empty((s * H, s * W, C), dtype=dtype)
+        carry = None  # (acc, weight) of output rows carried into the next band
+        for top in range(0, H, tile):
+            bottom = min(top + tile, H)
+            b0, b1 = max(top - f, 0), min(bottom + f, H)  # the LR rows this band writes
+            acc = np.zeros(((b1 - b0) * s, s * W, C), np.float32)
+            weight = np.zeros(((b1 - b0) * s, s * W, 1), np.float32)
+            if carry is not None:
+                acc[: len(carry[0])] += carry[0]
+                weight[: len(carry[1])] += carry[1]
+            for left in range(0, W, tile):
+                right = min(left + tile, W)
+                c0, c1 = max(left - f, 0), min(right + f, W)  # the LR columns this tile writes
+                # the context: tile_pad pixels beyond everything the tile writes, feather band included
+                t0, l0, t1, l1 = max(b0 - pad, 0), max(c0 - pad, 0), min(b1 + pad, H), min(c1 + pad, W)
+                piece = torch.from_numpy(np.ascontiguousarray(planes[t0:t1, l0:l1].transpose(2, 0, 1))
+                                         .astype(np.float32) / peak)
+                sr = self.upscale_planes(piece, name, window=(t0, l0, t1, l1))  # (C, s·th, s·tw)
+                sr = sr[:, (b0 - t0) * s : (b1 - t0) * s, (c0 - l0) * s : (c1 - l0) * s].permute(1, 2, 0).numpy()
+                wy = _ramp(b0, b1, top, bottom, f, H, s)[:, None, None]  # (rows, 1, 1)
+                wx = _ramp(c0, c1, left, right, f, W, s)[None, :, None]  # (1, cols, 1)
+                acc[:, c0 * s : c1 * s] += sr * (wy * wx)
+                weight[:, c0 * s : c1 * s] += wy * wx
+            done = (bottom - f) * s if bottom < H else b1 * s  # the next band starts at bottom − f
+            rows = done - b0 * s
+            out[b0 * s : done] = _quantized(acc[:rows] / weight[:rows], peak, dtype)
+            carry = (acc[rows:], weight[rows:]) if bottom < H else None
+        return out
 
     def _upscale_pil(self, image, name: str):
         from PIL import Image
@@ -322,6 +399,27 @@ class Upscaler:
         if icc:
             out.info["icc_profile"] = icc
         return out
+
+
+def _ramp(a: int, b: int, core_a: int, core_b: int, f: int, n: int, s: int) -> np.ndarray:
+    """Output-pixel weights (length s·(b − a)) of a tile covering LR [a, b) whose own part is
+    [core_a, core_b) of an axis of n: 1 inside, linear ramps across the 2·f-pixel overlap with
+    each neighbour (complementary, so overlapping tiles' weights sum to 1), none at the image's
+    edges."""
+    x = (np.arange(a * s, b * s, dtype=np.float32) + 0.5) / s  # LR coordinate of each output pixel
+    w = np.ones_like(x)
+    if core_a > 0 and f > 0:
+        w = np.minimum(w, np.clip((x - (core_a - f)) / (2 * f), 0, 1))
+    if core_b < n and f > 0:
+        w = np.minimum(w, np.clip(((core_b + f) - x) / (2 * f), 0, 1))
+    return w
+
+
+def _quantized(y: np.ndarray, peak: float, dtype) -> np.ndarray:
+    """[0, 1] floats → the image's dtype (rounded to its integer steps, or the float type)."""
+    if peak > 1:
+        return np.round(np.clip(y, 0, 1) * peak).astype(dtype)
+    return np.clip(y, 0, 1).astype(dtype)
 
 
 def pick_device(name: str | torch.device) -> torch.device:

@@ -169,6 +169,7 @@ def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, tr
 # ---------------------------------------------------------------------------------------------
 
 ALPHA_MODES = ("bicubic", "model", "drop")
+ATTENTION_MODES = ("global", "tile")
 
 
 class Upscaler:
@@ -183,6 +184,11 @@ class Upscaler:
         fp16: run the generator in float16 (CUDA only).
         prior: a prior source to use instead of the model file's (SPSA models).
         trust_code: let the model file's saved prior be a program (see :func:`load_model`).
+        attention: for SPSA models with ``tile``: "global" (the default) keeps the whole-image
+            attention exact — the trunk runs tiled, the SPSA layer attends over the whole LR
+            feature map (its op needs O(L) memory), the upsampler runs tiled — so the output is
+            the untiled one up to the convolutions' context; "tile" runs the whole network per
+            tile (attention within a tile and its context: faster, an approximation).
         outscale: the final factor (any float > 0), when it differs from the model's scale: the
             model's output is resized by MATLAB bicubic to round(outscale · H) × round(outscale · W),
             as Real-ESRGAN's ``--outscale``; None keeps the model's scale.
@@ -199,9 +205,12 @@ class Upscaler:
 
     def __init__(self, model, *, device: str | torch.device = "auto", tile: int | None = None, tile_pad: int = 10,
                  fp16: bool = False, prior=None, trust_code: bool = False, alpha: str = "bicubic",
-                 outscale: float | None = None):
+                 outscale: float | None = None, attention: str = "global"):
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}; got {alpha!r}")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}; got {attention!r}")
+        self.attention = attention
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be None or a positive int; got {tile!r}")
         if outscale is not None and not (isinstance(outscale, (int, float)) and 0 < outscale <= 64):
@@ -274,6 +283,8 @@ class Upscaler:
     def _sr(self, rgb: Tensor, name: str, window: tuple[int, int, int, int] | None = None) -> Tensor:
         """The model on ``rgb`` (3, h, w) in one pass → (3, s·h, s·w) on the CPU. ``window``: where
         rgb lies in the whole image (top, left, bottom, right), for a prior looked up by name."""
+        if window is None and self.tile and self.attention == "global" and self._global_attention_applies(rgb):
+            return self._sr_global(rgb, name)
         lr = rgb[None].to(self.device, self.dtype)  # (1, 3, h, w)
         prior = None
         if self.model.needs_prior:
@@ -281,6 +292,30 @@ class Upscaler:
         tile = 0 if window is not None else self.tile  # a tile of the tiled path runs whole
         return super_resolve(self.model.generator, lr, self.scale, prior=prior, tile=tile,
                              tile_pad=self.tile_pad)[0].float().cpu()
+
+    def _global_attention_applies(self, rgb: Tensor) -> bool:
+        return isinstance(self.model.generator, models.SPSAGenerator) and max(rgb.shape[-2:]) > self.tile
+
+    @torch.no_grad()
+    def _sr_global(self, rgb: Tensor, name: str) -> Tensor:
+        """Tiled SPSA inference with exact whole-image attention: trunk features tile by tile
+        (each with tile_pad LR pixels of context), the SPSA layer once over the whole feature map
+        and the whole prior, then the upsampler tile by tile from the attended features."""
+        g, s, tile, pad = self.model.generator, self.scale, self.tile, self.tile_pad
+        lr = rgb[None].to(self.device, self.dtype)  # (1, 3, h, w)
+        h, w = lr.shape[-2:]
+        feats = lr.new_empty(1, g.num_feat, h, w)
+        for top, left, bottom, right, t0, l0, t1, l1 in _tiles(h, w, tile, pad):
+            piece = g.trunk(lr[:, :, t0:t1, l0:l1])  # (1, nf, th, tw)
+            feats[:, :, top:bottom, left:right] = piece[:, :, top - t0 : bottom - t0, left - l0 : right - l0]
+        prior = self._prior(lr, name, None).to(self.dtype)  # (1, S, s·h, s·w): the whole image's
+        feats = g.spsa(feats, prior)  # (1, nf, h, w): every query attends over every key
+        out = torch.empty(3, s * h, s * w)
+        for top, left, bottom, right, t0, l0, t1, l1 in _tiles(h, w, tile, pad):
+            sr = g.reconstruct(feats[:, :, t0:t1, l0:l1], lr[:, :, t0:t1, l0:l1])[0]  # (3, s·th, s·tw)
+            out[:, top * s : bottom * s, left * s : right * s] = sr[
+                :, (top - t0) * s : (bottom - t0) * s, (left - l0) * s : (right - l0) * s].float().cpu()
+        return out.clamp(0, 1)
 
     def _prior(self, lr: Tensor, name: str, window: tuple[int, int, int, int] | None) -> Tensor:
         from fastsr.data.priors import MAX_MOD_CROP, NpyFolderPrior, open_prior_file
@@ -320,7 +355,8 @@ class Upscaler:
             raise ValueError(f"image array must be uint8, uint16 or float in [0, 1]; got {image.dtype}")
         planes = image[:, :, None] if image.ndim == 2 else image  # (H, W, C), the caller's memory
         H, W = planes.shape[:2]
-        if self.tile and max(H, W) > self.tile and self.outscale in (None, self.scale):
+        spsa_global = self.model.needs_prior and self.attention == "global"
+        if self.tile and max(H, W) > self.tile and self.outscale in (None, self.scale) and not spsa_global:
             y = self._tiled(planes, peak, image.dtype, name)
         else:
             x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)).astype(np.float32) / peak)
@@ -399,6 +435,14 @@ class Upscaler:
         if icc:
             out.info["icc_profile"] = icc
         return out
+
+
+def _tiles(h: int, w: int, tile: int, pad: int):
+    """(top, left, bottom, right, t0, l0, t1, l1): each tile and its context, clipped."""
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            bottom, right = min(top + tile, h), min(left + tile, w)
+            yield top, left, bottom, right, max(top - pad, 0), max(left - pad, 0), min(bottom + pad, h), min(right + pad, w)
 
 
 def _ramp(a: int, b: int, core_a: int, core_b: int, f: int, n: int, s: int) -> np.ndarray:

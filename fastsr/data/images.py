@@ -12,7 +12,6 @@ written here; 16-bit colour TIFF through OpenCV cannot carry it, and is reported
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import zlib
@@ -163,13 +162,11 @@ def write_image_file(path: str | os.PathLike, image: ImageFile, *, quality: int 
         return notices
     from PIL import Image
 
-    im = Image.fromarray(pixels)
+    im = Image.fromarray(pixels)  # shares the array's memory
     options = {"icc_profile": image.icc} if image.icc and suffix != ".bmp" else {}
     if suffix in (".jpg", ".jpeg", ".webp"):
         options["quality"] = quality
-    buf = io.BytesIO()
-    im.save(buf, format=WRITE_FORMATS[suffix], **options)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: im.save(f, format=WRITE_FORMATS[suffix], **options))  # encoded straight to disk
     return notices
 
 

@@ -190,6 +190,12 @@ class SPSAGenerator(RRDBTrunk):
         if self.spsa is not None:
             # prior has lr's dtype (checked); under autocast feat may be lower precision
             feat = self.spsa(feat, prior.to(feat.dtype))  # (B, nf, h, w); prior (B, S, s·h, s·w)
+        return self.reconstruct(feat, lr)
+
+    def reconstruct(self, feat: Tensor, lr: Tensor) -> Tensor:
+        """The part after the SPSA layer: feat (B, nf, h, w) (and lr (B, in_ch, h, w) for the
+        bicubic skip) → (B, out_ch, s·h, s·w). :meth:`forward` is ``reconstruct(spsa(trunk(lr),
+        prior), lr)``; tiled inference with whole-image attention runs the three apart."""
         for conv in self.up_convs:
             feat = F.interpolate(feat, scale_factor=2, mode="nearest")  # (B, nf, 2·H, 2·W)
             feat = F.leaky_relu(conv(feat), NEGATIVE_SLOPE)  # (B, nf, 2·H, 2·W)

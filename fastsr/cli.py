@@ -115,8 +115,7 @@ def add_device_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True) 
 
 def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=nonnegative_int, default=0, metavar="N",
-                        help="super-resolve in N×N LR tiles to bound memory; 0 = whole image (default). "
-                             "Tiles change an SPSA model's output: its attention sees one tile only")
+                        help="super-resolve in N×N LR tiles to bound memory; 0 = whole image (default)")
     parser.add_argument("--tile-pad", type=nonnegative_int, default=10, metavar="N",
                         help="LR pixels of context around each tile, cut from its output (default 10)")
 

@@ -42,7 +42,6 @@ from fastsr.cli import (
     add_device_arguments,
     add_prior_arguments,
     add_tile_arguments,
-    compute_prior,
     debug_requested,
     describe,
     gather_images,
@@ -56,6 +55,7 @@ from fastsr.cli import (
     report_error,
     use_fp16,
 )
+from fastsr.inference import ATTENTION_MODES
 
 PROG = "python -m fastsr.eval"
 CSV_FIELDS = ("name", "width", "height", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "mod-cropped to scale × its LR's size; default: LR made by MATLAB bicubic")
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV (a last row 'mean')")
     add_tile_arguments(parser)
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="global",
+                        help="SPSA models with --tile: global (default) keeps whole-image attention; tile attends "
+                             "within each tile")
     add_device_arguments(parser)
     add_prior_arguments(parser)
     add_common_arguments(parser)
@@ -96,12 +99,13 @@ def evaluate(args: argparse.Namespace) -> int:
             raise CLIError(f"--csv: {problem}")
     device = pick_device(args.device)
     fp16 = use_fp16(args.fp16, device)
-    model = load(args, device, fp16=fp16)
+    model = load(args, device)
     from fastsr.data import bicubic_lr, mod_crop
-    from fastsr.inference import bicubic_upscale, mean_scores, score, super_resolve
+    from fastsr.inference import Upscaler, bicubic_upscale, mean_scores, score
 
+    upscaler = Upscaler(model, device=device, tile=args.tile or None, tile_pad=args.tile_pad, fp16=fp16,
+                        attention=args.attention)
     s = model.scale
-    dtype = torch.float16 if fp16 else torch.float32
     lr_files = {}
     if args.lr:
         from fastsr.data.images import list_image_files
@@ -148,10 +152,8 @@ def evaluate(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             lr = (given_lr if given_lr is not None else bicubic_lr(hr, s))[None].to(device)  # (1, 3, H/s, W/s)
             bicubic = bicubic_upscale(lr, s)  # (1, 3, H, W)
-            prior = compute_prior(model, lr.to(dtype), path.stem)  # (1, S, H, W) | None
-            sr = super_resolve(model.generator, lr.to(dtype), s, prior=prior,
-                               tile=args.tile, tile_pad=args.tile_pad)  # (1, 3, H, W)
-            result = score(sr[0].float(), bicubic[0], hr.to(device), name=path.stem, crop_border=s)
+            sr = upscaler.upscale_planes(lr[0].float().cpu(), path.stem)  # (3, H, W): prior from bicubic(lr)
+            result = score(sr.to(device), bicubic[0], hr.to(device), name=path.stem, crop_border=s)
             seconds = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 — one image's failure (a missing .npy prior, out of memory, a
             # prior program's own error) is reported and the others go on

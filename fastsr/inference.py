@@ -294,7 +294,8 @@ class Upscaler:
                              tile_pad=self.tile_pad)[0].float().cpu()
 
     def _global_attention_applies(self, rgb: Tensor) -> bool:
-        return isinstance(self.model.generator, models.SPSAGenerator) and max(rgb.shape[-2:]) > self.tile
+        return (self.model.needs_prior and isinstance(self.model.generator, models.SPSAGenerator)
+                and max(rgb.shape[-2:]) > self.tile)
 
     @torch.no_grad()
     def _sr_global(self, rgb: Tensor, name: str) -> Tensor:

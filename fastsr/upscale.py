@@ -58,7 +58,7 @@ from fastsr.cli import (
     use_fp16,
     warn,
 )
-from fastsr.inference import ALPHA_MODES
+from fastsr.inference import ALPHA_MODES, ATTENTION_MODES
 
 PROG = "python -m fastsr.upscale"
 
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outscale", type=positive_float, default=None, metavar="F",
                         help="the final factor, when other than the model's: its output resized by MATLAB bicubic "
                              "(the default suffix then becomes _x<F>)")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="global",
+                        help="SPSA models with --tile: global (default) keeps whole-image attention exact, the "
+                             "convolutions tiled; tile attends within each tile and its context (faster, approximate)")
     parser.add_argument("--recursive", action="store_true",
                         help="look in the input folders' subfolders too; outputs mirror the tree under -o")
     add_tile_arguments(parser)
@@ -128,7 +131,7 @@ def upscale(args: argparse.Namespace) -> int:
     from fastsr.inference import Upscaler
 
     upscaler = Upscaler(model, device=device, tile=args.tile or None, tile_pad=args.tile_pad, fp16=fp16,
-                        alpha=args.alpha, outscale=args.outscale)
+                        alpha=args.alpha, outscale=args.outscale, attention=args.attention)
     factor = args.outscale if args.outscale is not None else model.scale
     suffix = args.suffix if args.suffix is not None else f"_x{factor:g}"
     items, problems = gather_image_tree(args.inputs, recursive=args.recursive)

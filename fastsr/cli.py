@@ -23,7 +23,6 @@ import warnings
 import torch
 from torch import Tensor
 
-from fastsr._io import atomic_write
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,16 +61,18 @@ def guarded(prog: str, args: argparse.Namespace, command) -> int:
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its message's first line (the exception's type when it has none)."""
+    """An exception as one line: its message's first line, whitespace collapsed (an OSError: its
+    file name and strerror; a TorchScript failure: the program's own error, the report's last line;
+    the exception's type when it has no message)."""
     text = str(error).strip()
-    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror and str(error.filename) not in text:
         text = f"{error.filename}: {error.strerror}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
     if lines[0].startswith("The following operation failed in the TorchScript interpreter"):
-        return lines[-1]  # the program's own error is the last line of TorchScript's report
-    return lines[0]
+        return lines[-1]
+    return " ".join(lines[0].split())
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,11 +336,3 @@ def read_rgb(path: str | Path) -> Tensor:
 def to_uint8(img: Tensor):
     """(3, H, W) in [0, 1] → (H, W, 3) uint8 numpy, rounded as :func:`fastsr.metrics.quantize`."""
     return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def write_png(path: str | Path, img: Tensor) -> Path:
-    """Write (3, H, W) in [0, 1] as an 8-bit RGB PNG, atomically (never a partial file)."""
-    from PIL import Image
-
-    pixels = to_uint8(img)
-    return atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))

@@ -83,12 +83,33 @@ def write_model_file(path: str | os.PathLike, *, kind: str, config: Mapping[str,
     return save_state(path, state)
 
 
-def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFile) -> ModelFile:
+def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFile, *,
+                    expect: tuple[str, str] | None = None) -> ModelFile:
     """A model file of any supported layout (a path, or a dict already loaded), checked and
-    normalised (a :class:`ModelFile` is returned as it is). Raises FileNotFoundError, or
-    ValueError naming the file and what it is."""
-    if isinstance(checkpoint, ModelFile):
-        return checkpoint
+    normalised (a :class:`ModelFile` is returned as it is). ``expect``: (kind, class name) the
+    caller builds; a file of another kind is a ValueError naming both. Raises FileNotFoundError,
+    or ValueError naming the file and what it is."""
+    file = checkpoint if isinstance(checkpoint, ModelFile) else _read(checkpoint)
+    if expect is not None and file.kind != expect[0]:
+        raise ValueError(f"{file.source} holds a {file.kind!r} generator, not {expect[1]}; "
+                         "load it with fastsr.models.load_model")
+    return file
+
+
+def load_params(module, file: ModelFile):
+    """``file.params`` loaded into ``module`` (converted first to the file's dtype when the file
+    has one floating dtype); a mismatch is a ValueError naming the file. Returns the module."""
+    dtypes = {t.dtype for t in file.params.values() if t.is_floating_point()}
+    if len(dtypes) == 1:  # keep the file's precision
+        module.to(dtype=dtypes.pop())
+    try:
+        module.load_state_dict(file.params)
+    except RuntimeError as e:
+        raise ValueError(f"{file.source}: its params do not fit its config ({load_error(e)})") from None
+    return module
+
+
+def _read(checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelFile:
     if isinstance(checkpoint, Mapping):
         state, source = checkpoint, "checkpoint"
     else:

@@ -32,7 +32,7 @@ from fastsr._checks import check_choice, check_positive_int, listing
 from fastsr._io import load_state
 from fastsr.models.foreign import to_basicsr_names
 from fastsr.layers.rrdb import NEGATIVE_SLOPE, RRDB, RDBConnections, ResidualDenseBlock, check_net_connections
-from fastsr.models.model_file import ModelFile, load_error, read_model_file, write_model_file
+from fastsr.models.model_file import ModelFile, load_params, read_model_file, write_model_file
 from fastsr.ops.dense_block import BACKENDS
 
 __all__ = ["RRDBNet", "RRDBTrunk", "convert_esrgan_state_dict", "load_basicsr_state_dict"]
@@ -90,14 +90,7 @@ def build_from_file(cls: type[nn.Module], file: ModelFile, *, backend: str = "au
         net = cls(**file.config, backend=backend)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{file.source}: its config does not build a {cls.__name__}: {e}") from None
-    dtypes = {t.dtype for t in file.params.values() if t.is_floating_point()}
-    if len(dtypes) == 1:  # keep the file's precision
-        net.to(dtype=dtypes.pop())
-    try:
-        net.load_state_dict(file.params)
-    except RuntimeError as e:
-        raise ValueError(f"{file.source}: its params do not fit its config ({load_error(e)})") from None
-    return net.to(map_location)
+    return load_params(net, file).to(map_location)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +254,7 @@ class RRDBNet(RRDBTrunk):
 
         A BasicSR or ESRGAN checkpoint carries no config: build ``RRDBNet(...)`` and call
         :func:`load_basicsr_state_dict` instead."""
-        file = read_model_file(checkpoint)
-        if file.kind != cls.MODEL_KIND:
-            raise ValueError(f"{file.source} holds a {file.kind!r} generator, not an RRDBNet; "
-                             "load it with fastsr.models.load_model")
+        file = read_model_file(checkpoint, expect=(cls.MODEL_KIND, "an RRDBNet"))
         return build_from_file(cls, file, backend=backend, map_location=map_location)
 
 

@@ -325,10 +325,7 @@ class SPSAGenerator(RRDBTrunk):
         initialised flag included), in the file's dtype, on map_location. For BasicSR / ESRGAN
         weights, build ``SPSAGenerator(...)`` and call :meth:`load_psnr_weights` (or
         :func:`fastsr.load_basicsr_state_dict`)."""
-        file = read_model_file(checkpoint)
-        if file.kind != cls.MODEL_KIND:
-            raise ValueError(f"{file.source} holds a {file.kind!r} generator, not an SPSAGenerator; "
-                             "load it with fastsr.models.load_model")
+        file = read_model_file(checkpoint, expect=(cls.MODEL_KIND, "an SPSAGenerator"))
         unknown = sorted(set(file.config) - set(CONFIG_KEYS))
         if unknown:
             raise ValueError(f"{file.source}: config has unknown keys {unknown}; known: {CONFIG_KEYS}")

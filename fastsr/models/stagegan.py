@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fastsr._checks import check_bool, check_positive_int
-from fastsr.models.model_file import load_error, read_model_file, write_model_file
+from fastsr.models.model_file import load_params, read_model_file, write_model_file
 from fastsr.models.pix2pix import MIN_DOWNS, ResnetGenerator, UnetGenerator, _check_image
 from fastsr.ops.imresize import imresize
 
@@ -297,10 +297,7 @@ class StageGANUpscaler(nn.Module):
     ) -> StageGANUpscaler:
         """Rebuild an upscaler from its model file (a path or the loaded dict, any layout), in
         the file's dtype, on map_location."""
-        file = read_model_file(checkpoint)
-        if file.kind != cls.MODEL_KIND:
-            raise ValueError(f"{file.source} holds a {file.kind!r} generator, not a Stage-GAN; "
-                             "load it with fastsr.models.load_model")
+        file = read_model_file(checkpoint, expect=(cls.MODEL_KIND, "a Stage-GAN"))
         config = dict(file.config)
         unknown = sorted(set(config) - set(CONFIG_KEYS) - {"batch_stats", "seed"})
         if unknown:
@@ -310,15 +307,7 @@ class StageGANUpscaler(nn.Module):
             net = StageGAN(**config, backend=backend)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{file.source}: its config does not build a StageGAN: {e}") from None
-        upscaler = cls(net, **options)
-        dtypes = {t.dtype for t in file.params.values() if t.is_floating_point()}
-        if len(dtypes) == 1:  # keep the file's precision
-            upscaler.to(dtype=dtypes.pop())
-        try:
-            upscaler.load_state_dict(file.params)
-        except RuntimeError as e:
-            raise ValueError(f"{file.source}: its params do not fit its config ({load_error(e)})") from None
-        return upscaler.to(map_location)
+        return load_params(cls(net, **options), file).to(map_location)
 
     @torch.no_grad()
     def stages(self, mr: Tensor, *, only_map: bool = False) -> dict[str, Tensor]:

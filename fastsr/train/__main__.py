@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
 
 from fastsr.train import prune, spsagan, stagegan
+from fastsr.cli import debug_requested, one_line
 from fastsr.train.run import is_startup_error, startup
 
 PROG = "python -m fastsr.train"
@@ -103,10 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def debugging(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "debug", False)) or os.environ.get("FASTSR_DEBUG", "") not in ("", "0")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = f"{PROG} {args.command}" if args.command else PROG
@@ -120,19 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         resumable = "resume" in {field.name for field in dataclasses.fields(config_cls)}
         run(config, **({"given": given_fields(config_cls, args)} if resumable else {}))
     except (ValueError, OSError) as e:
-        if debugging(args) or not is_startup_error(e):
+        if debug_requested(args) or not is_startup_error(e):
             raise
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
-
-
-def one_line(e: BaseException) -> str:
-    """The error's message on one line (an OSError without one: its strerror and file name)."""
-    text = str(e).strip()
-    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
-        text = f"{e.strerror or text}: {e.filename}"
-    return " ".join(text.split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -100,7 +100,13 @@ FWD_CONFIGS = _configs([
     (8, 16, 64, 4, 3),
     (16, 16, 32, 8, 3),
 ])  # fmt: skip
-_KEY = ["Cin", "Cout", "H", "W"]
+# Bucketed key: H_BUCKET, W_BUCKET are the next powers of two of H and W (the launcher passes
+# them), so a new image size re-tunes only when it crosses a power of two.
+_KEY = ["Cin", "Cout", "H_BUCKET", "W_BUCKET"]
+# Written pointer → the inputs the launcher lets it alias (tests/kernels/test_autotune_aliasing.py
+# parses the kernel's tl.store targets and requires each to be listed here, and those that may
+# alias an input to be in the autotuner's restore_value or reset_to_zero).
+ALIASES = {"dense_conv3x3_fwd": {"OUT": ("RES", "X")}}
 
 
 @triton.jit
@@ -115,7 +121,17 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
     return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=_KEY)
+# On the first launch of every key Triton times each config on the live arguments. OUT is the
+# one pointer the kernel writes, and it may alias an input: RES (the in-place residual
+# x0 ← 0.2·x5 + x0, not idempotent: each timed launch would apply it again) and X (the buffer;
+# harmless, as written and read channels are disjoint). restore_value makes the autotuner copy
+# OUT before each timed launch and put it back after (tests/kernels/test_autotune_aliasing.py
+# checks every autotuner against ALIASES).
+@triton.autotune(configs=FWD_CONFIGS, key=_KEY, restore_value=["OUT"])
+@triton.heuristics({
+    "EVEN_K": lambda a: a["Cin"] % a["BLOCK_K"] == 0,
+    "EVEN_N": lambda a: a["Cout"] % a["BLOCK_N"] == 0,
+})  # fmt: skip
 @triton.jit
 def dense_conv3x3_fwd(
     # X, RES, OUT (B, ·, H, W); CH_IDX (Cin,) int32; WEIGHT (Cout, Cin, 3, 3); BIAS (Cout,)
@@ -125,9 +141,10 @@ def dense_conv3x3_fwd(
     sw_n, sw_c, sw_y, sw_x,
     sr_b, sr_c, sr_y, sr_x,
     so_b, so_c, so_y, so_x,
+    H_BUCKET, W_BUCKET,  # autotune key only: next powers of two of H and W (not read)
     ACTIVATION: tl.constexpr, RESIDUAL: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
 ):  # fmt: skip
     BLOCK_M: tl.constexpr = TILE_H * TILE_W
     # 1-D grid, output-channel blocks fastest: the programs sharing a pixel patch run together
@@ -155,25 +172,44 @@ def dense_conv3x3_fwd(
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     n_cblk = tl.cdiv(Cin, BLOCK_K)
+    # (channel block, kx, ky) of step i are carried as counters: the integer division
+    # i // n_cblk by a runtime value cost ~20 instructions a step.
+    cb = 0
+    kx = 0
+    ky = 0
     for i in range(0, 9 * n_cblk):
-        tap = i // n_cblk
-        c = (i - tap * n_cblk) * BLOCK_K + offs_k  # (K,) positions in the channel table
-        ky = tap // 3
-        kx = tap - 3 * ky
+        c = cb * BLOCK_K + offs_k  # (K,) positions in the channel table
         dy = ky - 1
         dx = kx - 1
         inside = pix_ok & (y >= -dy) & (y < H - dy) & (x >= -dx) & (x < W - dx)  # (M,)
-        c_ok = c < Cin
-        ch = tl.load(CH_IDX + c, mask=c_ok, other=0)  # (K,) buffer channels
-        a = tl.load(
-            x_pix[:, None] + (dy * sx_y + dx * sx_x) + ch[None, :] * sx_c,
-            mask=inside[:, None] & c_ok[None, :], other=0.0,
-        )  # (M, K)  fmt: skip
-        w = tl.load(
-            w_col[None, :] + (ky * sw_y + kx * sw_x) + c[:, None] * sw_c,
-            mask=c_ok[:, None] & n_ok[None, :], other=0.0,
-        )  # (K, N)  fmt: skip
+        a_off = dy * sx_y + dx * sx_x
+        w_off = ky * sw_y + kx * sw_x
+        if EVEN_K:  # Cin a multiple of BLOCK_K (every RRDB/RRSB layer): no channel mask
+            ch = tl.load(CH_IDX + c)  # (K,) buffer channels
+            a = tl.load(x_pix[:, None] + a_off + ch[None, :] * sx_c, mask=inside[:, None], other=0.0)
+            if EVEN_N:
+                w = tl.load(w_col[None, :] + w_off + c[:, None] * sw_c)
+            else:
+                w = tl.load(w_col[None, :] + w_off + c[:, None] * sw_c, mask=n_ok[None, :], other=0.0)
+        else:
+            c_ok = c < Cin
+            ch = tl.load(CH_IDX + c, mask=c_ok, other=0)
+            a = tl.load(
+                x_pix[:, None] + a_off + ch[None, :] * sx_c,
+                mask=inside[:, None] & c_ok[None, :], other=0.0,
+            )  # (M, K)  fmt: skip
+            w = tl.load(
+                w_col[None, :] + w_off + c[:, None] * sw_c,
+                mask=c_ok[:, None] & n_ok[None, :], other=0.0,
+            )  # (K, N)  fmt: skip
         acc = _dot(a, w, acc, PRECISION)
+        cb += 1
+        next_tap = cb == n_cblk
+        cb = tl.where(next_tap, 0, cb)
+        kx = tl.where(next_tap, kx + 1, kx)
+        next_row = kx == 3
+        kx = tl.where(next_row, 0, kx)
+        ky = tl.where(next_row, ky + 1, ky)
 
     acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if ACTIVATION:
@@ -208,17 +244,23 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
     """One spec per layer (conv1, conv5) × dtype × config, named "dense_conv3x3_fwd[conv1]" etc.
     in the report's kernel column: B = 1, H = W = 128, buffer (1, 192, 128, 128), weights
     tap-major as the launcher passes them. Without ``all_configs`` only the autotune list's
-    first config is listed. fp32 is compiled with tf32 dots (the launcher uses "ieee" unless
-    torch.backends.cuda.matmul.allow_tf32 is set). The spec format is that of
-    fastsr.kernels.spsa.aot_specs."""
+    first config is listed. Dtype labels as fastsr.kernels.report reads them: "fp16", "bf16",
+    "fp32" (IEEE dots: the launcher's default) and "tf32" (fp32 inputs with
+    torch.backends.cuda.matmul.allow_tf32 set).
+
+    The report's per-unit counts use unit "kMAC" (1024 multiply-adds): one iteration of the
+    K loop does BLOCK_M·BLOCK_N·BLOCK_K of them (padded output channels included); no exps.
+    """
     B, H, W, C = 1, 128, 128, 192
     fn = dense_conv3x3_fwd.fn
+    while not isinstance(fn, triton.runtime.jit.JITFunction):  # autotune → heuristics → jit
+        fn = fn.fn
     configs = dense_conv3x3_fwd.configs if all_configs else dense_conv3x3_fwd.configs[:1]
     specs = []
     for layer, p in _LAYERS.items():
         Cin, Cout = p["Cin"], p["Cout"]
         block_n = min(64, max(16, triton.next_power_of_2(Cout)))
-        for dtype in ("fp16", "bf16", "fp32"):
+        for label, dtype, precision in _DTYPES:
             args = dict(
                 X=f"*{dtype}", CH_IDX="*i32", WEIGHT=f"*{dtype}", BIAS=f"*{dtype}",
                 RES=f"*{dtype}", OUT=f"*{dtype}",
@@ -228,19 +270,29 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
                 sw_n=1, sw_c=Cout, sw_y=3 * Cin * Cout, sw_x=Cin * Cout,  # tap-major
                 sr_b=C * H * W, sr_c=H * W, sr_y=W, sr_x=1,
                 so_b=p["out_channels"] * H * W, so_c=H * W, so_y=W, so_x=1,
+                H_BUCKET=triton.next_power_of_2(H), W_BUCKET=triton.next_power_of_2(W),
             )  # fmt: skip
             for config in configs:
-                constexprs = dict(
-                    config.kwargs, BLOCK_N=block_n,
-                    ACTIVATION=p["activation"], RESIDUAL=p["residual"],
-                    PRECISION="tf32" if dtype == "fp32" else "ieee",
-                )  # fmt: skip
                 kw = config.kwargs
+                constexprs = dict(
+                    kw, BLOCK_N=block_n, ACTIVATION=p["activation"], RESIDUAL=p["residual"],
+                    PRECISION=precision, EVEN_K=Cin % kw["BLOCK_K"] == 0,
+                    EVEN_N=Cout % block_n == 0,
+                )  # fmt: skip
                 specs.append(dict(
-                    kernel=f"{fn.__name__}[{layer}]", dtype=dtype, fn=fn, args=args,
+                    kernel=f"{fn.__name__}[{layer}]", dtype=label, fn=fn, args=args,
                     constexprs=constexprs, num_warps=config.num_warps,
                     num_stages=config.num_stages,
                     config=f"T{kw['TILE_H']}x{kw['TILE_W']} N{block_n} K{kw['BLOCK_K']} "
                     f"w{config.num_warps} s{config.num_stages}",
+                    unit="kMAC", exps_per_unit=None, loop_names=["K loop"],
+                    units_per_iteration=kw["TILE_H"] * kw["TILE_W"] * block_n * kw["BLOCK_K"] / 1024,
+                    estimate_units=B * H * W * Cout * 9 * Cin / 1024,
+                    estimate_shape="conv: its layer at B = 1, 128×128 (kMAC = 1024 multiply-adds)",
                 ))  # fmt: skip
     return specs
+
+
+# (report label, Triton pointer dtype, tl.dot input precision)
+_DTYPES = (("fp16", "fp16", "ieee"), ("bf16", "bf16", "ieee"), ("fp32", "fp32", "ieee"),
+           ("tf32", "fp32", "tf32"))  # fmt: skip

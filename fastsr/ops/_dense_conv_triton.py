@@ -204,6 +204,7 @@ def dense_conv3x3_triton(
         buffer, channels, weight_t, bias, res, out,
         float(residual_scale), B, H, W, Cin, Cout, out_offset,
         *buffer.stride(), *weight_t.permute(3, 2, 0, 1).stride(), *res_strides, *out.stride(),
+        triton.next_power_of_2(H), triton.next_power_of_2(W),  # bucketed autotune key
         ACTIVATION=bool(activation), RESIDUAL=residual is not None,
         BLOCK_N=_block_n(Cout), PRECISION=_precision(dtype),
     )  # fmt: skip

@@ -235,3 +235,59 @@ def test_residual_partly_overlapping_the_written_channels_is_refused():
         _call(buffer=buffer, out=buffer, residual=buffer[:, 80:112])
     with pytest.raises(ValueError, match="shares memory with buffer but is not the buffer"):
         _call(buffer=buffer, out=buffer[:, :128], out_offset=64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autotuning on live tensors: the in-place residual must survive the timed launches
+# ---------------------------------------------------------------------------------------------
+
+
+def _autotune_inplace(monkeypatch, keep_hooks: bool):
+    """The in-place layer x0 ← 0.2·conv + x0 on a fresh autotune key with two configs, each
+    "timed" by three launches on the live buffer (the interpreter has one config and no timer,
+    so both are patched in; on a GPU the real configs and timer run). Returns (kernel output,
+    float64 reference, args)."""
+    import triton
+
+    from fastsr.kernels import dense_conv
+
+    tuner = dense_conv.dense_conv3x3_fwd
+    configs = [
+        triton.Config({"TILE_H": 4, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1),
+        triton.Config({"TILE_H": 2, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1),
+    ]
+    if DEVICE.type == "cpu":
+        monkeypatch.setattr(tuner, "configs", configs)
+
+        def three_launches(kernel_call, quantiles):
+            for _ in range(3):
+                kernel_call()
+            return [1.0, 1.0, 1.0]
+
+        monkeypatch.setattr(tuner, "_do_bench", three_launches)
+    monkeypatch.setattr(tuner, "cache", {})  # a fresh key
+    if not keep_hooks:  # the bug: no restore_value
+        monkeypatch.setattr(tuner, "pre_hook", lambda kwargs, reset_only=False: 0)
+        monkeypatch.setattr(tuner, "post_hook", lambda kwargs, exception: 0)
+    case = _make_case("inplace-x0", 1, 6, 9, torch.float32, seed=3)
+    args = (case["buffer"].clone(), case["channels"], case["weight"], case["bias"], False,
+            case["buffer"][:, :32].clone(), 0.2)  # fmt: skip
+    table = torch.tensor(case["channels"], dtype=torch.int32, device=DEVICE)
+    _launcher()(
+        case["buffer"], table, case["weight"], case["bias"], case["buffer"], 0,
+        activation=False, residual=case["buffer"][:, :32], residual_scale=0.2,
+    )  # fmt: skip
+    return case["buffer"][:, :32], _reference64(*args), args
+
+
+def test_autotuning_the_inplace_residual_does_not_corrupt_it(monkeypatch):
+    got, ref64, args = _autotune_inplace(monkeypatch, keep_hooks=True)
+    _assert_within_rule(got, ref64, args, torch.float32)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="negative control patches the CPU timer")
+def test_without_restore_value_autotuning_corrupts_the_inplace_residual(monkeypatch):
+    """Negative control: with the autotuner's restore hooks removed the same launch applies the
+    residual 1 + 2·3 times, so the test above would catch a missing restore_value."""
+    got, ref64, _ = _autotune_inplace(monkeypatch, keep_hooks=False)
+    assert (got.double() - ref64).abs().max() > 0.1

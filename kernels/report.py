@@ -17,9 +17,11 @@ representative shape, and one autotune config. For every spec and arch this modu
 - the **main loops**: every backward branch ``BRA .L_x_k`` whose target label precedes it is a
   loop; its body is the instructions from the label to the branch (inclusive). Loops nested in
   another (e.g. an mbarrier retry) are counted inside the outer body, self-branches (the trap
-  loop after EXIT) are not loops. Counts are static: one pass through the body is one loop
-  iteration (Triton does not unroll ``range`` loops; a software-pipelined loop's steady-state
-  body is one iteration).
+  loop after EXIT) are not loops. Counts are static, per source iteration: Triton does not
+  unroll ``range`` loops (a software-pipelined loop's steady-state body is one iteration), but
+  ptxas may (it unrolls small bodies 4×); the unroll factor comes from the PTX, which has the
+  loop once, as the ratio of an instruction class the two share one-to-one (``loop_counts``),
+  and reported per loop (``unroll``).
 
 Per loop and per kernel, in the spec's **work unit** (a query–key pair for attention):
 
@@ -239,16 +241,62 @@ def _spill_bytes(instrs: list[tuple[int, str, str]]) -> int:
     return total
 
 
-def loop_counts(sass: str) -> list[dict]:
-    """Per outermost loop: instructions, MUFU.EX2 and tensor-core instructions in its body."""
+# Instruction classes that PTX and SASS share one-to-one, used to find ptxas's unroll factor.
+_MARKERS = (("ex2.approx", ("MUFU.EX2",)), ("mma", ("HMMA", "HGMMA")), ("fma.rn.f32", ("FFMA",)))
+_PTX_LABEL = re.compile(r"^(\$L__BB\d+_\d+):")
+_PTX_BRANCH = re.compile(r"^\s*(?:@%p\d+\s+|@!%p\d+\s+)?bra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
+
+
+def _ptx_loop_bodies(ptx: str) -> list[list[str]]:
+    """Bodies (instruction lines) of the outermost loops of PTX, by backward branches."""
+    lines = ptx.splitlines()
+    labels, ranges = {}, []
+    for i, line in enumerate(lines):
+        m = _PTX_LABEL.match(line)
+        if m:
+            labels[m.group(1)] = i
+        m = _PTX_BRANCH.match(line)
+        if m and m.group(1) in labels:
+            ranges.append((labels[m.group(1)], i))
+    outer: list[tuple[int, int]] = []
+    for first, last in sorted(ranges, key=lambda r: (r[0], -r[1])):
+        if not (outer and first >= outer[-1][0] and last <= outer[-1][1]):
+            outer.append((first, last))
+    return [lines[a : b + 1] for a, b in outer]
+
+
+def _ptx_marker(body: list[str], marker: str) -> int:
+    if marker == "mma":
+        return sum(bool(re.match(r"^\s*(?:@%p\d+\s+)?(?:mma\.sync|wgmma\.mma_async)", x)) for x in body)
+    return sum(x.strip().startswith(marker) for x in body)
+
+
+def loop_counts(sass: str, ptx: str | None = None) -> list[dict]:
+    """Per outermost loop: instructions, MUFU.EX2 and tensor-core instructions in its body, per
+    source iteration. ptxas may unroll a loop k times (it does for small bodies); with the PTX
+    (which Triton emits un-unrolled) k is the ratio of an instruction class that PTX and SASS
+    share one-to-one (ex2 → MUFU.EX2, then mma → HMMA/HGMMA, then fma.rn.f32 → FFMA), and the
+    counts are divided by it. Without PTX, or when PTX and SASS disagree on the number of
+    loops, k = 1."""
     instrs, _ = parse_sass(sass)
+    bodies = [[op for _, op, _ in instrs[a : b + 1]] for a, b in find_loops(sass)]
+    ptx_bodies = _ptx_loop_bodies(ptx) if ptx else []
     out = []
-    for first, last in find_loops(sass):
-        body = [op for _, op, _ in instrs[first : last + 1]]
+    for i, body in enumerate(bodies):
+        unroll = 1
+        if len(ptx_bodies) == len(bodies):
+            for ptx_marker, sass_ops in _MARKERS:
+                n_ptx = _ptx_marker(ptx_bodies[i], ptx_marker)
+                if n_ptx:
+                    n_sass = sum(op.split(".")[0] in sass_ops or op.startswith(sass_ops) for op in body)
+                    unroll = max(1, round(n_sass / n_ptx))
+                    break
         out.append(dict(
-            instructions=len(body),
-            exps=sum(op.startswith("MUFU.EX2") for op in body),
-            mma=sum(op.split(".")[0] in ("HMMA", "HGMMA") for op in body),
+            instructions=len(body) / unroll if unroll > 1 else len(body),
+            exps=sum(op.startswith("MUFU.EX2") for op in body) / unroll if unroll > 1
+            else sum(op.startswith("MUFU.EX2") for op in body),
+            mma=sum(op.split(".")[0] in ("HMMA", "HGMMA") for op in body) // unroll,
+            unroll=unroll,
         ))  # fmt: skip
     return out
 
@@ -278,11 +326,11 @@ def _per_loop(spec: dict, key: str, n: int, default):
     return [value] * n
 
 
-def analyse(spec: dict, arch: int, sass: str, regs: int, shared: int) -> dict:
+def analyse(spec: dict, arch: int, sass: str, regs: int, shared: int, ptx: str | None = None) -> dict:
     """Per-unit loop counts, replication check, occupancy and the H100 estimate of one compile."""
     threads = 32 * spec["num_warps"]
     unit = spec.get("unit", "pair")
-    loops = loop_counts(sass)
+    loops = loop_counts(sass, ptx)
     n = len(loops)
     kw = spec["constexprs"]
     default_units = kw["BLOCK_M"] * kw["BLOCK_N"] if "BLOCK_M" in kw and "BLOCK_N" in kw else None
@@ -297,6 +345,7 @@ def analyse(spec: dict, arch: int, sass: str, regs: int, shared: int) -> dict:
         rows.append(dict(
             loop=names[i] or f"loop {i + 1}", units_per_iteration=u,
             instructions=loop["instructions"], exps=loop["exps"], mma=loop["mma"],
+            unroll=loop["unroll"],
             instr_per_unit=loop["instructions"] * threads / u, exps_per_unit=exps,
             exps_needed=need,
             replication_ok=None if need is None else exps <= REPLICATION_SLACK * need + 1e-9,
@@ -361,7 +410,7 @@ def measure(spec: dict, arch: int) -> dict:
         config=spec["config"], regs=int(regs.group(1)), spill_bytes=_spill_bytes(instrs),
         shared_bytes=shared, mma=bool(mma_ops), mma_ops="/".join(mma_ops) or "-",
     )  # fmt: skip
-    row.update(analyse(spec, arch, sass, row["regs"], shared))
+    row.update(analyse(spec, arch, sass, row["regs"], shared, compiled.asm.get("ptx")))
     mma_expected = spec["dtype"] != "fp32"  # IEEE fp32 dots have no tensor-core instruction
     row["ok"] = (
         row["spill_bytes"] == 0 and (row["mma"] or not mma_expected) and row["replication_ok"] is not False

@@ -45,6 +45,12 @@ from pathlib import Path
 import torch
 
 ATOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+# Where and how big. tests/kernels/test_gpu_check.py shrinks these and runs every check on CPU
+# tensors under TRITON_INTERPRET=1 (a smoke test of the script, not of the GPU).
+DEVICE = "cuda"
+SIZES = dict(numerics_L=(4096, 16383), offsets_bh=65535, offsets_L=520, one_hot_L=4096,
+             conv_shape=(2, 97, 131), timing_L=16384, timing_bh=(1, 8), block_hw=(128, 128),
+             block_B=(1, 16))  # fmt: skip
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 GRAD_NAMES = ("q_fea", "k_fea", "q_seg", "k_seg", "v")
 
@@ -64,8 +70,18 @@ def _machine() -> dict:
     return info
 
 
-def _inputs(bh: int, L: int, dtype, seed=0, device="cuda", dk=8, dv=64, one_hot=False):
-    g = torch.Generator(device=device).manual_seed(seed)
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator(device=DEVICE).manual_seed(seed)
+
+
+def _inputs(bh: int, L: int, dtype, seed=0, dk=8, dv=64, one_hot=False):
+    device = DEVICE
+    g = _gen(seed)
     shape_k, shape_v = (1, bh, L, dk), (1, bh, L, dv)
     qf, kf, qs, ks = (torch.randn(shape_k, generator=g, device=device) for _ in range(4))
     v = torch.randn(shape_v, generator=g, device=device)
@@ -97,8 +113,7 @@ def _rule(got, same, ref64, dtype) -> dict:
 
 
 def _numerics(tensors, dtype, seed=1) -> dict:
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    grad_out = torch.randn(tensors[4].shape, generator=g, device="cuda")  # out is (B, H, Lq = Lk, Dv)
+    grad_out = torch.randn(tensors[4].shape, generator=_gen(seed), device=DEVICE)  # out is (B, H, Lq = Lk, Dv)
     got = _run(tensors, "triton", grad_out)
     same = _run(tensors, "torch", grad_out)
     ref = _run([t.double() for t in tensors], "torch", grad_out.double())
@@ -116,13 +131,12 @@ def check_large_offsets() -> dict:
     """B·H = 65535, L = 520: v and out hold > 2³¹ elements; check the first and last heads."""
     from fastsr import spsa_attention
 
-    bh, L, dtype = 65535, 520, torch.float16
+    bh, L, dtype = SIZES["offsets_bh"], SIZES["offsets_L"], torch.float16
     tensors = _inputs(bh, L, dtype, seed=2)
     elements = tensors[4].numel()
     leaves = [t.requires_grad_(True) for t in tensors]
     out = spsa_attention(*leaves, scale=1.0, backend="triton")
-    g = torch.Generator(device="cuda").manual_seed(3)
-    grad_out = torch.randn(out.shape, generator=g, device="cuda", dtype=dtype)
+    grad_out = torch.randn(out.shape, generator=_gen(3), device=DEVICE, dtype=dtype)
     out.backward(grad_out)
     result = dict(bh=bh, L=L, v_elements=elements, past_2_31=elements > 2**31, heads={})
     ok = True
@@ -137,7 +151,8 @@ def check_large_offsets() -> dict:
         ok &= all(r["ratio"] <= 1 and r["finite"] for r in rows.values())
         result["heads"][str(head)] = rows
     del tensors, leaves, out, grad_out
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
     return dict(result, ok=ok)
 
 
@@ -145,8 +160,8 @@ def check_one_hot_rows() -> dict:
     out = {}
     for label in ("fp16", "fp32"):
         dtype = DTYPES[label]
-        out[label] = _numerics(_inputs(1, 4096, dtype, seed=4, one_hot=True), dtype)
-    return dict(L=4096, score=300, cases=out, ok=all(c["ok"] for c in out.values()))
+        out[label] = _numerics(_inputs(1, SIZES["one_hot_L"], dtype, seed=4, one_hot=True), dtype)
+    return dict(L=SIZES["one_hot_L"], score=300, cases=out, ok=all(c["ok"] for c in out.values()))
 
 
 def check_dense_conv_inplace_fresh_key() -> dict:
@@ -159,15 +174,15 @@ def check_dense_conv_inplace_fresh_key() -> dict:
     for label in ("fp16", "fp32"):
         dtype = DTYPES[label]
         dense_conv.dense_conv3x3_fwd.cache.clear()  # a fresh key: every config is timed
-        g = torch.Generator(device="cuda").manual_seed(5)
-        B, nf, gc, H, W = 2, 64, 32, 97, 131
-        buf = torch.randn(B, nf + 4 * gc, H, W, generator=g, device="cuda").to(dtype)
-        weight = (torch.randn(nf, 4 * gc, 3, 3, generator=g, device="cuda") / 20).to(dtype)
-        bias = (torch.randn(nf, generator=g, device="cuda") / 10).to(dtype)
+        g = _gen(5)
+        (B, H, W), nf, gc = SIZES["conv_shape"], 64, 32
+        buf = torch.randn(B, nf + 4 * gc, H, W, generator=g, device=DEVICE).to(dtype)
+        weight = (torch.randn(nf, 4 * gc, 3, 3, generator=g, device=DEVICE) / 20).to(dtype)
+        bias = (torch.randn(nf, generator=g, device=DEVICE) / 10).to(dtype)
         x0 = buf[:, :nf].clone()
         ref64 = 0.2 * F.conv2d(buf[:, nf:].double(), weight.double(), bias.double(), padding=1) + x0.double()
         same = 0.2 * F.conv2d(buf[:, nf:], weight, bias, padding=1) + x0
-        channels = torch.arange(nf, nf + 4 * gc, device="cuda", dtype=torch.int32)
+        channels = torch.arange(nf, nf + 4 * gc, device=DEVICE, dtype=torch.int32)
         dense_conv3x3_triton(buf, channels, weight, bias, buf, 0, activation=False,
                              residual=buf[:, :nf], residual_scale=0.2)  # fmt: skip
         row = _rule(buf[:, :nf], same, ref64, dtype)
@@ -175,11 +190,16 @@ def check_dense_conv_inplace_fresh_key() -> dict:
         row["configs_timed"] = len(dense_conv.dense_conv3x3_fwd.configs)
         results[label] = row
         ok &= row["ratio"] <= 1
-    return dict(shape=[2, 192, 97, 131], cases=results, ok=ok)
+    return dict(shape=[B, nf + 4 * gc, H, W], cases=results, ok=ok)
 
 
-def _time(fn, reps=None) -> float:
-    """Median milliseconds (triton.testing.do_bench: warm-up, cache flush, CUDA events)."""
+def _time(fn) -> float:
+    """Median milliseconds (triton.testing.do_bench: warm-up, L2 flush, CUDA events); off the
+    GPU (the smoke test) one timed call."""
+    if DEVICE != "cuda":
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
@@ -190,10 +210,10 @@ def check_spsa_timing() -> dict:
 
     import torch.nn.functional as F
 
-    L, rows = 16384, []
+    L, rows = SIZES["timing_L"], []
     for label in ("fp16", "bf16"):
         dtype = DTYPES[label]
-        for bh in (1, 8):
+        for bh in SIZES["timing_bh"]:
             qf, kf, qs, ks, v = (t.requires_grad_(True) for t in _inputs(bh, L, dtype, seed=6))
             go = torch.randn_like(v)
             fwd = _time(lambda: spsa_attention(qf, kf, qs, ks, v, scale=1.0, backend="triton"))
@@ -222,18 +242,19 @@ def check_spsa_timing() -> dict:
 def check_dense_block_timing() -> dict:
     from fastsr.ops.dense_block import dense_block, dense_block_reference
 
-    nf, gc, H, W, dtype = 64, 32, 128, 128, torch.float16
-    g = torch.Generator(device="cuda").manual_seed(7)
-    weights = [(torch.randn(gc if l < 4 else nf, nf + gc * l, 3, 3, generator=g, device="cuda") / 30).to(dtype)
+    (H, W), nf, gc = SIZES["block_hw"], 64, 32
+    dtype = torch.float16 if DEVICE == "cuda" else torch.float32  # CPU conv2d: no fp16
+    g = _gen(7)
+    weights = [(torch.randn(gc if l < 4 else nf, nf + gc * l, 3, 3, generator=g, device=DEVICE) / 30).to(dtype)
                for l in range(5)]  # fmt: skip
-    biases = [(torch.randn(w.shape[0], generator=g, device="cuda") / 10).to(dtype) for w in weights]
+    biases = [(torch.randn(w.shape[0], generator=g, device=DEVICE) / 10).to(dtype) for w in weights]
     rows = []
     with torch.no_grad():
-        for B in (1, 16):
-            x0 = torch.randn(B, nf, H, W, generator=g, device="cuda").to(dtype)
+        for B in SIZES["block_B"]:
+            x0 = torch.randn(B, nf, H, W, generator=g, device=DEVICE).to(dtype)
             x0_cl = x0.to(memory_format=torch.channels_last)
             w_cl = [w.to(memory_format=torch.channels_last) for w in weights]
-            row = dict(B=B, H=H, W=W, dtype="fp16")
+            row = dict(B=B, H=H, W=W, dtype=str(dtype).split(".")[-1])
             row["fastsr_triton_ms"] = _time(lambda: dense_block(x0, weights, biases, backend="triton"))
             row["cudnn_nchw_ms"] = _time(lambda: dense_block_reference(x0, weights, biases))
             row["cudnn_channels_last_ms"] = _time(lambda: dense_block_reference(x0_cl, w_cl, biases))
@@ -248,7 +269,7 @@ def check_dense_block_timing() -> dict:
 
 def checks() -> list[tuple[str, callable]]:
     out = []
-    for L in (4096, 16383):
+    for L in SIZES["numerics_L"]:
         for label in DTYPES:
             out.append((f"numerics_L{L}_{label}", lambda L=L, label=label: check_numerics(L, label)))
     out += [
@@ -275,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated check names")
     args = parser.parse_args(argv)
     result = dict(machine=_machine(), checks={})
-    if not torch.cuda.is_available():
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         result["status"] = "no-cuda"
         result["message"] = "no CUDA device: nothing checked (this script needs a GPU)"
         print("gpu_check: no CUDA device found; nothing to check (run it on a machine with a GPU).")
@@ -294,13 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             entry = fn()
         except Exception as e:
             entry = dict(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
-        torch.cuda.synchronize()
+        _sync()
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         result["checks"][name] = entry
         print(f"{name}: {'ok' if entry.get('ok') else 'FAIL' if entry.get('ok') is False else '-'}"
               f" ({entry['seconds']} s)", flush=True)  # fmt: skip
         _write(args.out, dict(result, status="running"))
-        torch.cuda.empty_cache()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
     failed = [n for n, e in result["checks"].items() if e.get("ok") is False]
     result["status"] = "failed: " + ", ".join(failed) if failed else "ok"
     result["seconds"] = round(time.perf_counter() - start, 1)

@@ -58,3 +58,30 @@ def test_the_command_without_a_gpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA device" in proc.stdout and "Traceback" not in proc.stderr
     assert json.loads(out.read_text())["status"] == "no-cuda"
+
+
+@pytest.mark.interpreter
+@pytest.mark.slow
+@pytest.mark.skipif(
+    torch.cuda.is_available() or importlib.util.find_spec("triton") is None
+    or __import__("os").environ.get("TRITON_INTERPRET") != "1",
+    reason="smoke test of the script on CPU tensors under TRITON_INTERPRET=1",
+)  # fmt: skip
+def test_every_check_runs_on_tiny_cpu_shapes(tmp_path, monkeypatch):
+    """Every check, at tiny sizes on CPU tensors (Triton under the interpreter), runs to the end
+    and passes: the script's plumbing, tolerance rule and reference paths work, so a first GPU
+    run is not lost to a typo. Says nothing about GPU numerics or speed."""
+    gc = _module()
+    monkeypatch.setattr(gc, "DEVICE", "cpu")
+    monkeypatch.setattr(gc, "SIZES", dict(
+        numerics_L=(40, 67), offsets_bh=3, offsets_L=20, one_hot_L=48, conv_shape=(1, 5, 9),
+        timing_L=24, timing_bh=(1, 2), block_hw=(6, 5), block_B=(1, 2),
+    ))  # fmt: skip
+    out = tmp_path / "gpu_check.json"
+    rc = gc.main(["--out", str(out)])
+    result = json.loads(out.read_text())
+    errors = {n: e.get("error") or e for n, e in result["checks"].items() if e.get("ok") is not True}
+    assert rc == 0 and not errors, json.dumps(errors, indent=1, default=str)[:4000]
+    assert len(result["checks"]) == len(gc.checks()) and result["status"] == "ok"
+    timing = result["checks"]["spsa_timing"]["rows"]
+    assert {(r["dtype"], r["bh"]) for r in timing} == {("fp16", 1), ("fp16", 2), ("bf16", 1), ("bf16", 2)}

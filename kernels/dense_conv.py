@@ -22,7 +22,7 @@ x + kx − 1] and Bmat[k, n] = W[n, c, ky, kx]. No im2col matrix is ever written
 gathers its A tile straight from X. A program owns a TILE_H × TILE_W patch of one image
 (BLOCK_M = TILE_H·TILE_W rows) and BLOCK_N output channels, and walks K in ONE flat loop of
 9 · ⌈Cin / BLOCK_K⌉ steps, taps outside and channel blocks inside (step i: tap = i // n_cblk,
-channels (i mod n_cblk)·BLOCK_K + [0, BLOCK_K)). One flat loop instead of two nested ones lets
+channels (i mod n_cblk)·BLOCK_K + [0, BLOCK_K), carried as counters, not divided). One flat loop instead of two nested ones lets
 Triton's software pipeliner keep its multi-buffered loads (see "cp.async" at FWD_CONFIGS) in
 flight across taps (conv1 has only 2 channel blocks per tap: a nested inner loop would drain
 the pipeline 9 times). What changes with the tap is hoisted: the pixel offsets and row/column
@@ -52,7 +52,20 @@ contiguous along N (coalesced, vectorised, cp.async-able), where the PyTorch lay
 every element of it a separate 2-byte access with stride 9·Cin.
 
 Tails: pixels outside the image (patch tails at the right and bottom edges), output channels
-≥ Cout and channels ≥ Cin are masked (loads give 0, stores are skipped). Accumulation is fp32;
+≥ Cout and channels ≥ Cin are masked (loads give 0, stores are skipped); the channel masks are
+compiled only where needed (EVEN_K: Cin a multiple of BLOCK_K, as in every RRDB/RRSB layer;
+EVEN_N: Cout a multiple of BLOCK_N), the pixel mask (borders) always.
+
+Cost of one K step (BLOCK_M·BLOCK_N·BLOCK_K multiply-adds), per thread: BLOCK_M·BLOCK_K /
+(32·num_warps) A elements gathered with one 2-byte (fp16/bf16) or 4-byte load each — the tap
+shift dx = ±1 leaves no alignment to vectorise on, so A cannot be copied asynchronously — plus
+its 64-bit address (2 instructions) and channel offset (1), a store to shared memory, the
+channel table (a broadcast 16-byte load per 4 entries), the B tile in 16-byte asynchronous
+copies, and the MMAs (HGMMA 64×N×16 per warpgroup on sm_90, HMMA 16×8×16 on sm_80). The kernel
+report measures it per kMAC (1024 multiply-adds): sm_90 fp16, first config, conv5 171 and conv1
+265 thread-instructions per kMAC (python -m fastsr.kernels.report --kernel dense_conv); the
+gathers, not the MMAs, dominate. An NHWC buffer would make the channel axis contiguous and the
+A loads vectorisable; the block's NCHW buffer is the contract today. Accumulation is fp32;
 ``PRECISION`` is the ``tl.dot`` input precision ("ieee" or "tf32", only relevant for fp32); the
 output is stored in OUT's dtype. The batch offset is int64 (B·C·H·W may exceed 2³¹); offsets
 within one image are int32 (the launcher checks C·H·W < 2³¹).
@@ -94,12 +107,13 @@ def _configs(gpu: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
 # fp32 on sm_80 and is left out. At fp16/bf16 the A gathers are 2-byte accesses shifted by the
 # tap (dx = ±1), which cp.async cannot copy: only the B tiles (and fp32 A tiles) are multi-stage
 # buffered in shared memory, so num_stages matters mostly for fp32.
-FWD_CONFIGS = _configs([
+GPU_FWD_CONFIGS = [
     (8, 16, 32, 4, 3),
     (4, 16, 32, 4, 3),
     (8, 16, 64, 4, 3),
     (16, 16, 32, 8, 3),
-])  # fmt: skip
+]  # fmt: skip
+FWD_CONFIGS = _configs(GPU_FWD_CONFIGS)
 # Bucketed key: H_BUCKET, W_BUCKET are the next powers of two of H and W (the launcher passes
 # them), so a new image size re-tunes only when it crosses a power of two.
 _KEY = ["Cin", "Cout", "H_BUCKET", "W_BUCKET"]

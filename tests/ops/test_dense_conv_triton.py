@@ -291,3 +291,48 @@ def test_without_restore_value_autotuning_corrupts_the_inplace_residual(monkeypa
     residual 1 + 2·3 times, so the test above would catch a missing restore_value."""
     got, ref64, _ = _autotune_inplace(monkeypatch, keep_hooks=False)
     assert (got.double() - ref64).abs().max() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Every GPU autotune config, forced one at a time (the interpreter otherwise runs only its own
+# 4 × 8 × 16 config, so the GPU tile sizes' tail paths would run nowhere off a GPU)
+# ---------------------------------------------------------------------------------------------
+
+
+def _gpu_configs():
+    from fastsr.kernels.dense_conv import GPU_FWD_CONFIGS
+
+    return GPU_FWD_CONFIGS
+
+
+# fp32 on every layer with a tail or an alias, fp16 once (the 16-bit load/convert path).
+_FORCED = [(layer, torch.float32) for layer in ("odd-cout24", "conv5-sparse", "cout80-two-nblocks",
+                                                "inplace-x0")] + [("conv5-sparse", torch.float16)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("layer", "dtype"), _FORCED, ids=lambda x: x if isinstance(x, str) else str(x).split(".")[-1])
+@pytest.mark.parametrize("config", range(4), ids=lambda i: f"gpu-config-{i}")
+def test_every_gpu_config_at_odd_shapes(monkeypatch, config, layer, dtype):
+    import triton
+
+    from fastsr.kernels import dense_conv
+
+    configs = _gpu_configs()
+    assert len(configs) == 4, "update the parametrization to the number of GPU configs"
+    h, w, k, nw, ns = configs[config]
+    tuner = dense_conv.dense_conv3x3_fwd
+    monkeypatch.setattr(tuner, "configs", [triton.Config({"TILE_H": h, "TILE_W": w, "BLOCK_K": k},
+                                                          num_warps=nw, num_stages=ns)])  # fmt: skip
+    monkeypatch.setattr(tuner, "cache", {})
+    case = _make_case(layer, 1, h + 3, w + 5, dtype, seed=config)  # a tail in both directions
+    buffer, out, off = case["buffer"], case["out"], case["out_offset"]
+    cout = case["weight"].shape[0]
+    res0 = case["residual"].clone() if case["residual"] is not None else None
+    args = (buffer.clone(), case["channels"], case["weight"], case["bias"], case["activation"],
+            res0, case["residual_scale"])  # fmt: skip
+    table = torch.tensor(case["channels"], dtype=torch.int32, device=DEVICE)
+    _launcher()(
+        buffer, table, case["weight"], case["bias"], out, off, activation=case["activation"],
+        residual=case["residual"], residual_scale=case["residual_scale"],
+    )  # fmt: skip
+    _assert_within_rule(out[:, off : off + cout], _reference64(*args), args, dtype)

@@ -57,7 +57,13 @@ Spec keys (all optional; a kernel module may add them to each spec, defaults in 
   list with one entry per main loop in code order.
 - ``exps_per_unit`` [2 for unit "pair": two softmaxes (p and q) per pass]: the math's exps per
   unit in each loop; an int/float for every loop, a list per loop, or None (no exp check).
-- ``loop_names`` [pass 1, pass 2, …]: a label per main loop.
+- ``loop_names`` [loop 1, loop 2, …]: a label per main loop.
+- ``loop_combine`` ["sequence"]: "sequence" = every unit passes through every loop in turn
+  (the forward's pass 1 and pass 2), so the kernel's per-unit figures are the loops' sums;
+  "alternatives" = each program runs one of the loops (branches of a uniform ``if``, e.g. the
+  dense conv's interior and border patches): the loops are then ordered by body size, smallest
+  first (ptxas keeps no source order), and the kernel's figures are their mean weighted by
+  ``loop_weights`` [equal] in that order.
 - ``estimate_units`` [16384² for unit "pair", else none]: total units for est_ms, and
   ``estimate_shape``: how that size was chosen (printed below the table).
 
@@ -331,6 +337,9 @@ def analyse(spec: dict, arch: int, sass: str, regs: int, shared: int, ptx: str |
     threads = 32 * spec["num_warps"]
     unit = spec.get("unit", "pair")
     loops = loop_counts(sass, ptx)
+    alternatives = spec.get("loop_combine", "sequence") == "alternatives"
+    if alternatives:  # ptxas lays the branches out in any order: name them by size
+        loops = sorted(loops, key=lambda loop: loop["instructions"])
     n = len(loops)
     kw = spec["constexprs"]
     default_units = kw["BLOCK_M"] * kw["BLOCK_N"] if "BLOCK_M" in kw and "BLOCK_N" in kw else None
@@ -350,8 +359,16 @@ def analyse(spec: dict, arch: int, sass: str, regs: int, shared: int, ptx: str |
             exps_needed=need,
             replication_ok=None if need is None else exps <= REPLICATION_SLACK * need + 1e-9,
         ))  # fmt: skip
-    instr = sum(r["instr_per_unit"] for r in rows)
-    exps = sum(r["exps_per_unit"] for r in rows)
+    if alternatives:
+        weights = _per_loop(spec, "loop_weights", n, 1.0)
+        total = sum(weights) or 1.0
+        instr = sum(w * r["instr_per_unit"] for w, r in zip(weights, rows)) / total
+        exps = sum(w * r["exps_per_unit"] for w, r in zip(weights, rows)) / total
+        for w, r in zip(weights, rows):
+            r["weight"] = w / total
+    else:
+        instr = sum(r["instr_per_unit"] for r in rows)
+        exps = sum(r["exps_per_unit"] for r in rows)
     checked = [r["replication_ok"] for r in rows if r["replication_ok"] is not None]
     warps, limit = occupancy(arch, regs, shared, spec["num_warps"])
     est_units = spec.get("estimate_units", ESTIMATE_L**2 if unit == "pair" else None)
@@ -459,7 +476,8 @@ def _table(rows: list[dict]) -> str:
             "exps/u", "need", "repl", "warps/SM", "est_ms", "ok")  # fmt: skip
     body = []
     for r in rows:
-        per_loop = " + ".join(_fmt(x["exps_per_unit"], 2) for x in r["loops"]) or "-"
+        joiner = " | " if any("weight" in x for x in r["loops"]) else " + "  # alternatives | sequence
+        per_loop = joiner.join(_fmt(x["exps_per_unit"], 2) for x in r["loops"]) or "-"
         repl = {True: "ok", False: "FAIL", None: "-"}[r["replication_ok"]]
         body.append((
             r["kernel"], r["arch"], r["dtype"], r["config"], str(r["regs"]), str(r["spill_bytes"]),
@@ -484,7 +502,8 @@ def _legend(rows: list[dict], seconds: float) -> str:
         "dtype: fp32 = fp32 inputs with IEEE dots (the launcher's default), tf32 = TF32 dots. "
         "spill = STL + LDL bytes; smem = shared bytes per block.",
         f"Per unit ({', '.join(units)}; pair = one query–key pair): instr/u = loop-body "
-        "instructions × 32·num_warps / units per iteration, summed over the main loops; exps/u = "
+        "instructions × 32·num_warps / units per iteration, summed over the main loops (a + b) or "
+        "weighted over alternative loops (a | b: dense conv interior | border); exps/u = "
         "MUFU.EX2 thread-ops per unit, per loop; need = the math's exps per unit (summed); repl "
         f"FAIL = a loop above {REPLICATION_SLACK}× its need. warps/SM (binding limit).",
         "est_ms: issue-bound lower bound of the loops on an H100 SXM (132 SMs × 4 schedulers, "

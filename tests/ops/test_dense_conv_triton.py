@@ -305,9 +305,13 @@ def _gpu_configs():
     return GPU_FWD_CONFIGS
 
 
-# fp32 on every layer with a tail or an alias, fp16 once (the 16-bit load/convert path).
-_FORCED = [(layer, torch.float32) for layer in ("odd-cout24", "conv5-sparse", "cout80-two-nblocks",
-                                                "inplace-x0")] + [("conv5-sparse", torch.float16)]  # fmt: skip
+# fp32 on every layer with a tail or an alias; 16-bit inputs (which also take the unmasked
+# interior loop) on each layer once.
+_LAYERS_FORCED = ("odd-cout24", "conv5-sparse", "cout80-two-nblocks", "inplace-x0")
+_FORCED = [(layer, torch.float32) for layer in _LAYERS_FORCED] + [
+    ("conv5-sparse", torch.float16), ("odd-cout24", torch.float16),
+    ("inplace-x0", torch.bfloat16), ("cout80-two-nblocks", torch.bfloat16),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("layer", "dtype"), _FORCED, ids=lambda x: x if isinstance(x, str) else str(x).split(".")[-1])
@@ -324,7 +328,10 @@ def test_every_gpu_config_at_odd_shapes(monkeypatch, config, layer, dtype):
     monkeypatch.setattr(tuner, "configs", [triton.Config({"TILE_H": h, "TILE_W": w, "BLOCK_K": k},
                                                           num_warps=nw, num_stages=ns)])  # fmt: skip
     monkeypatch.setattr(tuner, "cache", {})
-    case = _make_case(layer, 1, h + 3, w + 5, dtype, seed=config)  # a tail in both directions
+    # Tails in both directions, and interior patches (every tap inside the image).
+    H, W = 2 * h + 3, 3 * w + 5
+    assert dense_conv._interior_fraction(H, W, h, w) > 0
+    case = _make_case(layer, 1, H, W, dtype, seed=config)
     buffer, out, off = case["buffer"], case["out"], case["out_offset"]
     cout = case["weight"].shape[0]
     res0 = case["residual"].clone() if case["residual"] is not None else None

@@ -268,18 +268,25 @@ def check_dense_block_timing() -> dict:
 
 
 def checks() -> list[tuple[str, callable]]:
-    out = []
-    for L in SIZES["numerics_L"]:
-        for label in DTYPES:
-            out.append((f"numerics_L{L}_{label}", lambda L=L, label=label: check_numerics(L, label)))
-    out += [
+    """In order of value per second, so that a run cut short by --budget-s loses the least:
+    the in-place conv (the autotuning bug), numerics at the shorter length, offsets, one-hot
+    rows, then the long length and the timings. The first SPSA calls also autotune (and
+    compile) every config of each kernel for their key."""
+    short, long = SIZES["numerics_L"]
+
+    def numerics(L):
+        return [(f"numerics_L{L}_{label}", lambda L=L, label=label: check_numerics(L, label))
+                for label in DTYPES]  # fmt: skip
+
+    return [
+        ("dense_conv_inplace_fresh_key", check_dense_conv_inplace_fresh_key),
+        *numerics(short),
         ("large_offsets", check_large_offsets),
         ("one_hot_rows", check_one_hot_rows),
-        ("dense_conv_inplace_fresh_key", check_dense_conv_inplace_fresh_key),
+        *numerics(long),
         ("spsa_timing", check_spsa_timing),
         ("dense_block_timing", check_dense_block_timing),
     ]
-    return out
 
 
 def _write(path: Path | None, result: dict) -> None:

@@ -2,7 +2,7 @@
 (H100), read from its SASS. No GPU needed.
 
     python -m fastsr.kernels.report [--json] [--json-out PATH] [--all-configs] [--jobs N]
-                                    [--arch 80,90] [--dtype fp16,fp32] [--kernel NAME]
+                                    [--arch 80,90] [--dtype fp16,fp32] [--kernel NAME] [--markdown]
 
 Each kernels/<op>.py module listed in ``MODULES`` exposes ``aot_specs(all_configs=False)``: a
 list of specs, each the @triton.jit function, example launch arguments and constexprs for a
@@ -471,12 +471,12 @@ def _fmt(value, digits=1) -> str:
     return str(value)
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict], markdown: bool = False) -> str:
     head = ("kernel", "arch", "dtype", "config", "regs", "spill", "smem", "mma", "instr/u",
             "exps/u", "need", "repl", "warps/SM", "est_ms", "ok")  # fmt: skip
     body = []
     for r in rows:
-        joiner = " | " if any("weight" in x for x in r["loops"]) else " + "  # alternatives | sequence
+        joiner = " / " if any("weight" in x for x in r["loops"]) else " + "  # alternatives / sequence
         per_loop = joiner.join(_fmt(x["exps_per_unit"], 2) for x in r["loops"]) or "-"
         repl = {True: "ok", False: "FAIL", None: "-"}[r["replication_ok"]]
         body.append((
@@ -486,6 +486,10 @@ def _table(rows: list[dict]) -> str:
             f"{r['warps_per_sm']} ({r['occupancy_limit']})", _fmt(r["est_ms"], 3),
             "ok" if r["ok"] else "FAIL",
         ))  # fmt: skip
+    if markdown:
+        lines = ["| " + " | ".join(line) + " |" for line in (head, *body)]
+        lines.insert(1, "|" + "---|" * len(head))
+        return "\n".join(lines)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)) for line in (head, *body)]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -503,7 +507,7 @@ def _legend(rows: list[dict], seconds: float) -> str:
         "spill = STL + LDL bytes; smem = shared bytes per block.",
         f"Per unit ({', '.join(units)}; pair = one query–key pair): instr/u = loop-body "
         "instructions × 32·num_warps / units per iteration, summed over the main loops (a + b) or "
-        "weighted over alternative loops (a | b: dense conv interior | border); exps/u = "
+        "weighted over alternative loops (a / b: dense conv interior / border); exps/u = "
         "MUFU.EX2 thread-ops per unit, per loop; need = the math's exps per unit (summed); repl "
         f"FAIL = a loop above {REPLICATION_SLACK}× its need. warps/SM (binding limit).",
         "est_ms: issue-bound lower bound of the loops on an H100 SXM (132 SMs × 4 schedulers, "
@@ -522,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="80,90", help="comma-separated compute capabilities (default 80,90)")
     parser.add_argument("--dtype", default=None, help="comma-separated dtype labels (default: all)")
     parser.add_argument("--kernel", default=None, help="only kernels whose name contains this")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
     archs = tuple(int(a) for a in args.arch.split(","))
     unknown = [a for a in archs if a not in _SM_LIMITS]
@@ -537,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(records, indent=1))
     else:
-        print(_table(rows))
+        print(_table(rows, markdown=args.markdown))
         print()
         print(_legend(rows, time.perf_counter() - start))
     return 0 if all(r["ok"] for r in rows) else 1

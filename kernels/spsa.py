@@ -200,13 +200,21 @@ def _prob(acc, k, b, g, FOLD: tl.constexpr):
 
 
 @triton.jit
-def _combine(p, q):
+def _combine(p, q, FAST: tl.constexpr):
     """c = p + |d| d / s and r = d / s for d = q − p, s = q + p; both 0 where s == 0.
-    Homogeneous: c(αp, αq) = α c(p, q) and r(αp, αq) = r(p, q)."""
+    Homogeneous: c(αp, αq) = α c(p, q) and r(αp, αq) = r(p, q).
+
+    FAST (the 16-bit path, with FOLD): r = d / (s + 2⁻¹²⁶) as an approximate division (rcp and
+    mul, ≤ 2 ulp for divisors in [2⁻¹²⁶, 2¹²⁶]): 0 where s == 0 without a select, and the
+    same as d / s wherever s ≥ 2⁻¹⁰² (below, |r| shrinks slightly, for keys whose α·c < 2⁻¹⁰²
+    vanishes in the 16-bit cast anyway). Otherwise a full-range division and two selects."""
     d = q - p
     s = q + p
-    nonzero = s > 0
-    r = tl.where(nonzero, d / tl.where(nonzero, s, 1.0), 0.0)
+    if FAST:
+        r = tl.math.fdiv(d, s + 1.1754943508222875e-38, approx=True)
+    else:
+        nonzero = s > 0
+        r = tl.where(nonzero, d / tl.where(nonzero, s, 1.0), 0.0)
     return p + tl.abs(d) * r, r
 
 
@@ -218,11 +226,11 @@ def _sensitivities(r):
 
 
 @triton.jit
-def _score_grads(p, q, dpv, delta0, eps, inv_csum, dp_sum, dq_sum):
+def _score_grads(p, q, dpv, delta0, eps, inv_csum, dp_sum, dq_sum, FAST: tl.constexpr):
     """α·dSf, α·dSs and α·c from α·p, α·q, dpv = dO·v and the per-row statistics (broadcast).
     dO·v − δ is formed as (dO·v − δ0) − ε, the preprocess's own expression, never from a
     rounded δ: in a row that one key dominates, the two must cancel exactly."""
-    c, r = _combine(p, q)
+    c, r = _combine(p, q, FAST)
     gc = ((dpv - delta0) - eps) * inv_csum
     fp, fq = _sensitivities(r)
     return p * (gc * fp - dp_sum), q * (gc * fq - dq_sum), c
@@ -317,7 +325,7 @@ def _fwd_out_block(qf, qs, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv
         valid = (cols < Lk)[None, :]
         p = tl.where(valid, p, 0.0)
         q = tl.where(valid, q, 0.0)
-    c, _ = _combine(p, q)
+    c, _ = _combine(p, q, FOLD)
     csum += tl.sum(c, 1)
     acc = _dot(c.to(v.dtype), v, acc, PRECISION)
     return acc, csum
@@ -437,7 +445,7 @@ def _pre_block(qf, qs, do, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv
         p = tl.where(valid, p, 0.0)
         q = tl.where(valid, q, 0.0)
     dpv = _dot(do, v_t, None, PRECISION)
-    c, r = _combine(p, q)
+    c, r = _combine(p, q, FOLD)
     fp, fq = _sensitivities(r)
     e = dpv - delta0
     pfp = p * fp
@@ -551,7 +559,7 @@ def _dkdv_block(kf_t, ks_t, v_t, QF, QS, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ
     dpv = _dot(do, v_t, None, PRECISION)  # dO_j·v_i
     dsf, dss, c = _score_grads(
         p, q, dpv, delta0[:, None], eps[:, None], inv_csum[:, None],
-        dp_sum[:, None], dq_sum[:, None],
+        dp_sum[:, None], dq_sum[:, None], FOLD,
     )  # fmt: skip
     dtype = kf_t.dtype
     dv = _dot(tl.trans((c * inv_csum[:, None]).to(dtype)), do, dv, PRECISION)  # α·β
@@ -655,7 +663,7 @@ def _dq_block(qf, qs, do, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv_
         p = tl.where(valid, p, 0.0)
         q = tl.where(valid, q, 0.0)
     dpv = _dot(do, v_t, None, PRECISION)
-    dsf, dss, _ = _score_grads(p, q, dpv, delta0, eps, inv_csum, dp_sum, dq_sum)
+    dsf, dss, _ = _score_grads(p, q, dpv, delta0, eps, inv_csum, dp_sum, dq_sum, FOLD)
     dqf = _dot(dsf.to(kf.dtype), kf, dqf, PRECISION)
     dqs = _dot(dss.to(ks.dtype), ks, dqs, PRECISION)
     return dqf, dqs
@@ -740,6 +748,15 @@ def spsa_bwd_dq(
 # Autotuned entry points: one autotuner per kernel and path over the same @triton.jit function
 # ---------------------------------------------------------------------------------------------
 
+# Every pointer each kernel stores to; () = the launcher always passes a fresh tensor, so the
+# autotuner's repeated timed launches cannot corrupt an input (no restore_value needed).
+ALIASES = {
+    "spsa_fwd": {"OUT": (), "ST_F": (), "ST_S": (), "CSUM": ()},
+    "spsa_bwd_preprocess": {"DELTA": (), "DP_SUM": (), "DQ_SUM": ()},
+    "spsa_bwd_dkdv": {"DKF": (), "DKS": (), "DV": ()},
+    "spsa_bwd_dq": {"DQF": (), "DQS": ()},
+}
+
 KERNELS = {"spsa_fwd": spsa_fwd, "spsa_bwd_preprocess": spsa_bwd_preprocess,
            "spsa_bwd_dkdv": spsa_bwd_dkdv, "spsa_bwd_dq": spsa_bwd_dq}  # fmt: skip
 TUNERS = {
@@ -767,6 +784,11 @@ PATHS = {
 }
 
 
+# The main loops in code order (the masked tail blocks run outside them).
+_LOOP_NAMES = {"spsa_fwd": ["pass 1", "pass 2"], "spsa_bwd_preprocess": ["keys"],
+               "spsa_bwd_dkdv": ["queries"], "spsa_bwd_dq": ["keys"]}  # fmt: skip
+
+
 def aot_specs(all_configs: bool = False) -> list[dict]:
     """One spec per kernel × dtype label × config for the representative SAGAN shape: H = 1,
     Lq = Lk = 4096 (a 64×64 feature map), Dkf = Dks = 8, Dv = 64, as the launcher passes it: the
@@ -778,7 +800,8 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
 
     A spec: kernel (name), dtype (a label above), fn (the @triton.jit function), args (name →
     example value: "*fp16"-style pointer types, ints, floats, as a launch would pass them),
-    constexprs (name → value), num_warps, num_stages, config (a short description).
+    constexprs (name → value), num_warps, num_stages, config (a short description), and
+    loop_names (the report's per-loop labels).
     """
     shape = dict(H=1, Lq=4096, Lk=4096, Dkf=8, Dks=8, Dv=64, LQ_BUCKET=4096, LK_BUCKET=4096)
     padded = dict(Dkf=16, Dks=16, Dv=64)
@@ -813,5 +836,6 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
                 specs.append(dict(
                     kernel=name, dtype=label, fn=fn, args=args, constexprs=constexprs,
                     num_warps=w, num_stages=s, config=f"M{m} N{n} w{w} s{s}",
+                    loop_names=_LOOP_NAMES[name],
                 ))  # fmt: skip
     return specs

@@ -102,9 +102,11 @@ def _configs(gpu: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
 
 
 # (TILE_H, TILE_W, BLOCK_K, num_warps, num_stages). Every listed config compiles without spills
-# and with MMA for sm_80 and sm_90 at fp16, bf16 and fp32/tf32, for BLOCK_N = 32 and 64
+# and with MMA for sm_80 and sm_90 at fp16, bf16 and tf32, for BLOCK_N = 32 and 64
 # (python -m fastsr.kernels.report --all-configs); an 8 × 32 patch with 8 warps spills 16 bytes at
-# fp32 on sm_80 and is left out. At fp16/bf16 the A gathers are 2-byte accesses shifted by the
+# fp32 on sm_80 and is left out. The IEEE fp32 path (the launcher's default for fp32: FMA dots, no
+# tensor cores) has its own, shorter list: on sm_80 conv5 spills 8 B with the 4 × 16 patch and
+# 34 KB with BLOCK_K = 64. At fp16/bf16 the A gathers are 2-byte accesses shifted by the
 # tap (dx = ±1), which cp.async cannot copy: only the B tiles (and fp32 A tiles) are multi-stage
 # buffered in shared memory, so num_stages matters mostly for fp32.
 GPU_FWD_CONFIGS = [
@@ -113,7 +115,12 @@ GPU_FWD_CONFIGS = [
     (8, 16, 64, 4, 3),
     (16, 16, 32, 8, 3),
 ]  # fmt: skip
+GPU_FWD_IEEE_CONFIGS = [
+    (8, 16, 32, 4, 3),
+    (16, 16, 32, 8, 3),
+]  # fmt: skip
 FWD_CONFIGS = _configs(GPU_FWD_CONFIGS)
+FWD_IEEE_CONFIGS = _configs(GPU_FWD_IEEE_CONFIGS)
 # Bucketed key: H_BUCKET, W_BUCKET are the next powers of two of H and W (the launcher passes
 # them), so a new image size re-tunes only when it crosses a power of two.
 _KEY = ["Cin", "Cout", "H_BUCKET", "W_BUCKET"]
@@ -192,7 +199,8 @@ def _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, s
 # x0 ← 0.2·x5 + x0, not idempotent: each timed launch would apply it again) and X (the buffer;
 # harmless, as written and read channels are disjoint). restore_value makes the autotuner copy
 # OUT before each timed launch and put it back after (tests/kernels/test_autotune_aliasing.py
-# checks every autotuner against ALIASES).
+# checks every autotuner against ALIASES). Two autotuners share the kernel: dense_conv3x3_fwd for
+# 16-bit and TF32 dots, dense_conv3x3_fwd_ieee (below) for IEEE fp32 dots.
 @triton.autotune(configs=FWD_CONFIGS, key=_KEY, restore_value=["OUT"])
 @triton.heuristics({
     "EVEN_K": lambda a: a["Cin"] % a["BLOCK_K"] == 0,
@@ -269,6 +277,12 @@ def dense_conv3x3_fwd(
     tl.store(o_ptrs, acc.to(OUT.dtype.element_ty), mask=mask)
 
 
+dense_conv3x3_fwd_ieee = triton.autotune(configs=FWD_IEEE_CONFIGS, key=_KEY, restore_value=["OUT"])(
+    dense_conv3x3_fwd.fn
+)
+TUNERS = (dense_conv3x3_fwd, dense_conv3x3_fwd_ieee)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ahead-of-time compile specs (read by fastsr.kernels.report; no GPU needed)
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +304,8 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
     in the report's kernel column: B = 1, H = W = 128, buffer (1, 192, 128, 128), weights
     tap-major as the launcher passes them. Without ``all_configs`` only the autotune list's
     first config is listed. Dtype labels as fastsr.kernels.report reads them: "fp16", "bf16",
-    "fp32" (IEEE dots: the launcher's default) and "tf32" (fp32 inputs with
-    torch.backends.cuda.matmul.allow_tf32 set).
+    "fp32" (IEEE dots: the launcher's default, dense_conv3x3_fwd_ieee's configs) and "tf32"
+    (fp32 inputs with torch.backends.cuda.matmul.allow_tf32 set).
 
     The report's per-unit counts use unit "kMAC" (1024 multiply-adds): one iteration of the
     K loop does BLOCK_M·BLOCK_N·BLOCK_K of them (padded output channels included); no exps.
@@ -300,12 +314,13 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
     fn = dense_conv3x3_fwd.fn
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # autotune → heuristics → jit
         fn = fn.fn
-    configs = dense_conv3x3_fwd.configs if all_configs else dense_conv3x3_fwd.configs[:1]
     specs = []
     for layer, p in _LAYERS.items():
         Cin, Cout = p["Cin"], p["Cout"]
         block_n = min(64, max(16, triton.next_power_of_2(Cout)))
         for label, dtype, precision in _DTYPES:
+            tuner = dense_conv3x3_fwd_ieee if label == "fp32" else dense_conv3x3_fwd
+            configs = tuner.configs if all_configs else tuner.configs[:1]
             args = dict(
                 X=f"*{dtype}", CH_IDX="*i32", WEIGHT=f"*{dtype}", BIAS=f"*{dtype}",
                 RES=f"*{dtype}", OUT=f"*{dtype}",

@@ -34,7 +34,10 @@ accumulating dqf, dqs. Every kernel recomputes p and q from the saved (m, 1/l).
 
 Cost per query–key pair and loop (what the SASS should show): 2 exps (one per softmax; none
 replicated across warps), one division (r), the score MMAs and the second-stage MMAs; masks only
-in the last (tail) key or query block, which runs outside the main loop.
+in the last (tail) key or query block, which runs outside the main loop (``MASK_ALL`` off). The
+fp32 IEEE path sets ``MASK_ALL`` (one loop, every block masked): with FMA dots the peeled tail
+block pushed the kernels into spills. At sm_90 fp16, Lq = Lk = 4096, first configs: forward
+28 instructions per pair (pass 1 + pass 2), preprocess 33, dkdv 48, dq 28.
 
 Numerics:
 
@@ -56,10 +59,11 @@ Numerics:
   TF32 errs by |s|·2⁻¹¹, which at SAGAN's scale = 1 and |s| ~ 10³ moves p by percents) and the
   others tf32.
 - **Recomputed scores.** Every kernel computes the scores in the same (query × key) orientation
-  and expression, but the tensor-core instruction that sums the K products differs between
-  kernels (HGMMA or HMMA, by tile shape), so a score may differ by an ulp between the forward and
-  the backward kernels; the consequence (a relative change of p by |s|·2⁻²⁴, far below the input
-  precision) is bounded by the tests' tolerance rule, not assumed away.
+  and expression, but the MMA tiles (and instructions: HGMMA, HMMA) differ between kernels and
+  configs and nothing fixes the summation order inside the tensor cores, so a score may differ by
+  an ulp between the forward and the backward kernels; the consequence (a relative change of p by
+  ~|s|·2⁻²⁴, far below the input precision) is bounded by the tests' tolerance rule at every
+  config, not assumed away.
 
 Conventions: tensors are (B, H, L, D) with four arbitrary strides each; the launcher pads q/k
 tensors whose head dim is below its block (BLOCK_D* = max(16, next_power_of_2(D)): ``tl.dot`` on
@@ -86,27 +90,33 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _INTERPRET = tl.constexpr(INTERPRET)
 
 # ---------------------------------------------------------------------------------------------
-# Autotune configs, (BLOCK_M, BLOCK_N, num_warps, num_stages). Two lists per kernel: "mma" for
-# the tensor-core paths (fp16, bf16, fp32 with tf32) and "ieee" for fp32 with IEEE dots (FMA
-# dots, no MMA: smaller tiles keep them spill-free). The first config of each list is the one
-# the AOT report compiles without --all-configs. Every listed config compiles spill-free for
-# sm_90 (python -m fastsr.kernels.report --all-configs). Under the interpreter each autotuner gets
-# one config (autotuning would multiply the slow interpreted launches); tests force every GPU
-# config in turn through fastsr.ops._spsa_triton.forced_configs.
+# Autotune configs, (BLOCK_M, BLOCK_N, num_warps, num_stages). Three lists per kernel, one per
+# launch path: "<kernel>" for fp16 / bf16, "<kernel>_tf32" for fp32 under allow_tf32 (tf32x3
+# score dots: more registers) and "<kernel>_ieee" for fp32 with IEEE dots (FMA dots, no MMA:
+# smaller tiles keep them spill-free). The first config of each list is the one the AOT report
+# compiles without --all-configs. Every listed config compiles spill-free, with MMA where the
+# path has it and without replicated exps, for sm_80 and sm_90
+# (python -m fastsr.kernels.report --kernel spsa --all-configs). Under the interpreter each
+# autotuner gets one config (autotuning would multiply the slow interpreted launches); tests
+# force every GPU config in turn through fastsr.ops._spsa_triton.forced_configs.
 # ---------------------------------------------------------------------------------------------
 
 GPU_CONFIGS: dict[str, list[tuple[int, int, int, int]]] = {
     "spsa_fwd": [(64, 64, 4, 2), (128, 64, 8, 1), (64, 64, 4, 3), (64, 32, 4, 3), (128, 32, 8, 2)],
-    "spsa_fwd_ieee": [(64, 32, 4, 2), (32, 64, 4, 2), (32, 32, 4, 2)],
+    "spsa_fwd_tf32": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
+    "spsa_fwd_ieee": [(64, 32, 4, 2), (128, 32, 8, 2)],
     "spsa_bwd_preprocess": [(64, 32, 4, 3), (64, 16, 4, 3)],
+    "spsa_bwd_preprocess_tf32": [(64, 32, 4, 3), (64, 16, 4, 3)],
     "spsa_bwd_preprocess_ieee": [(32, 32, 4, 2), (32, 16, 4, 2), (16, 32, 4, 2)],
     # dkdv keeps three fp32 accumulators (dkf, dks, dv) and six score-sized tiles live: the
     # register-bound kernel. BLOCK_M = 64 per 4 warps: one warpgroup's wgmma tile, so no warp
     # recomputes another's scores (BLOCK_M = 16 with 4 warps computed every score four times,
     # and BLOCK_M = 64 with 8 warps twice); BLOCK_N = 64 spills at fp16 and tf32.
     "spsa_bwd_dkdv": [(64, 32, 4, 2), (64, 32, 4, 1), (64, 16, 4, 2)],
+    "spsa_bwd_dkdv_tf32": [(64, 32, 4, 1), (64, 16, 4, 2)],
     "spsa_bwd_dkdv_ieee": [(32, 32, 4, 2), (16, 32, 4, 2), (32, 16, 4, 2)],
     "spsa_bwd_dq": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2)],
+    "spsa_bwd_dq_tf32": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2)],
     "spsa_bwd_dq_ieee": [(32, 32, 4, 2), (32, 16, 4, 2), (16, 32, 4, 2)],
 }
 INTERPRETER_CONFIG = (32, 32, 4, 1)
@@ -762,7 +772,7 @@ KERNELS = {"spsa_fwd": spsa_fwd, "spsa_bwd_preprocess": spsa_bwd_preprocess,
 TUNERS = {
     name + suffix: triton.autotune(configs=_configs(name + suffix), key=_KEY)(fn)
     for name, fn in KERNELS.items()
-    for suffix in ("", "_ieee")
+    for suffix in ("", "_tf32", "_ieee")
 }
 
 
@@ -780,7 +790,7 @@ PATHS = {
     "fp16": ("fp16", "", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=True, MASK_ALL=False)),
     "bf16": ("bf16", "", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=True, MASK_ALL=False)),
     "fp32": ("fp32", "_ieee", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=False, MASK_ALL=True)),
-    "tf32": ("fp32", "", dict(PRECISION="tf32", SCORE_PRECISION="tf32x3", FOLD=False, MASK_ALL=False)),
+    "tf32": ("fp32", "_tf32", dict(PRECISION="tf32", SCORE_PRECISION="tf32x3", FOLD=False, MASK_ALL=False)),
 }
 
 

@@ -8,7 +8,7 @@ O(B·H·Lq) fp32 statistics, and pick the per-dtype path (see ``_path``):
   ≈ Lk that keeps the 16-bit c, β and dS normal (kernels/spsa.py, "α scaling");
 - fp32 (PyTorch's default, ``allow_tf32`` off): IEEE dots everywhere, their own configs, α = 1;
 - fp32 with ``torch.backends.cuda.matmul.allow_tf32``: tf32x3 score dots (TF32 would move p),
-  tf32 second-stage dots, the tensor-core configs.
+  tf32 second-stage dots, tensor-core configs of their own.
 
 Head dims below their block (max(16, next_power_of_2(D))) are padded into zero-filled contiguous
 copies, so the kernels never mask loads along D. Inputs may have any strides; every stride is
@@ -40,7 +40,7 @@ _FORCED: dict[str, tuple[int, int, int, int]] = {}
 
 @contextlib.contextmanager
 def forced_configs(configs: dict[str, tuple[int, int, int, int]]) -> Iterator[None]:
-    """Within the block, launch the named autotuners ("spsa_fwd", "spsa_bwd_dkdv_ieee", … the
+    """Within the block, launch the named autotuners ("spsa_fwd", "spsa_bwd_dkdv_tf32", … the
     keys of kernels.spsa.GPU_CONFIGS) with the given (BLOCK_M, BLOCK_N, num_warps, num_stages)
     instead of autotuning: how tests run every GPU config under the interpreter."""
     unknown = set(configs) - set(GPU_CONFIGS)
@@ -89,7 +89,7 @@ def _path(dtype: torch.dtype) -> tuple[str, dict]:
     if dtype != torch.float32:
         return "", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=True, MASK_ALL=False)
     if torch.backends.cuda.matmul.allow_tf32:
-        return "", dict(PRECISION="tf32", SCORE_PRECISION="tf32x3", FOLD=False, MASK_ALL=False)
+        return "_tf32", dict(PRECISION="tf32", SCORE_PRECISION="tf32x3", FOLD=False, MASK_ALL=False)
     return "_ieee", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=False, MASK_ALL=True)
 
 

@@ -40,25 +40,26 @@ def _allow_tf32(flag: bool):
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+_KERNELS = ("spsa_fwd", "spsa_bwd_preprocess", "spsa_bwd_dkdv", "spsa_bwd_dq")
+
+
 def _kernel_configs(suffix: str, i: int) -> dict[str, tuple[int, int, int, int]]:
     """The i-th config of every kernel's list for the path suffix ("" or "_ieee"), cycling
     through the shorter lists, so max(len) cases cover every config of every kernel."""
-    names = ("spsa_fwd", "spsa_bwd_preprocess", "spsa_bwd_dkdv", "spsa_bwd_dq")
     return {n + suffix: kernels.GPU_CONFIGS[n + suffix][i % len(kernels.GPU_CONFIGS[n + suffix])]
-            for n in names}  # fmt: skip
+            for n in _KERNELS}  # fmt: skip
 
 
 def _cases():
-    """(path, dtype, allow_tf32, i) for every config index of every launch path."""
+    """(dtype, allow_tf32, autotuner suffix, i) for every config index of every launch path."""
     cases = []
     for path, dtype, tf32, suffix in (
         ("fp16", torch.float16, False, ""),
         ("bf16", torch.bfloat16, False, ""),
-        ("tf32", torch.float32, True, ""),
+        ("tf32", torch.float32, True, "_tf32"),
         ("fp32", torch.float32, False, "_ieee"),
     ):
-        n = max(len(kernels.GPU_CONFIGS[k]) for k in kernels.GPU_CONFIGS if k.endswith(suffix)
-                and (suffix or not k.endswith("_ieee")))  # fmt: skip
+        n = max(len(kernels.GPU_CONFIGS[k + suffix]) for k in _KERNELS)
         cases += [pytest.param(dtype, tf32, suffix, i, id=f"{path}-cfg{i}") for i in range(n)]
     return cases
 

@@ -209,7 +209,7 @@ def test_fp32_paths(tf32):
     with _allow_tf32(tf32):
         suffix, path = spsa_triton._path(torch.float32)
     if tf32:  # TF32 only where it cannot move p: the score dots stay near-fp32 (tf32x3)
-        assert (suffix, path["SCORE_PRECISION"], path["PRECISION"]) == ("", "tf32x3", "tf32")
+        assert (suffix, path["SCORE_PRECISION"], path["PRECISION"]) == ("_tf32", "tf32x3", "tf32")
     else:
         assert (suffix, path["SCORE_PRECISION"], path["PRECISION"]) == ("_ieee", "ieee", "ieee")
     assert path["FOLD"] is False  # exp2 folding rounds scores by |s|·2⁻²⁴: 16-bit types only
@@ -226,7 +226,7 @@ def test_aot_specs_cover_the_launch_paths():
     for label, dtype, tf32, suffix in (("fp16", torch.float16, False, ""),
                                        ("bf16", torch.bfloat16, False, ""),
                                        ("fp32", torch.float32, False, "_ieee"),
-                                       ("tf32", torch.float32, True, "")):  # fmt: skip
+                                       ("tf32", torch.float32, True, "_tf32")):  # fmt: skip
         with _allow_tf32(tf32):
             want_suffix, path = spsa_triton._path(dtype)
         assert want_suffix == suffix

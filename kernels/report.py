@@ -380,7 +380,7 @@ def analyse(spec: dict, arch: int, sass: str, regs: int, shared: int, ptx: str |
     return dict(
         unit=unit, loops=rows, instr_per_unit=instr, exps_per_unit=exps,
         exps_needed=None if all(r["exps_needed"] is None for r in rows)
-        else sum(r["exps_needed"] or 0 for r in rows),
+        else sum((r["exps_needed"] or 0) * r.get("weight", 1) for r in rows),  # weighted if alternatives
         replication_ok=all(checked) if checked else None,
         warps_per_sm=warps, occupancy_limit=limit, est_ms=est_ms,
     )  # fmt: skip

@@ -152,3 +152,22 @@ def test_occupancy_limits():
     assert report.occupancy(90, 32, 100 * 1024, 4) == (8, "shared")
     # regs rounded up to a multiple of 8: 161 → 168
     assert report.occupancy(80, 161, 0, 8)[0] == 8 * (65536 // (168 * 32 * 8))
+
+
+def test_alternative_loops_are_ordered_by_size_and_weighted():
+    """Two branches of a uniform if (the dense conv's interior / border loops): ptxas may lay the
+    bigger one out first; the report orders them smallest first and weights them."""
+    def loop(label, n):
+        return [f"{label}:"] + ["        /*0000*/                   IMAD R1, R2, R3, R4 ;"] * (n - 1) + [
+            f"        /*0000*/               @P0 BRA `({label}) ;"]
+
+    sass = "\n".join(["        /*0000*/                   MOV R1, R2 ;", *loop(".L_x_0", 30), *loop(".L_x_1", 20),
+                      "        /*0000*/                   EXIT ;"])  # fmt: skip
+    spec = dict(kernel="toy", num_warps=4, constexprs={}, unit="kMAC", units_per_iteration=4,
+                exps_per_unit=None, loop_combine="alternatives", loop_names=["small", "big"],
+                loop_weights=[0.75, 0.25])  # fmt: skip
+    row = report.analyse(spec, 90, sass, 64, 0)
+    assert [(r["loop"], r["instructions"]) for r in row["loops"]] == [("small", 20), ("big", 30)]
+    # 128 threads / 4 units: 20 → 640, 30 → 960 instr/unit; weighted 0.75·640 + 0.25·960
+    assert row["instr_per_unit"] == pytest.approx(720.0)
+    assert row["replication_ok"] is None and row["est_ms"] is None

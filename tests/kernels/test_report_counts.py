@@ -171,3 +171,16 @@ def test_alternative_loops_are_ordered_by_size_and_weighted():
     # 128 threads / 4 units: 20 → 640, 30 → 960 instr/unit; weighted 0.75·640 + 0.25·960
     assert row["instr_per_unit"] == pytest.approx(720.0)
     assert row["replication_ok"] is None and row["est_ms"] is None
+
+
+def test_old_style_fp32_specs_get_both_fp32_paths():
+    """A module that still labels its TF32 compile "fp32" gets it relabelled "tf32" plus an IEEE
+    copy labelled "fp32" (the launcher's default path); new-style specs pass unchanged."""
+    old = [dict(kernel="k", dtype="fp16", constexprs=dict(PRECISION="ieee")),
+           dict(kernel="k", dtype="fp32", constexprs=dict(PRECISION="tf32"))]  # fmt: skip
+    got = report._normalise(old)
+    assert [(s["dtype"], s["constexprs"]["PRECISION"]) for s in got] == [
+        ("fp16", "ieee"), ("tf32", "tf32"), ("fp32", "ieee")]
+    new = [dict(kernel="k", dtype="fp32", constexprs=dict(PRECISION="ieee")),
+           dict(kernel="k", dtype="tf32", constexprs=dict(PRECISION="tf32"))]  # fmt: skip
+    assert report._normalise(new) == new

@@ -21,6 +21,8 @@ from triton_marks import DEVICE, TRITON_MARKS
 
 spsa_triton = pytest.importorskip("fastsr.ops._spsa_triton")
 kernels = pytest.importorskip("fastsr.kernels.spsa")
+import triton  # noqa: E402  (present: the launcher imported)
+import triton.language as tl  # noqa: E402
 
 interpreted = pytest.mark.parametrize("_triton", [pytest.param(None, marks=TRITON_MARKS)], ids=[""])
 
@@ -141,21 +143,20 @@ def test_launcher_refuses_offsets_past_int32():
         spsa_triton.spsa_forward_triton(q, k_bad, q, k, v, 1.0)
 
 
+@triton.jit
+def _head_offsets(OUT, H, stride_b, stride_h):
+    """OUT[bh] = the kernels' base offset of head bh."""
+    bh = tl.program_id(0)
+    tl.store(OUT + bh, kernels._head_offset(bh, H, stride_b, stride_h))
+
+
 @interpreted
 def test_head_offset_is_int64(_triton):
     """The kernels' per-head base offset b·stride_b + h·stride_h is formed in int64: with
     int32 strides of 2³⁰ it passes 2³¹ from the third batch on (int32 would wrap negative)."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def offsets(OUT, H, stride_b, stride_h):
-        bh = tl.program_id(0)
-        tl.store(OUT + bh, kernels._head_offset(bh, H, stride_b, stride_h))
-
     B, H = 4, 3
     out = torch.zeros(B * H, dtype=torch.int64, device=DEVICE)
-    offsets[(B * H,)](out, H, 2**30, 2**28)
+    _head_offsets[(B * H,)](out, H, 2**30, 2**28)
     expected = [b * 2**30 + h * 2**28 for b in range(B) for h in range(H)]
     assert out.tolist() == expected
 

@@ -11,15 +11,12 @@ Forward, per query row j over keys i (``scale`` multiplies both score matrices):
 change by different factors, so FlashAttention's one-pass rescaling does not apply. The forward
 makes two passes over the keys of a query block: pass 1 keeps a running max and sum for both
 score rows (online) → row max m and 1/l (l = Σ_i exp(s_i − m)) for each; pass 2 recomputes the
-scores, forms exact p = exp(s − m)/l, q, c and accumulates C and Σ c·v in fp32. Only the
-statistics (m, 1/l) of both rows and C (O(Lq) floats) are
-written besides the output: O(L) memory, never L×L. Exponentials are exp2((s − m)·log2 e): log2 e
-multiplies the difference, not the score (see ``_exp``), and every pass computes p and q from the
-same saved (m, 1/l) and bit-identical scores, so all passes see the same p and q.
+scores, forms p = exp(s − m)/l, q, c and accumulates C and Σ c·v in fp32. Only the statistics
+(m, 1/l) of both rows and C (O(Lq) floats) are written besides the output: O(L) memory, never L×L.
 
 Backward, with δ_j = dO_j·o_j = Σ_i β_i (dO_j·v_i), β = c / C, and gc_i = (dO_j·v_i − δ_j) / C_j
 (the gradient w.r.t. c_i). δ is not read off the rounded output alone: the preprocess adds to
-δ0 = dO·o the correction Σ β (dO·v − δ0) from the same β and dO·v the other kernels recompute.
+δ0 = dO·o the correction ε = Σ β (dO·v − δ0) from the same β and dO·v the other kernels recompute.
 Where one key carries all of c (a one-hot row), dO·v_i − δ is then exactly 0, as in exact
 arithmetic, instead of a rounding error that a large `scale` amplifies.
 
@@ -33,21 +30,55 @@ arithmetic, instead of a rounding error that a large `scale` amplifies.
 Deterministic, no atomics: (i) ``spsa_bwd_preprocess`` computes δ, Dp, Dq per query block (one
 loop over key blocks); (ii) ``spsa_bwd_dkdv`` owns a key block and loops over query blocks,
 accumulating dkf, dks, dv; (iii) ``spsa_bwd_dq`` owns a query block and loops over key blocks,
-accumulating dqf, dqs. Every kernel recomputes p and q from the saved (m, 1/l) instead of storing
-L×L probabilities.
+accumulating dqf, dqs. Every kernel recomputes p and q from the saved (m, 1/l).
 
-Conventions: tensors are (B, H, L, D) with four arbitrary strides each; the fp32 statistics are
+Cost per query–key pair and loop (what the SASS should show): 2 exps (one per softmax; none
+replicated across warps), one division (r), the score MMAs and the second-stage MMAs; masks only
+in the last (tail) key or query block, which runs outside the main loop (``MASK_ALL`` off). The
+fp32 IEEE path sets ``MASK_ALL`` (one loop, every block masked): with FMA dots the peeled tail
+block pushed the kernels into spills. At sm_90 fp16, Lq = Lk = 4096, first configs: forward
+28 instructions per pair (pass 1 + pass 2), preprocess 33, dkdv 48, dq 28.
+
+Numerics:
+
+- **α scaling.** Every kernel works with α·p, α·q and so α·c, α·dS, α·β, α a power of two chosen
+  by the launcher (≈ Lk for 16-bit inputs, 1 for fp32): c, β and dS are cast to the input dtype
+  for the second-stage MMAs, and in a flat row c ≈ 1/Lk, an fp16 subnormal from Lk ≈ 16k on.
+  f is homogeneous (c(αp, αq) = α c(p, q), r unchanged) and α is a power of two, so the scaling is
+  exact in fp32; α cancels in Σ c v / Σ c and is divided out of dk, dq, dv and the preprocess's
+  sums (exactly). α·β ≤ α and α·c ≤ α stay finite in fp16 for α ≤ 2¹⁵; α·dS overflows fp16
+  where |dS| > 65504/α.
+- **exp2 folding** (``FOLD``, the launcher sets it for 16-bit inputs): scores are taken in base-2
+  units, t = (scale·log2 e)·q·k, and pass 2 and the backward form α·p = exp2(t − b) with the
+  per-row b = m − log2(α/l): one FMA and one exp2 per score. Folding log2 e into the scale
+  rounds each score by |s|·2⁻²⁴ (and b by a unit of m), which 16-bit inputs cannot see; for fp32
+  (FOLD off) exp2((s − m)·log2 e)·(α/l) errs only by |s − m|·2⁻²⁴, as PyTorch's softmax.
+- **Dot precision.** ``SCORE_PRECISION`` for the score dots, ``PRECISION`` for dO·v and the
+  second-stage dots ("ieee", "tf32" or "tf32x3"; only fp32 inputs care). The launcher's default
+  fp32 path is IEEE everywhere; under allow_tf32 the score dots use tf32x3 (near-fp32: plain
+  TF32 errs by |s|·2⁻¹¹, which at SAGAN's scale = 1 and |s| ~ 10³ moves p by percents) and the
+  others tf32.
+- **Recomputed scores.** Every kernel computes the scores in the same (query × key) orientation
+  and expression, but the MMA tiles (and instructions: HGMMA, HMMA) differ between kernels and
+  configs and nothing fixes the summation order inside the tensor cores, so a score may differ by
+  an ulp between the forward and the backward kernels; the consequence (a relative change of p by
+  ~|s|·2⁻²⁴, far below the input precision) is bounded by the tests' tolerance rule at every
+  config, not assumed away.
+
+Conventions: tensors are (B, H, L, D) with four arbitrary strides each; the launcher pads q/k
+tensors whose head dim is below its block (BLOCK_D* = max(16, next_power_of_2(D)): ``tl.dot`` on
+a GPU needs K ≥ 16 for 16-bit operands, SAGAN's f/g have C/8 = 8 channels) into zero-filled
+contiguous copies, so loads along D are never masked (and vectorise). The fp32 statistics are
 contiguous: C, Dp, Dq (B·H, Lq); ST_F, ST_S (B·H, 2, Lq) holding m then 1/l; DELTA (B·H, 2, Lq)
-holding δ0 then ε. Tails are masked: padded keys get score −inf in pass 1 and p = q = 0 (so
-c = 0, dS = 0) afterwards; padded query rows load 0 and are never stored. Head dims are padded
-to BLOCK_D* = max(16, next_power_of_2(D)) with masked loads, because ``tl.dot`` on a GPU needs
-K ≥ 16 for 16-bit operands (SAGAN's f/g have C/8 = 8 channels). p, c and dS are cast to the input
-dtype before the second-stage products, as FlashAttention does; accumulation is fp32 throughout.
-``PRECISION`` is the ``tl.dot`` input precision ("ieee" or "tf32"; it only matters for fp32).
+holding δ0 then ε. Tails: padded keys get score −inf in pass 1 and p = q = 0 afterwards; padded
+query rows load 0 (and 1/l = 0, so α·p = 0) and are never stored. p, c and dS are cast to the
+input dtype before the second-stage products, as FlashAttention does; accumulation is fp32.
+Offsets between heads are int64; within a head int32 (the launcher checks they fit).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import triton
@@ -59,29 +90,51 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _INTERPRET = tl.constexpr(INTERPRET)
 
 # ---------------------------------------------------------------------------------------------
-# Autotune configs. The first config of each list is the one the AOT report compiles (the
-# expected winner at the representative shape Dk = 8 → 16, Dv = 64). Under the interpreter there
-# is exactly one config: autotuning would multiply the (slow) interpreted launches.
+# Autotune configs, (BLOCK_M, BLOCK_N, num_warps, num_stages). Three lists per kernel, one per
+# launch path: "<kernel>" for fp16 / bf16, "<kernel>_tf32" for fp32 under allow_tf32 (tf32x3
+# score dots: more registers) and "<kernel>_ieee" for fp32 with IEEE dots (FMA dots, no MMA:
+# smaller tiles keep them spill-free). The first config of each list is the one the AOT report
+# compiles without --all-configs. Every listed config compiles spill-free, with MMA where the
+# path has it and without replicated exps, for sm_80 and sm_90
+# (python -m fastsr.kernels.report --kernel spsa --all-configs). Under the interpreter each
+# autotuner gets one config (autotuning would multiply the slow interpreted launches); tests
+# force every GPU config in turn through fastsr.ops._spsa_triton.forced_configs.
 # ---------------------------------------------------------------------------------------------
 
+GPU_CONFIGS: dict[str, list[tuple[int, int, int, int]]] = {
+    "spsa_fwd": [(64, 64, 4, 2), (128, 64, 8, 1), (64, 64, 4, 3), (64, 32, 4, 3), (128, 32, 8, 2)],
+    "spsa_fwd_tf32": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
+    "spsa_fwd_ieee": [(64, 32, 4, 2), (128, 32, 8, 2)],
+    "spsa_bwd_preprocess": [(64, 32, 4, 3), (64, 16, 4, 3)],
+    "spsa_bwd_preprocess_tf32": [(64, 32, 4, 3), (64, 16, 4, 3)],
+    "spsa_bwd_preprocess_ieee": [(32, 32, 4, 2), (32, 16, 4, 2), (16, 32, 4, 2)],
+    # dkdv keeps three fp32 accumulators (dkf, dks, dv) and six score-sized tiles live: the
+    # register-bound kernel. BLOCK_M = 64 per 4 warps: one warpgroup's wgmma tile, so no warp
+    # recomputes another's scores (BLOCK_M = 16 with 4 warps computed every score four times,
+    # and BLOCK_M = 64 with 8 warps twice); BLOCK_N = 64 spills at fp16 and tf32.
+    "spsa_bwd_dkdv": [(64, 32, 4, 2), (64, 32, 4, 1), (64, 16, 4, 2)],
+    "spsa_bwd_dkdv_tf32": [(64, 32, 4, 1), (64, 16, 4, 2)],
+    "spsa_bwd_dkdv_ieee": [(32, 32, 4, 2), (16, 32, 4, 2), (32, 16, 4, 2)],
+    "spsa_bwd_dq": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2)],
+    "spsa_bwd_dq_tf32": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2)],
+    "spsa_bwd_dq_ieee": [(32, 32, 4, 2), (32, 16, 4, 2), (16, 32, 4, 2)],
+}
+INTERPRETER_CONFIG = (32, 32, 4, 1)
 
-def _configs(gpu: list[tuple[int, int, int, int]]) -> list[triton.Config]:
-    if INTERPRET:
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in gpu
-    ]
+
+def _config(c: tuple[int, int, int, int]) -> triton.Config:
+    m, n, w, s = c
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). Every listed config compiles without spills for
-# sm_80 and sm_90 at fp16, bf16 and fp32/tf32 (python -m fastsr.kernels.report --all-configs).
-FWD_CONFIGS = _configs([(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 64, 8, 3)])
-PREPROCESS_CONFIGS = _configs([(64, 32, 4, 3), (64, 16, 4, 3)])
-# dkdv keeps kf, ks, v and three fp32 accumulators resident: it is the register-bound kernel
-# (N64 tiles spill on sm_80 at fp32).
-DKDV_CONFIGS = _configs([(16, 32, 4, 2), (32, 32, 4, 2)])
-DQ_CONFIGS = _configs([(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2)])
-_KEY = ["Lq", "Lk", "Dkf", "Dks", "Dv"]
+def _configs(name: str) -> list[triton.Config]:
+    return [_config(INTERPRETER_CONFIG)] if INTERPRET else [_config(c) for c in GPU_CONFIGS[name]]
+
+
+# The autotune key: head dims exactly (model constants) and the lengths bucketed to the next
+# power of two (the launcher passes LQ_BUCKET, LK_BUCKET), so a new image size re-tunes only
+# when it crosses a power of two. Tensor dtypes join the key automatically.
+_KEY = ["LQ_BUCKET", "LK_BUCKET", "Dkf", "Dks", "Dv"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +143,21 @@ _KEY = ["Lq", "Lk", "Dkf", "Dks", "Dv"]
 
 
 @triton.jit
-def _load_tile(ptr, rows, cols, stride_r, stride_c, n_rows, n_cols):
-    """(len(rows), len(cols)) tile of ptr[rows, cols]; 0 outside (n_rows, n_cols)."""
-    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
-    return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
+def _load(ptr, rows, cols, stride_r, stride_c, n_rows, n_cols, MASK_R: tl.constexpr,
+          MASK_C: tl.constexpr):  # fmt: skip
+    """(len(rows), len(cols)) tile of ptr[rows, cols]; masked (0 outside n_rows / n_cols) only on
+    the axes whose flag is set: head dims arrive padded to their block, and full key / query
+    blocks need no mask, so most loads are unmasked (and vectorise)."""
+    offs = rows[:, None] * stride_r + cols[None, :] * stride_c
+    if MASK_R and MASK_C:
+        mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+        return tl.load(ptr + offs, mask=mask, other=0.0)
+    elif MASK_R:
+        return tl.load(ptr + offs, mask=(rows < n_rows)[:, None], other=0.0)
+    elif MASK_C:
+        return tl.load(ptr + offs, mask=(cols < n_cols)[None, :], other=0.0)
+    else:
+        return tl.load(ptr + offs)
 
 
 @triton.jit
@@ -109,28 +173,125 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _exp(x):
-    """exp(x) as exp2(x·log2 e), applied to score − row max. FlashAttention folds log2 e
-    into the score scale instead; that rounds each score s by |s|·2⁻²⁴, a 1e-3 relative error in
-    p once |s| ~ 1e4, where PyTorch's softmax (and this form) err by |s − max|·2⁻²⁴."""
-    return tl.exp2(x * _LOG2E)
+def _score_scale(scale, FOLD: tl.constexpr):
+    """The factor applied to q·k: scale·log2 e when FOLD (scores in base-2 units), else scale."""
+    if FOLD:
+        return scale * _LOG2E
+    else:
+        return scale
 
 
 @triton.jit
-def _combine(p, q):
-    """c = p + |d| d / s and r = d / s for d = q − p, s = q + p; both 0 where s == 0."""
+def _exp_shifted(t, m, FOLD: tl.constexpr):
+    """exp(s − m) for t = the scaled score (base-2 units when FOLD) and m its row max."""
+    if FOLD:
+        return tl.exp2(t - m)
+    else:
+        return tl.exp2((t - m) * _LOG2E)
+
+
+@triton.jit
+def _row_bias(m, il, alpha, FOLD: tl.constexpr):
+    """Per-row constants (b, g) for ``_prob``: α·p = exp2(acc·k − b) when FOLD (b = m − log2(α/l),
+    one FMA and one exp2 per score), else α·p = exp2((acc·k − m)·log2 e)·g with g = α/l."""
+    if FOLD:
+        return m - tl.log2(il * alpha), il
+    else:
+        return m, il * alpha
+
+
+@triton.jit
+def _prob(acc, k, b, g, FOLD: tl.constexpr):
+    """α·p for raw dot products acc (see ``_row_bias``); b, g broadcast along the tile."""
+    if FOLD:
+        return tl.exp2(acc * k - b)
+    else:
+        return tl.exp2((acc * k - b) * _LOG2E) * g
+
+
+@triton.jit
+def _combine(p, q, FAST: tl.constexpr):
+    """c = p + |d| d / s and r = d / s for d = q − p, s = q + p; both 0 where s == 0.
+    Homogeneous: c(αp, αq) = α c(p, q) and r(αp, αq) = r(p, q).
+
+    FAST (the 16-bit path, with FOLD): r = d / (s + 2⁻¹²⁶) as an approximate division (rcp and
+    mul, ≤ 2 ulp for divisors in [2⁻¹²⁶, 2¹²⁶]): 0 where s == 0 without a select, and the
+    same as d / s wherever s ≥ 2⁻¹⁰² (below, |r| shrinks slightly, for keys whose α·c < 2⁻¹⁰²
+    vanishes in the 16-bit cast anyway). Otherwise a full-range division and two selects."""
     d = q - p
     s = q + p
-    nonzero = s > 0
-    r = tl.where(nonzero, d / tl.where(nonzero, s, 1.0), 0.0)
+    if FAST:
+        r = tl.math.fdiv(d, s + 1.1754943508222875e-38, approx=True)
+    else:
+        nonzero = s > 0
+        r = tl.where(nonzero, d / tl.where(nonzero, s, 1.0), 0.0)
     return p + tl.abs(d) * r, r
 
 
 @triton.jit
+def _sensitivities(r):
+    """∂f/∂p = 1 − |r|(2 + r) and ∂f/∂q = |r|(2 − r) of c = f(p, q), with r = (q − p)/(q + p)."""
+    abs_r = tl.abs(r)
+    return 1.0 - abs_r * (2.0 + r), abs_r * (2.0 - r)
+
+
+@triton.jit
+def _score_grads(p, q, dpv, delta0, eps, inv_csum, dp_sum, dq_sum, FAST: tl.constexpr):
+    """α·dSf, α·dSs and α·c from α·p, α·q, dpv = dO·v and the per-row statistics (broadcast).
+    dO·v − δ is formed as (dO·v − δ0) − ε, the preprocess's own expression, never from a
+    rounded δ: in a row that one key dominates, the two must cancel exactly."""
+    c, r = _combine(p, q, FAST)
+    gc = ((dpv - delta0) - eps) * inv_csum
+    fp, fq = _sensitivities(r)
+    return p * (gc * fp - dp_sum), q * (gc * fq - dq_sum), c
+
+
+@triton.jit
 def _head_offset(bh, H, stride_b, stride_h):
+    """int64 offset of head bh: B·H·L·D may pass 2³¹ elements. Offsets within one head stay
+    int32; the launcher checks that they fit."""
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     return b * stride_b + h * stride_h
+
+
+@triton.jit
+def _load_stats(ST_F, ST_S, CSUM, stats, rows, Lq, alpha, MASK: tl.constexpr, FOLD: tl.constexpr):
+    """Row statistics of the forward for rows: (b, g) of both softmaxes (``_row_bias``) and
+    1/C. Padded rows get 1/l = 0, so their α·p is exactly 0 (qf = 0 there: no overflow)."""
+    if MASK:
+        ok = rows < Lq
+        m_f = tl.load(ST_F + 2 * stats + rows, mask=ok, other=0.0)
+        il_f = tl.load(ST_F + 2 * stats + Lq + rows, mask=ok, other=0.0)
+        m_s = tl.load(ST_S + 2 * stats + rows, mask=ok, other=0.0)
+        il_s = tl.load(ST_S + 2 * stats + Lq + rows, mask=ok, other=0.0)
+        csum = tl.load(CSUM + stats + rows, mask=ok, other=1.0)
+    else:
+        m_f = tl.load(ST_F + 2 * stats + rows)
+        il_f = tl.load(ST_F + 2 * stats + Lq + rows)
+        m_s = tl.load(ST_S + 2 * stats + rows)
+        il_s = tl.load(ST_S + 2 * stats + Lq + rows)
+        csum = tl.load(CSUM + stats + rows)
+    b_f, g_f = _row_bias(m_f, il_f, alpha, FOLD)
+    b_s, g_s = _row_bias(m_s, il_s, alpha, FOLD)
+    return b_f, g_f, b_s, g_s, 1.0 / csum
+
+
+@triton.jit
+def _load_grad_stats(DELTA, DP_SUM, DQ_SUM, stats, rows, Lq, MASK: tl.constexpr):
+    """δ0, ε, Dp, Dq of the preprocess for rows (0 for padded rows)."""
+    if MASK:
+        ok = rows < Lq
+        delta0 = tl.load(DELTA + 2 * stats + rows, mask=ok, other=0.0)
+        eps = tl.load(DELTA + 2 * stats + Lq + rows, mask=ok, other=0.0)
+        dp_sum = tl.load(DP_SUM + stats + rows, mask=ok, other=0.0)
+        dq_sum = tl.load(DQ_SUM + stats + rows, mask=ok, other=0.0)
+    else:
+        delta0 = tl.load(DELTA + 2 * stats + rows)
+        eps = tl.load(DELTA + 2 * stats + Lq + rows)
+        dp_sum = tl.load(DP_SUM + stats + rows)
+        dq_sum = tl.load(DQ_SUM + stats + rows)
+    return delta0, eps, dp_sum, dq_sum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,11 +299,52 @@ def _head_offset(bh, H, stride_b, stride_h):
 # ---------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=_KEY)
+@triton.jit
+def _fwd_stats_block(qf, qs, KF, KS, cols, skf_l, skf_d, sks_l, sks_d, Lk, k, m_f, l_f, m_s, l_s,
+                     offs_dkf, offs_dks, MASK: tl.constexpr, PRECISION: tl.constexpr,
+                     FOLD: tl.constexpr):  # fmt: skip
+    """Pass 1 over one key block: online max / sum of both score rows."""
+    kf_t = _load(KF, offs_dkf, cols, skf_d, skf_l, 0, Lk, False, MASK)  # (DKF, N)
+    ks_t = _load(KS, offs_dks, cols, sks_d, sks_l, 0, Lk, False, MASK)  # (DKS, N)
+    tf = _dot(qf, kf_t, None, PRECISION) * k
+    ts = _dot(qs, ks_t, None, PRECISION) * k
+    if MASK:
+        valid = (cols < Lk)[None, :]
+        tf = tl.where(valid, tf, float("-inf"))
+        ts = tl.where(valid, ts, float("-inf"))
+    # The first block holds key 0 (Lk ≥ 1), so m_* is finite after it and exp(−inf) = 0.
+    m_f_new = tl.maximum(m_f, tl.max(tf, 1))
+    m_s_new = tl.maximum(m_s, tl.max(ts, 1))
+    l_f = l_f * _exp_shifted(m_f, m_f_new, FOLD) + tl.sum(_exp_shifted(tf, m_f_new[:, None], FOLD), 1)
+    l_s = l_s * _exp_shifted(m_s, m_s_new, FOLD) + tl.sum(_exp_shifted(ts, m_s_new[:, None], FOLD), 1)
+    return m_f_new, l_f, m_s_new, l_s
+
+
+@triton.jit
+def _fwd_out_block(qf, qs, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk, k,
+                   b_f, g_f, b_s, g_s, acc, csum, offs_dkf, offs_dks, offs_dv,
+                   MASK: tl.constexpr, PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr,
+                   FOLD: tl.constexpr):  # fmt: skip
+    """Pass 2 over one key block: α·p, α·q, α·c; accumulate α·C and α·Σ c·v."""
+    kf_t = _load(KF, offs_dkf, cols, skf_d, skf_l, 0, Lk, False, MASK)
+    ks_t = _load(KS, offs_dks, cols, sks_d, sks_l, 0, Lk, False, MASK)
+    v = _load(V, cols, offs_dv, sv_l, sv_d, Lk, 0, MASK, False)  # (N, DV)
+    p = _prob(_dot(qf, kf_t, None, SCORE_PRECISION), k, b_f, g_f, FOLD)
+    q = _prob(_dot(qs, ks_t, None, SCORE_PRECISION), k, b_s, g_s, FOLD)
+    if MASK:
+        valid = (cols < Lk)[None, :]
+        p = tl.where(valid, p, 0.0)
+        q = tl.where(valid, q, 0.0)
+    c, _ = _combine(p, q, FOLD)
+    csum += tl.sum(c, 1)
+    acc = _dot(c.to(v.dtype), v, acc, PRECISION)
+    return acc, csum
+
+
 @triton.jit
 def spsa_fwd(
     QF, KF, QS, KS, V, OUT, ST_F, ST_S, CSUM,  # (B, H, ·, ·) tensors; stats (B·H, Lq) fp32
-    scale, H, Lq, Lk, Dkf, Dks, Dv,
+    scale, alpha, H, Lq, Lk, Dkf, Dks, Dv, LQ_BUCKET, LK_BUCKET,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
     sqs_b, sqs_h, sqs_l, sqs_d,
@@ -151,8 +353,11 @@ def spsa_fwd(
     so_b, so_h, so_l, so_d,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DKF: tl.constexpr, BLOCK_DKS: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
+    MASK_ALL: tl.constexpr,
 ):  # fmt: skip
+    """Per key block: pass 1 two score MMAs + 2 exps per pair; pass 2 two score MMAs, 2 exps, one
+    division (r = d/s) and the c·v MMA per pair. Only the last key block is masked."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -168,54 +373,56 @@ def spsa_fwd(
     offs_dkf = tl.arange(0, BLOCK_DKF)
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
-    qk_scale = scale
+    k = _score_scale(scale, FOLD)
+    if MASK_ALL:  # one loop, every block masked
+        n_full = Lk
+    else:  # unmasked full blocks, then the masked tail
+        n_full = (Lk // BLOCK_N) * BLOCK_N
 
-    qf = _load_tile(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, Dkf)  # (M, DKF)
-    qs = _load_tile(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, Dks)  # (M, DKS)
+    qf = _load(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, 0, True, False)  # (M, DKF)
+    qs = _load(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, 0, True, False)  # (M, DKS)
 
-    # Pass 1: online max / sum of both score rows (base 2).
+    # Pass 1: online max / sum of both score rows.
     m_f = tl.full([BLOCK_M], float("-inf"), tl.float32)
     m_s = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_f = tl.zeros([BLOCK_M], tl.float32)
     l_s = tl.zeros([BLOCK_M], tl.float32)
-    for start_n in range(0, Lk, BLOCK_N):
-        cols = start_n + offs_n
-        valid = (cols < Lk)[None, :]
-        kf_t = _load_tile(KF, offs_dkf, cols, skf_d, skf_l, Dkf, Lk)  # (DKF, N)
-        ks_t = _load_tile(KS, offs_dks, cols, sks_d, sks_l, Dks, Lk)  # (DKS, N)
-        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
-        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
-        sf = tl.where(valid, sf, float("-inf"))
-        ss = tl.where(valid, ss, float("-inf"))
-        # The first block holds key 0 (Lk ≥ 1), so m_* is finite after it and exp(−inf) = 0.
-        m_f_new = tl.maximum(m_f, tl.max(sf, 1))
-        m_s_new = tl.maximum(m_s, tl.max(ss, 1))
-        l_f = l_f * _exp(m_f - m_f_new) + tl.sum(_exp(sf - m_f_new[:, None]), 1)
-        l_s = l_s * _exp(m_s - m_s_new) + tl.sum(_exp(ss - m_s_new[:, None]), 1)
-        m_f = m_f_new
-        m_s = m_s_new
-    # Saved in base 2, exactly the value pass 2 and the backward subtract: with scores ~1e4 one
-    # rounding of a log-sum-exp (≈ 0.004 at 4e4) would already move p by 0.3%.
-    # p = exp(s − m) · (1/l), as PyTorch's softmax: a log-sum-exp m + log l would round to a
-    # unit of m (2.4e-4 at |m| ~ 3e3), a relative error in every p that softmax does not have.
+    for start_n in range(0, n_full, BLOCK_N):
+        m_f, l_f, m_s, l_s = _fwd_stats_block(
+            qf, qs, KF, KS, start_n + offs_n, skf_l, skf_d, sks_l, sks_d, Lk, k,
+            m_f, l_f, m_s, l_s, offs_dkf, offs_dks, MASK_ALL, SCORE_PRECISION, FOLD,
+        )  # fmt: skip
+    if not MASK_ALL:
+        if n_full < Lk:
+            m_f, l_f, m_s, l_s = _fwd_stats_block(
+                qf, qs, KF, KS, n_full + offs_n, skf_l, skf_d, sks_l, sks_d, Lk, k,
+                m_f, l_f, m_s, l_s, offs_dkf, offs_dks, True, SCORE_PRECISION, FOLD,
+            )  # fmt: skip
+    # Saved exactly as every later pass uses them: the row max (base-2 units when FOLD) and
+    # 1/l; p = exp(s − m) · (1/l), as PyTorch's softmax, not exp(s − lse): in fp32 a rounded
+    # log-sum-exp would move every p by a unit of m (2.4e-4 at |m| ~ 3e3).
     il_f = 1.0 / l_f
     il_s = 1.0 / l_s
 
-    # Pass 2: exact p, q, c; accumulate C and Σ c·v.
+    # Pass 2: α·p, α·q, α·c (α a power of two: c is cast to 16 bits for the c·v MMA, and a
+    # flat row's c ≈ 1/Lk would be an fp16 subnormal); α cancels in out = Σ c v / Σ c.
+    b_f, g_f = _row_bias(m_f, il_f, alpha, FOLD)
+    b_s, g_s = _row_bias(m_s, il_s, alpha, FOLD)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     csum = tl.zeros([BLOCK_M], tl.float32)
-    for start_n in range(0, Lk, BLOCK_N):
-        cols = start_n + offs_n
-        valid = (cols < Lk)[None, :]
-        kf_t = _load_tile(KF, offs_dkf, cols, skf_d, skf_l, Dkf, Lk)
-        ks_t = _load_tile(KS, offs_dks, cols, sks_d, sks_l, Dks, Lk)
-        v = _load_tile(V, cols, offs_dv, sv_l, sv_d, Lk, Dv)  # (N, DV)
-        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
-        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
-        p, q = _probabilities(sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid)
-        c, _ = _combine(p, q)
-        csum += tl.sum(c, 1)
-        acc = _dot(c.to(v.dtype), v, acc, PRECISION)
+    for start_n in range(0, n_full, BLOCK_N):
+        acc, csum = _fwd_out_block(
+            qf, qs, KF, KS, V, start_n + offs_n, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk, k,
+            b_f[:, None], g_f[:, None], b_s[:, None], g_s[:, None], acc, csum,
+            offs_dkf, offs_dks, offs_dv, MASK_ALL, PRECISION, SCORE_PRECISION, FOLD,
+        )  # fmt: skip
+    if not MASK_ALL:
+        if n_full < Lk:
+            acc, csum = _fwd_out_block(
+                qf, qs, KF, KS, V, n_full + offs_n, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk, k,
+                b_f[:, None], g_f[:, None], b_s[:, None], g_s[:, None], acc, csum,
+                offs_dkf, offs_dks, offs_dv, True, PRECISION, SCORE_PRECISION, FOLD,
+            )  # fmt: skip
 
     row_ok = offs_m < Lq
     out = acc / csum[:, None]
@@ -225,7 +432,7 @@ def spsa_fwd(
     tl.store(ST_F + 2 * stats + Lq + offs_m, il_f, mask=row_ok)
     tl.store(ST_S + 2 * stats + offs_m, m_s, mask=row_ok)
     tl.store(ST_S + 2 * stats + Lq + offs_m, il_s, mask=row_ok)
-    tl.store(CSUM + stats + offs_m, csum, mask=row_ok)
+    tl.store(CSUM + stats + offs_m, csum / alpha, mask=row_ok)  # C itself: α is a power of two
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,37 +441,37 @@ def spsa_fwd(
 
 
 @triton.jit
-def _probabilities(sf, ss, m_f, il_f, m_s, il_s, valid):
-    """Exact p = exp(sf − m_f)/l_f, q = exp(ss − m_s)/l_s, with the row statistics broadcast
-    along the score layout; 0 where not valid."""
-    p = tl.where(valid, _exp(sf - m_f) * il_f, 0.0)
-    q = tl.where(valid, _exp(ss - m_s) * il_s, 0.0)
-    return p, q
-
-
-@triton.jit
-def _sensitivities(r):
-    """∂f/∂p = 1 − |r|(2 + r) and ∂f/∂q = |r|(2 − r) of c = f(p, q), with r = (q − p)/(q + p)."""
-    abs_r = tl.abs(r)
-    return 1.0 - abs_r * (2.0 + r), abs_r * (2.0 - r)
-
-
-@triton.jit
-def _score_grads(p, q, dpv, delta0, eps, csum, dp_sum, dq_sum):
-    """dSf, dSs from p, q, dpv = dO·v and the per-row statistics (already broadcast).
-    dO·v − δ is formed as (dO·v − δ0) − ε, the preprocess's own expression, never from a
-    rounded δ: in a row that one key dominates, the two must cancel exactly."""
-    c, r = _combine(p, q)
-    gc = ((dpv - delta0) - eps) / csum
+def _pre_block(qf, qs, do, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk, k,
+               b_f, g_f, b_s, g_s, inv_csum, delta0, eps_sum, pv_sum, p_sum, qv_sum, q_sum,
+               offs_dkf, offs_dks, offs_dv, MASK: tl.constexpr, PRECISION: tl.constexpr,
+               SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr):  # fmt: skip
+    kf_t = _load(KF, offs_dkf, cols, skf_d, skf_l, 0, Lk, False, MASK)
+    ks_t = _load(KS, offs_dks, cols, sks_d, sks_l, 0, Lk, False, MASK)
+    v_t = _load(V, offs_dv, cols, sv_d, sv_l, 0, Lk, False, MASK)  # (DV, N)
+    p = _prob(_dot(qf, kf_t, None, SCORE_PRECISION), k, b_f, g_f, FOLD)
+    q = _prob(_dot(qs, ks_t, None, SCORE_PRECISION), k, b_s, g_s, FOLD)
+    if MASK:
+        valid = (cols < Lk)[None, :]
+        p = tl.where(valid, p, 0.0)
+        q = tl.where(valid, q, 0.0)
+    dpv = _dot(do, v_t, None, PRECISION)
+    c, r = _combine(p, q, FOLD)
     fp, fq = _sensitivities(r)
-    return p * (gc * fp - dp_sum), q * (gc * fq - dq_sum), c
+    e = dpv - delta0
+    pfp = p * fp
+    qfq = q * fq
+    eps_sum += tl.sum((c * inv_csum) * e, 1)
+    pv_sum += tl.sum(pfp * e, 1)
+    p_sum += tl.sum(pfp, 1)
+    qv_sum += tl.sum(qfq * e, 1)
+    q_sum += tl.sum(qfq, 1)
+    return eps_sum, pv_sum, p_sum, qv_sum, q_sum
 
 
-@triton.autotune(configs=PREPROCESS_CONFIGS, key=_KEY)
 @triton.jit
 def spsa_bwd_preprocess(
     QF, KF, QS, KS, V, OUT, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM,
-    scale, H, Lq, Lk, Dkf, Dks, Dv,
+    scale, alpha, H, Lq, Lk, Dkf, Dks, Dv, LQ_BUCKET, LK_BUCKET,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
     sqs_b, sqs_h, sqs_l, sqs_d,
@@ -274,14 +481,16 @@ def spsa_bwd_preprocess(
     sdo_b, sdo_h, sdo_l, sdo_d,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DKF: tl.constexpr, BLOCK_DKS: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
+    MASK_ALL: tl.constexpr,
 ):  # fmt: skip
     """δ_j = Σ_i β_i dO_j·v_i, Dp_j = Σ_i p_i dp_i, Dq_j = Σ_i q_i dq_i (fp32, (B·H, Lq)).
 
     One pass: with e_i = dO·v_i − δ0 (δ0 = dO·o, known before the loop) it accumulates
     ε = Σ β e (so δ = δ0 + ε), Σ p·∂f/∂p·e and Σ p·∂f/∂p, and at the end
     Dp = (Σ p·∂f/∂p·e − ε Σ p·∂f/∂p) / C  (likewise Dq). Every term is of the size of e, small
-    where the row is dominated by one key, so nothing large cancels."""
+    where the row is dominated by one key, so nothing large cancels. It computes α·p exactly as
+    the other backward kernels do (the same ε must cancel there) and divides the sums by α."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -299,59 +508,80 @@ def spsa_bwd_preprocess(
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < Lq
-    qk_scale = scale
+    k = _score_scale(scale, FOLD)
+    if MASK_ALL:  # one loop, every block masked
+        n_full = Lk
+    else:  # unmasked full blocks, then the masked tail
+        n_full = (Lk // BLOCK_N) * BLOCK_N
 
-    qf = _load_tile(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, Dkf)
-    qs = _load_tile(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, Dks)
-    do = _load_tile(DO, offs_m, offs_dv, sdo_l, sdo_d, Lq, Dv)  # (M, DV)
-    o = _load_tile(OUT, offs_m, offs_dv, so_l, so_d, Lq, Dv)
+    qf = _load(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, 0, True, False)
+    qs = _load(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, 0, True, False)
+    do = _load(DO, offs_m, offs_dv, sdo_l, sdo_d, Lq, 0, True, False)  # (M, DV)
+    o = _load(OUT, offs_m, offs_dv, so_l, so_d, Lq, 0, True, False)
     delta0 = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-    m_f = tl.load(ST_F + 2 * stats + offs_m, mask=row_ok, other=0.0)
-    il_f = tl.load(ST_F + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
-    m_s = tl.load(ST_S + 2 * stats + offs_m, mask=row_ok, other=0.0)
-    il_s = tl.load(ST_S + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
-    csum = tl.load(CSUM + stats + offs_m, mask=row_ok, other=1.0)
+    b_f, g_f, b_s, g_s, inv_csum = _load_stats(ST_F, ST_S, CSUM, stats, offs_m, Lq, alpha, True, FOLD)
 
-    eps_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ β·e
-    pv_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ p·∂f/∂p·e
-    p_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ p·∂f/∂p
-    qv_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ q·∂f/∂q·e
-    q_sum = tl.zeros([BLOCK_M], tl.float32)  # Σ q·∂f/∂q
-    for start_n in range(0, Lk, BLOCK_N):
-        cols = start_n + offs_n
-        valid = row_ok[:, None] & (cols < Lk)[None, :]
-        kf_t = _load_tile(KF, offs_dkf, cols, skf_d, skf_l, Dkf, Lk)
-        ks_t = _load_tile(KS, offs_dks, cols, sks_d, sks_l, Dks, Lk)
-        v_t = _load_tile(V, offs_dv, cols, sv_d, sv_l, Dv, Lk)  # (DV, N)
-        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale
-        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
-        dpv = _dot(do, v_t, None, PRECISION)
-        p, q = _probabilities(
-            sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid
-        )
-        c, r = _combine(p, q)
-        fp, fq = _sensitivities(r)
-        e = dpv - delta0[:, None]
-        pfp = p * fp
-        qfq = q * fq
-        eps_sum += tl.sum((c / csum[:, None]) * e, 1)
-        pv_sum += tl.sum(pfp * e, 1)
-        p_sum += tl.sum(pfp, 1)
-        qv_sum += tl.sum(qfq * e, 1)
-        q_sum += tl.sum(qfq, 1)
-    dp_sum = (pv_sum - eps_sum * p_sum) / csum
-    dq_sum = (qv_sum - eps_sum * q_sum) / csum
+    eps_sum = tl.zeros([BLOCK_M], tl.float32)  # α Σ β·e
+    pv_sum = tl.zeros([BLOCK_M], tl.float32)  # α Σ p·∂f/∂p·e
+    p_sum = tl.zeros([BLOCK_M], tl.float32)  # α Σ p·∂f/∂p
+    qv_sum = tl.zeros([BLOCK_M], tl.float32)  # α Σ q·∂f/∂q·e
+    q_sum = tl.zeros([BLOCK_M], tl.float32)  # α Σ q·∂f/∂q
+    for start_n in range(0, n_full, BLOCK_N):
+        eps_sum, pv_sum, p_sum, qv_sum, q_sum = _pre_block(
+            qf, qs, do, KF, KS, V, start_n + offs_n, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk,
+            k, b_f[:, None], g_f[:, None], b_s[:, None], g_s[:, None], inv_csum[:, None],
+            delta0[:, None], eps_sum, pv_sum, p_sum, qv_sum, q_sum, offs_dkf, offs_dks, offs_dv,
+            MASK_ALL, PRECISION, SCORE_PRECISION, FOLD,
+        )  # fmt: skip
+    if not MASK_ALL:
+        if n_full < Lk:
+            eps_sum, pv_sum, p_sum, qv_sum, q_sum = _pre_block(
+                qf, qs, do, KF, KS, V, n_full + offs_n, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk,
+                k, b_f[:, None], g_f[:, None], b_s[:, None], g_s[:, None], inv_csum[:, None],
+                delta0[:, None], eps_sum, pv_sum, p_sum, qv_sum, q_sum, offs_dkf, offs_dks, offs_dv,
+                True, PRECISION, SCORE_PRECISION, FOLD,
+            )  # fmt: skip
+    eps = eps_sum / alpha  # exact: α is a power of two
+    dp_sum = (pv_sum - eps * p_sum) * (inv_csum / alpha)
+    dq_sum = (qv_sum - eps * q_sum) * (inv_csum / alpha)
     tl.store(DELTA + 2 * stats + offs_m, delta0, mask=row_ok)
-    tl.store(DELTA + 2 * stats + Lq + offs_m, eps_sum, mask=row_ok)
+    tl.store(DELTA + 2 * stats + Lq + offs_m, eps, mask=row_ok)
     tl.store(DP_SUM + stats + offs_m, dp_sum, mask=row_ok)
     tl.store(DQ_SUM + stats + offs_m, dq_sum, mask=row_ok)
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=_KEY)
+@triton.jit
+def _dkdv_block(kf_t, ks_t, v_t, QF, QS, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, stats,
+                rows, Lq, k, alpha, sqf_l, sqf_d, sqs_l, sqs_d, sdo_l, sdo_d,
+                dkf, dks, dv, offs_dkf, offs_dks, offs_dv, MASK: tl.constexpr,
+                PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr,
+                FOLD: tl.constexpr):  # fmt: skip
+    """One query block against the program's key block. Padded query rows (MASK) load q = 0,
+    dO = 0 and 1/l = 0: their α·p, α·q, c and dS are exactly 0. Padded keys need no mask:
+    column i of the tiles only feeds row i of dkf, dks and dv, which is never stored."""
+    qf = _load(QF, rows, offs_dkf, sqf_l, sqf_d, Lq, 0, MASK, False)  # (M, DKF)
+    qs = _load(QS, rows, offs_dks, sqs_l, sqs_d, Lq, 0, MASK, False)  # (M, DKS)
+    do = _load(DO, rows, offs_dv, sdo_l, sdo_d, Lq, 0, MASK, False)  # (M, DV)
+    b_f, g_f, b_s, g_s, inv_csum = _load_stats(ST_F, ST_S, CSUM, stats, rows, Lq, alpha, MASK, FOLD)
+    delta0, eps, dp_sum, dq_sum = _load_grad_stats(DELTA, DP_SUM, DQ_SUM, stats, rows, Lq, MASK)
+    p = _prob(_dot(qf, kf_t, None, SCORE_PRECISION), k, b_f[:, None], g_f[:, None], FOLD)
+    q = _prob(_dot(qs, ks_t, None, SCORE_PRECISION), k, b_s[:, None], g_s[:, None], FOLD)
+    dpv = _dot(do, v_t, None, PRECISION)  # dO_j·v_i
+    dsf, dss, c = _score_grads(
+        p, q, dpv, delta0[:, None], eps[:, None], inv_csum[:, None],
+        dp_sum[:, None], dq_sum[:, None], FOLD,
+    )  # fmt: skip
+    dtype = kf_t.dtype
+    dv = _dot(tl.trans((c * inv_csum[:, None]).to(dtype)), do, dv, PRECISION)  # α·β
+    dkf = _dot(tl.trans(dsf.to(dtype)), qf, dkf, PRECISION)
+    dks = _dot(tl.trans(dss.to(dtype)), qs, dks, PRECISION)
+    return dkf, dks, dv
+
+
 @triton.jit
 def spsa_bwd_dkdv(
     QF, KF, QS, KS, V, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, DKF, DKS, DV,
-    scale, H, Lq, Lk, Dkf, Dks, Dv,
+    scale, alpha, H, Lq, Lk, Dkf, Dks, Dv, LQ_BUCKET, LK_BUCKET,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
     sqs_b, sqs_h, sqs_l, sqs_d,
@@ -363,12 +593,13 @@ def spsa_bwd_dkdv(
     sdv_b, sdv_h, sdv_l, sdv_d,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DKF: tl.constexpr, BLOCK_DKS: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
+    MASK_ALL: tl.constexpr,
 ):  # fmt: skip
-    """One key block, all query blocks: dkf, dks, dv. Scores are computed in the forward's
-    (query × key) orientation, bit-for-bit the forward's values, so p and q match the forward
-    even where a one-ulp difference in a score of ~1e4 would move them by 0.3%; the transposes
-    ride on the conversion to the second dot's operand layout."""
+    """One key block, all query blocks: dkf, dks, dv. Per pair: three MMAs for the scores and
+    dO·v, 2 exps, one division, three MMAs into the accumulators. Scores are computed in the
+    forward's (query × key) orientation with the same expression; the transposes ride on the
+    conversion to the second dots' operand layout. dS and β are carried ×α in 16 bits."""
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -388,61 +619,70 @@ def spsa_bwd_dkdv(
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
     key_ok = offs_n < Lk
-    qk_scale = scale
+    k = _score_scale(scale, FOLD)
+    if MASK_ALL:  # one loop, every block masked
+        m_full = Lq
+    else:  # unmasked full blocks, then the masked tail
+        m_full = (Lq // BLOCK_M) * BLOCK_M
 
-    kf_t = _load_tile(KF, offs_dkf, offs_n, skf_d, skf_l, Dkf, Lk)  # (DKF, N)
-    ks_t = _load_tile(KS, offs_dks, offs_n, sks_d, sks_l, Dks, Lk)  # (DKS, N)
-    v_t = _load_tile(V, offs_dv, offs_n, sv_d, sv_l, Dv, Lk)  # (DV, N)
+    kf_t = _load(KF, offs_dkf, offs_n, skf_d, skf_l, 0, Lk, False, True)  # (DKF, N)
+    ks_t = _load(KS, offs_dks, offs_n, sks_d, sks_l, 0, Lk, False, True)  # (DKS, N)
+    v_t = _load(V, offs_dv, offs_n, sv_d, sv_l, 0, Lk, False, True)  # (DV, N)
     dkf = tl.zeros([BLOCK_N, BLOCK_DKF], tl.float32)
     dks = tl.zeros([BLOCK_N, BLOCK_DKS], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
-    for start_m in range(0, Lq, BLOCK_M):
-        rows = start_m + offs_m
-        row_ok = rows < Lq
-        valid = row_ok[:, None] & key_ok[None, :]  # (M, N)
-        qf = _load_tile(QF, rows, offs_dkf, sqf_l, sqf_d, Lq, Dkf)  # (M, DKF)
-        qs = _load_tile(QS, rows, offs_dks, sqs_l, sqs_d, Lq, Dks)  # (M, DKS)
-        do = _load_tile(DO, rows, offs_dv, sdo_l, sdo_d, Lq, Dv)  # (M, DV)
-        m_f = tl.load(ST_F + 2 * stats + rows, mask=row_ok, other=0.0)
-        il_f = tl.load(ST_F + 2 * stats + Lq + rows, mask=row_ok, other=0.0)
-        m_s = tl.load(ST_S + 2 * stats + rows, mask=row_ok, other=0.0)
-        il_s = tl.load(ST_S + 2 * stats + Lq + rows, mask=row_ok, other=0.0)
-        csum = tl.load(CSUM + stats + rows, mask=row_ok, other=1.0)
-        delta0 = tl.load(DELTA + 2 * stats + rows, mask=row_ok, other=0.0)
-        eps = tl.load(DELTA + 2 * stats + Lq + rows, mask=row_ok, other=0.0)
-        dp_sum = tl.load(DP_SUM + stats + rows, mask=row_ok, other=0.0)
-        dq_sum = tl.load(DQ_SUM + stats + rows, mask=row_ok, other=0.0)
-
-        sf = _dot(qf, kf_t, None, PRECISION) * qk_scale  # (M, N), as in the forward
-        ss = _dot(qs, ks_t, None, PRECISION) * qk_scale
-        dpv = _dot(do, v_t, None, PRECISION)  # dO_j·v_i
-        p, q = _probabilities(
-            sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid
-        )
-        dsf, dss, c = _score_grads(
-            p, q, dpv, delta0[:, None], eps[:, None], csum[:, None],
-            dp_sum[:, None], dq_sum[:, None],
+    for start_m in range(0, m_full, BLOCK_M):
+        dkf, dks, dv = _dkdv_block(
+            kf_t, ks_t, v_t, QF, QS, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, stats,
+            start_m + offs_m, Lq, k, alpha, sqf_l, sqf_d, sqs_l, sqs_d, sdo_l, sdo_d,
+            dkf, dks, dv, offs_dkf, offs_dks, offs_dv, MASK_ALL, PRECISION, SCORE_PRECISION, FOLD,
         )  # fmt: skip
-        dtype = kf_t.dtype
-        dv = _dot(tl.trans((c / csum[:, None]).to(dtype)), do, dv, PRECISION)
-        dkf = _dot(tl.trans(dsf.to(dtype)), qf, dkf, PRECISION)
-        dks = _dot(tl.trans(dss.to(dtype)), qs, dks, PRECISION)
+    if not MASK_ALL:
+        if m_full < Lq:
+            dkf, dks, dv = _dkdv_block(
+                kf_t, ks_t, v_t, QF, QS, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, stats,
+                m_full + offs_m, Lq, k, alpha, sqf_l, sqf_d, sqs_l, sqs_d, sdo_l, sdo_d,
+                dkf, dks, dv, offs_dkf, offs_dks, offs_dv, True, PRECISION, SCORE_PRECISION, FOLD,
+            )  # fmt: skip
 
     dkf_ptrs = DKF + offs_n[:, None] * sdkf_l + offs_dkf[None, :] * sdkf_d
     dks_ptrs = DKS + offs_n[:, None] * sdks_l + offs_dks[None, :] * sdks_d
     dv_ptrs = DV + offs_n[:, None] * sdv_l + offs_dv[None, :] * sdv_d
-    tl.store(dkf_ptrs, (dkf * scale).to(DKF.dtype.element_ty),
+    tl.store(dkf_ptrs, (dkf * (scale / alpha)).to(DKF.dtype.element_ty),
              mask=key_ok[:, None] & (offs_dkf < Dkf)[None, :])  # fmt: skip
-    tl.store(dks_ptrs, (dks * scale).to(DKS.dtype.element_ty),
+    tl.store(dks_ptrs, (dks * (scale / alpha)).to(DKS.dtype.element_ty),
              mask=key_ok[:, None] & (offs_dks < Dks)[None, :])  # fmt: skip
-    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None] & (offs_dv < Dv)[None, :])
+    tl.store(dv_ptrs, (dv / alpha).to(DV.dtype.element_ty),
+             mask=key_ok[:, None] & (offs_dv < Dv)[None, :])  # fmt: skip
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=_KEY)
+@triton.jit
+def _dq_block(qf, qs, do, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk, k,
+              b_f, g_f, b_s, g_s, inv_csum, delta0, eps, dp_sum, dq_sum, dqf, dqs,
+              offs_dkf, offs_dks, offs_dv, MASK: tl.constexpr, PRECISION: tl.constexpr,
+              SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr):  # fmt: skip
+    """One key block against the program's query block. Padded keys (MASK) must be masked: a
+    zero key scores 0, and exp(0 − m) overflows for a row whose scores are all ≪ 0."""
+    kf = _load(KF, cols, offs_dkf, skf_l, skf_d, Lk, 0, MASK, False)  # (N, DKF)
+    ks = _load(KS, cols, offs_dks, sks_l, sks_d, Lk, 0, MASK, False)  # (N, DKS)
+    v_t = _load(V, offs_dv, cols, sv_d, sv_l, 0, Lk, False, MASK)  # (DV, N)
+    p = _prob(_dot(qf, tl.trans(kf), None, SCORE_PRECISION), k, b_f, g_f, FOLD)
+    q = _prob(_dot(qs, tl.trans(ks), None, SCORE_PRECISION), k, b_s, g_s, FOLD)
+    if MASK:
+        valid = (cols < Lk)[None, :]
+        p = tl.where(valid, p, 0.0)
+        q = tl.where(valid, q, 0.0)
+    dpv = _dot(do, v_t, None, PRECISION)
+    dsf, dss, _ = _score_grads(p, q, dpv, delta0, eps, inv_csum, dp_sum, dq_sum, FOLD)
+    dqf = _dot(dsf.to(kf.dtype), kf, dqf, PRECISION)
+    dqs = _dot(dss.to(ks.dtype), ks, dqs, PRECISION)
+    return dqf, dqs
+
+
 @triton.jit
 def spsa_bwd_dq(
     QF, KF, QS, KS, V, DO, ST_F, ST_S, CSUM, DELTA, DP_SUM, DQ_SUM, DQF, DQS,
-    scale, H, Lq, Lk, Dkf, Dks, Dv,
+    scale, alpha, H, Lq, Lk, Dkf, Dks, Dv, LQ_BUCKET, LK_BUCKET,
     sqf_b, sqf_h, sqf_l, sqf_d,
     skf_b, skf_h, skf_l, skf_d,
     sqs_b, sqs_h, sqs_l, sqs_d,
@@ -453,9 +693,11 @@ def spsa_bwd_dq(
     sdqs_b, sdqs_h, sdqs_l, sdqs_d,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DKF: tl.constexpr, BLOCK_DKS: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
+    MASK_ALL: tl.constexpr,
 ):  # fmt: skip
-    """One query block, all key blocks: dqf, dqs."""
+    """One query block, all key blocks: dqf, dqs. Per pair: three MMAs, 2 exps, one division,
+    two MMAs into the accumulators; only the last key block is masked."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -474,48 +716,64 @@ def spsa_bwd_dq(
     offs_dks = tl.arange(0, BLOCK_DKS)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < Lq
-    qk_scale = scale
+    k = _score_scale(scale, FOLD)
+    if MASK_ALL:  # one loop, every block masked
+        n_full = Lk
+    else:  # unmasked full blocks, then the masked tail
+        n_full = (Lk // BLOCK_N) * BLOCK_N
 
-    qf = _load_tile(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, Dkf)
-    qs = _load_tile(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, Dks)
-    do = _load_tile(DO, offs_m, offs_dv, sdo_l, sdo_d, Lq, Dv)
-    m_f = tl.load(ST_F + 2 * stats + offs_m, mask=row_ok, other=0.0)
-    il_f = tl.load(ST_F + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
-    m_s = tl.load(ST_S + 2 * stats + offs_m, mask=row_ok, other=0.0)
-    il_s = tl.load(ST_S + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
-    csum = tl.load(CSUM + stats + offs_m, mask=row_ok, other=1.0)
-    delta0 = tl.load(DELTA + 2 * stats + offs_m, mask=row_ok, other=0.0)
-    eps = tl.load(DELTA + 2 * stats + Lq + offs_m, mask=row_ok, other=0.0)
-    dp_sum = tl.load(DP_SUM + stats + offs_m, mask=row_ok, other=0.0)
-    dq_sum = tl.load(DQ_SUM + stats + offs_m, mask=row_ok, other=0.0)
+    qf = _load(QF, offs_m, offs_dkf, sqf_l, sqf_d, Lq, 0, True, False)
+    qs = _load(QS, offs_m, offs_dks, sqs_l, sqs_d, Lq, 0, True, False)
+    do = _load(DO, offs_m, offs_dv, sdo_l, sdo_d, Lq, 0, True, False)
+    b_f, g_f, b_s, g_s, inv_csum = _load_stats(ST_F, ST_S, CSUM, stats, offs_m, Lq, alpha, True, FOLD)
+    delta0, eps, dp_sum, dq_sum = _load_grad_stats(DELTA, DP_SUM, DQ_SUM, stats, offs_m, Lq, True)
 
     dqf = tl.zeros([BLOCK_M, BLOCK_DKF], tl.float32)
     dqs = tl.zeros([BLOCK_M, BLOCK_DKS], tl.float32)
-    for start_n in range(0, Lk, BLOCK_N):
-        cols = start_n + offs_n
-        valid = row_ok[:, None] & (cols < Lk)[None, :]
-        kf = _load_tile(KF, cols, offs_dkf, skf_l, skf_d, Lk, Dkf)  # (N, DKF)
-        ks = _load_tile(KS, cols, offs_dks, sks_l, sks_d, Lk, Dks)  # (N, DKS)
-        v_t = _load_tile(V, offs_dv, cols, sv_d, sv_l, Dv, Lk)  # (DV, N)
-        sf = _dot(qf, tl.trans(kf), None, PRECISION) * qk_scale
-        ss = _dot(qs, tl.trans(ks), None, PRECISION) * qk_scale
-        dpv = _dot(do, v_t, None, PRECISION)
-        p, q = _probabilities(
-            sf, ss, m_f[:, None], il_f[:, None], m_s[:, None], il_s[:, None], valid
-        )
-        dsf, dss, _ = _score_grads(
-            p, q, dpv, delta0[:, None], eps[:, None], csum[:, None],
-            dp_sum[:, None], dq_sum[:, None],
+    for start_n in range(0, n_full, BLOCK_N):
+        dqf, dqs = _dq_block(
+            qf, qs, do, KF, KS, V, start_n + offs_n, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk,
+            k, b_f[:, None], g_f[:, None], b_s[:, None], g_s[:, None], inv_csum[:, None],
+            delta0[:, None], eps[:, None], dp_sum[:, None], dq_sum[:, None], dqf, dqs,
+            offs_dkf, offs_dks, offs_dv, MASK_ALL, PRECISION, SCORE_PRECISION, FOLD,
         )  # fmt: skip
-        dqf = _dot(dsf.to(kf.dtype), kf, dqf, PRECISION)
-        dqs = _dot(dss.to(ks.dtype), ks, dqs, PRECISION)
+    if not MASK_ALL:
+        if n_full < Lk:
+            dqf, dqs = _dq_block(
+                qf, qs, do, KF, KS, V, n_full + offs_n, skf_l, skf_d, sks_l, sks_d, sv_l, sv_d, Lk,
+                k, b_f[:, None], g_f[:, None], b_s[:, None], g_s[:, None], inv_csum[:, None],
+                delta0[:, None], eps[:, None], dp_sum[:, None], dq_sum[:, None], dqf, dqs,
+                offs_dkf, offs_dks, offs_dv, True, PRECISION, SCORE_PRECISION, FOLD,
+            )  # fmt: skip
 
     dqf_ptrs = DQF + offs_m[:, None] * sdqf_l + offs_dkf[None, :] * sdqf_d
     dqs_ptrs = DQS + offs_m[:, None] * sdqs_l + offs_dks[None, :] * sdqs_d
-    tl.store(dqf_ptrs, (dqf * scale).to(DQF.dtype.element_ty),
+    tl.store(dqf_ptrs, (dqf * (scale / alpha)).to(DQF.dtype.element_ty),
              mask=row_ok[:, None] & (offs_dkf < Dkf)[None, :])  # fmt: skip
-    tl.store(dqs_ptrs, (dqs * scale).to(DQS.dtype.element_ty),
+    tl.store(dqs_ptrs, (dqs * (scale / alpha)).to(DQS.dtype.element_ty),
              mask=row_ok[:, None] & (offs_dks < Dks)[None, :])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Autotuned entry points: one autotuner per kernel and path over the same @triton.jit function
+# ---------------------------------------------------------------------------------------------
+
+# Every pointer each kernel stores to; () = the launcher always passes a fresh tensor, so the
+# autotuner's repeated timed launches cannot corrupt an input (no restore_value needed).
+ALIASES = {
+    "spsa_fwd": {"OUT": (), "ST_F": (), "ST_S": (), "CSUM": ()},
+    "spsa_bwd_preprocess": {"DELTA": (), "DP_SUM": (), "DQ_SUM": ()},
+    "spsa_bwd_dkdv": {"DKF": (), "DKS": (), "DV": ()},
+    "spsa_bwd_dq": {"DQF": (), "DQS": ()},
+}
+
+KERNELS = {"spsa_fwd": spsa_fwd, "spsa_bwd_preprocess": spsa_bwd_preprocess,
+           "spsa_bwd_dkdv": spsa_bwd_dkdv, "spsa_bwd_dq": spsa_bwd_dq}  # fmt: skip
+TUNERS = {
+    name + suffix: triton.autotune(configs=_configs(name + suffix), key=_KEY)(fn)
+    for name, fn in KERNELS.items()
+    for suffix in ("", "_tf32", "_ieee")
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,53 +781,71 @@ def spsa_bwd_dq(
 # ---------------------------------------------------------------------------------------------
 
 _STATS = frozenset({"ST_F", "ST_S", "CSUM", "DELTA", "DP_SUM", "DQ_SUM"})
-_HEAD_DIM = {"qf": "Dkf", "kf": "Dkf", "dqf": "Dkf", "dkf": "Dkf",
-             "qs": "Dks", "ks": "Dks", "dqs": "Dks", "dks": "Dks",
-             "v": "Dv", "o": "Dv", "do": "Dv", "dv": "Dv"}  # fmt: skip
+_KEY_TENSORS = frozenset({"kf", "ks", "v", "dkf", "dks", "dv"})  # Lk rows; the others Lq
+
+# dtype label → (pointer type, tuner suffix, constexprs): the paths the launcher really takes.
+# "fp32" is the launcher's default fp32 path (IEEE dots everywhere); "tf32" is its path under
+# torch.backends.cuda.matmul.allow_tf32 (scores in tf32x3, the other dots in tf32).
+PATHS = {
+    "fp16": ("fp16", "", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=True, MASK_ALL=False)),
+    "bf16": ("bf16", "", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=True, MASK_ALL=False)),
+    "fp32": ("fp32", "_ieee", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=False, MASK_ALL=True)),
+    "tf32": ("fp32", "_tf32", dict(PRECISION="tf32", SCORE_PRECISION="tf32x3", FOLD=False, MASK_ALL=False)),
+}
+
+
+# The main loops in code order (the masked tail blocks run outside them).
+_LOOP_NAMES = {"spsa_fwd": ["pass 1", "pass 2"], "spsa_bwd_preprocess": ["keys"],
+               "spsa_bwd_dkdv": ["queries"], "spsa_bwd_dq": ["keys"]}  # fmt: skip
 
 
 def aot_specs(all_configs: bool = False) -> list[dict]:
-    """One spec per kernel × dtype × config for the representative SAGAN shape: H = 1,
-    Lq = Lk = 4096 (a 64×64 feature map), Dkf = Dks = 8 (padded to BLOCK_D = 16), Dv = 64, all
-    tensors contiguous. Without ``all_configs`` only each autotune list's first config (the
-    expected winner at this shape) is listed. fp32 is compiled with tf32 dots (the launcher uses
-    "ieee" unless torch.backends.cuda.matmul.allow_tf32 is set).
+    """One spec per kernel × dtype label × config for the representative SAGAN shape: H = 1,
+    Lq = Lk = 4096 (a 64×64 feature map), Dkf = Dks = 8, Dv = 64, as the launcher passes it: the
+    8-wide q/k tensors padded in memory to 16 (row stride 16), the gradients written to 8-wide
+    tensors, α = 4096 for 16-bit types (1 for fp32). Without ``all_configs`` only each autotune
+    list's first config is listed. Labels: "fp16", "bf16", "fp32" (the launcher's default fp32
+    path, IEEE dots, its own config list) and "tf32" (fp32 under allow_tf32: tf32x3 score dots,
+    tf32 second-stage dots).
 
-    A spec: kernel (name), dtype ("fp16" | "bf16" | "fp32"), fn (the @triton.jit function),
-    args (name → example value: "*fp16"-style pointer types, ints, floats, as a launch would pass
-    them), constexprs (name → value), num_warps, num_stages, config (a short description).
+    A spec: kernel (name), dtype (a label above), fn (the @triton.jit function), args (name →
+    example value: "*fp16"-style pointer types, ints, floats, as a launch would pass them),
+    constexprs (name → value), num_warps, num_stages, config (a short description), and
+    loop_names (the report's per-loop labels).
     """
-    shape = dict(H=1, Lq=4096, Lk=4096, Dkf=8, Dks=8, Dv=64)
+    shape = dict(H=1, Lq=4096, Lk=4096, Dkf=8, Dks=8, Dv=64, LQ_BUCKET=4096, LK_BUCKET=4096)
+    padded = dict(Dkf=16, Dks=16, Dv=64)
+    width = {"qf": 16, "kf": 16, "qs": 16, "ks": 16, "v": 64, "o": 64, "do": 64, "dv": 64,
+             "dqf": 8, "dkf": 8, "dqs": 8, "dks": 8}  # fmt: skip
     specs = []
-    for kernel in (spsa_fwd, spsa_bwd_preprocess, spsa_bwd_dkdv, spsa_bwd_dq):
-        fn = kernel.fn
-        configs = kernel.configs if all_configs else kernel.configs[:1]
-        for dtype in ("fp16", "bf16", "fp32"):
+    for name, fn in KERNELS.items():
+        for label, (ptr, suffix, path) in PATHS.items():
             args = {}
-            for name in fn.arg_names:
-                if fn.params[fn.arg_names.index(name)].is_constexpr:
+            for arg, param in inspect.signature(fn.fn).parameters.items():
+                if "constexpr" in str(param.annotation):
                     continue
-                if name == "scale":
-                    args[name] = 1.0
-                elif name in shape:
-                    args[name] = shape[name]
-                elif name.isupper():  # tensor pointers
-                    args[name] = "*fp32" if name in _STATS else f"*{dtype}"
+                if arg == "scale":
+                    args[arg] = 1.0
+                elif arg == "alpha":
+                    args[arg] = 4096.0 if path["FOLD"] else 1.0
+                elif arg in shape:
+                    args[arg] = shape[arg]
+                elif arg.isupper():  # tensor pointers
+                    args[arg] = "*fp32" if arg in _STATS else f"*{ptr}"
                 else:  # s<tensor>_<axis>: strides of a contiguous (B, H, L, D) tensor
-                    tensor, axis = name[1:].split("_")
-                    d = shape[_HEAD_DIM[tensor]]
-                    rows = shape["Lk"] if tensor in ("kf", "ks", "v", "dkf", "dks", "dv") else shape["Lq"]
-                    strides = dict(b=shape["H"] * rows * d, h=rows * d, l=d, d=1)
-                    args[name] = strides[axis]
-            for config in configs:
+                    tensor, axis = arg[1:].split("_")
+                    d = width[tensor]
+                    rows = shape["Lk"] if tensor in _KEY_TENSORS else shape["Lq"]
+                    args[arg] = dict(b=shape["H"] * rows * d, h=rows * d, l=d, d=1)[axis]
+            gpu = GPU_CONFIGS[name + suffix]
+            for m, n, w, s in gpu if all_configs else gpu[:1]:
                 constexprs = dict(
-                    config.kwargs, BLOCK_DKF=16, BLOCK_DKS=16, BLOCK_DV=64,
-                    PRECISION="tf32" if dtype == "fp32" else "ieee",
+                    BLOCK_M=m, BLOCK_N=n, BLOCK_DKF=padded["Dkf"], BLOCK_DKS=padded["Dks"],
+                    BLOCK_DV=padded["Dv"], **path,
                 )  # fmt: skip
                 specs.append(dict(
-                    kernel=fn.__name__, dtype=dtype, fn=fn, args=args, constexprs=constexprs,
-                    num_warps=config.num_warps, num_stages=config.num_stages,
-                    config=f"M{config.kwargs['BLOCK_M']} N{config.kwargs['BLOCK_N']} "
-                    f"w{config.num_warps} s{config.num_stages}",
+                    kernel=name, dtype=label, fn=fn, args=args, constexprs=constexprs,
+                    num_warps=w, num_stages=s, config=f"M{m} N{n} w{w} s{s}",
+                    loop_names=_LOOP_NAMES[name],
                 ))  # fmt: skip
     return specs

@@ -16,7 +16,7 @@ import torch
 import triton
 from torch import Tensor
 
-from fastsr.kernels.dense_conv import dense_conv3x3_fwd
+from fastsr.kernels.dense_conv import dense_conv3x3_fwd, dense_conv3x3_fwd_ieee
 
 __all__ = ["dense_conv3x3_triton"]
 
@@ -200,11 +200,15 @@ def dense_conv3x3_triton(
         tiles = triton.cdiv(H, meta["TILE_H"]) * triton.cdiv(W, meta["TILE_W"])
         return (B * tiles * triton.cdiv(Cout, meta["BLOCK_N"]),)
 
-    dense_conv3x3_fwd[grid](
+    precision = _precision(dtype)
+    # IEEE fp32 dots run on FMA units and have their own (spill-free) config list.
+    kernel = dense_conv3x3_fwd_ieee if dtype == torch.float32 and precision == "ieee" else dense_conv3x3_fwd
+    kernel[grid](
         buffer, channels, weight_t, bias, res, out,
         float(residual_scale), B, H, W, Cin, Cout, out_offset,
         *buffer.stride(), *weight_t.permute(3, 2, 0, 1).stride(), *res_strides, *out.stride(),
+        triton.next_power_of_2(H), triton.next_power_of_2(W),  # bucketed autotune key
         ACTIVATION=bool(activation), RESIDUAL=residual is not None,
-        BLOCK_N=_block_n(Cout), PRECISION=_precision(dtype),
+        BLOCK_N=_block_n(Cout), PRECISION=precision,
     )  # fmt: skip
     return out

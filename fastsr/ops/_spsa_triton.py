@@ -2,35 +2,121 @@
 fastsr.kernels.spsa). Imported lazily by fastsr/ops/spsa.py, so importing fastsr never needs Triton.
 
 The launchers check every shape, stride-independent layout and dtype, allocate outputs and the
-O(B·H·Lq) fp32 statistics, and pick the per-dtype constexprs: head-dim blocks padded to ≥ 16
-(``tl.dot`` needs K ≥ 16 for 16-bit operands on a GPU) and the fp32 dot precision, "tf32" when
-``torch.backends.cuda.matmul.allow_tf32`` is set and "ieee" otherwise (PyTorch's default).
-Inputs may have any strides; every stride is passed to the kernels.
+O(B·H·Lq) fp32 statistics, and pick the per-dtype path (see ``_path``):
+
+- fp16 / bf16: tensor-core configs, exp2 folded into the score scale (FOLD), α = a power of two
+  ≈ Lk that keeps the 16-bit c, β and dS normal (kernels/spsa.py, "α scaling");
+- fp32 (PyTorch's default, ``allow_tf32`` off): IEEE dots everywhere, their own configs, α = 1;
+- fp32 with ``torch.backends.cuda.matmul.allow_tf32``: tf32x3 score dots (TF32 would move p),
+  tf32 second-stage dots, tensor-core configs of their own.
+
+Head dims below their block (max(16, next_power_of_2(D))) are padded into zero-filled contiguous
+copies, so the kernels never mask loads along D. Inputs may have any strides; every stride is
+passed to the kernels, and the offsets within one head (int32 in the kernels) are checked to fit.
+The autotune key buckets Lq and Lk to the next power of two.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 import triton
 from torch import Tensor
 
-from fastsr.kernels.spsa import spsa_bwd_dkdv, spsa_bwd_dq, spsa_bwd_preprocess, spsa_fwd
+from fastsr.kernels.spsa import GPU_CONFIGS, TUNERS
 
-__all__ = ["spsa_forward_triton", "spsa_backward_triton"]
+__all__ = ["spsa_forward_triton", "spsa_backward_triton", "forced_configs"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y, which indexes B·H
+_INT32_MAX = 2**31 - 1
+_MAX_BLOCK = 128  # the largest BLOCK_M / BLOCK_N: a tail block's masked rows still form offsets
+_MAX_ALPHA = 2**15  # α·c ≤ α must stay finite in fp16 (max 65504)
+
+_FORCED: dict[str, tuple[int, int, int, int]] = {}
+
+
+@contextlib.contextmanager
+def forced_configs(configs: dict[str, tuple[int, int, int, int]]) -> Iterator[None]:
+    """Within the block, launch the named autotuners ("spsa_fwd", "spsa_bwd_dkdv_tf32", … the
+    keys of kernels.spsa.GPU_CONFIGS) with the given (BLOCK_M, BLOCK_N, num_warps, num_stages)
+    instead of autotuning: how tests run every GPU config under the interpreter."""
+    unknown = set(configs) - set(GPU_CONFIGS)
+    if unknown:
+        raise ValueError(f"configs must name autotuners in {sorted(GPU_CONFIGS)}; got {sorted(unknown)}")
+    saved = dict(_FORCED)
+    _FORCED.update(configs)
+    try:
+        yield
+    finally:
+        _FORCED.clear()
+        _FORCED.update(saved)
+
+
+def _launch(name: str, grid, *args, **constexprs) -> None:
+    tuner = TUNERS[name]
+    forced = _FORCED.get(name)
+    if forced is None:
+        tuner[grid](*args, **constexprs)
+    else:
+        m, n, w, s = forced
+        tuner.fn[grid](*args, **constexprs, BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s)
 
 
 def _block_d(d: int) -> int:
-    """Head-dim block: a power of two ≥ 16 (masked loads pad with zeros, which add nothing)."""
+    """Head-dim block: a power of two ≥ 16."""
     return max(16, triton.next_power_of_2(d))
 
 
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+def autotune_bucket(n: int) -> int:
+    """The autotune key's stand-in for a length: the next power of two (≥ 1)."""
+    return triton.next_power_of_2(max(1, n))
+
+
+def alpha_for(dtype: torch.dtype, Lk: int) -> float:
+    """The power of two every kernel multiplies p and q by (exact, and cancelled): for 16-bit
+    types next_power_of_2(Lk) capped at 2¹⁵, so a flat row's α·c ≈ α/Lk ≥ 1 stays an fp16
+    normal; 1 for fp32, whose c, β, dS are never rounded to 16 bits."""
+    if dtype == torch.float32:
+        return 1.0
+    return float(min(triton.next_power_of_2(max(1, Lk)), _MAX_ALPHA))
+
+
+def _path(dtype: torch.dtype) -> tuple[str, dict]:
+    """(autotuner suffix, constexprs) of the launch path for dtype; see the module docstring."""
+    if dtype != torch.float32:
+        return "", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=True, MASK_ALL=False)
+    if torch.backends.cuda.matmul.allow_tf32:
+        return "_tf32", dict(PRECISION="tf32", SCORE_PRECISION="tf32x3", FOLD=False, MASK_ALL=False)
+    return "_ieee", dict(PRECISION="ieee", SCORE_PRECISION="ieee", FOLD=False, MASK_ALL=True)
+
+
+def head_offsets_fit(x: Tensor, pad_rows: int = _MAX_BLOCK) -> bool:
+    """Whether every offset the kernels form within one (L, D) head of x fits int32, including
+    the rows of a partly filled last block (up to pad_rows past L)."""
+    L, D = x.shape[-2], x.shape[-1]
+    s_l, s_d = (abs(s) for s in x.stride()[-2:])
+    return (L - 1 + pad_rows) * s_l + (D - 1) * s_d <= _INT32_MAX
+
+
+def _check_offsets(**tensors: Tensor) -> None:
+    for name, x in tensors.items():
+        if not head_offsets_fit(x):
+            raise ValueError(
+                f"{name}: offsets within one (L, D) head must fit int32 (< 2**31 elements); got "
+                f"shape {tuple(x.shape)} with strides {x.stride()}"
+            )
+
+
+def _pad(x: Tensor, block: int) -> Tensor:
+    """x with its last dim zero-padded to block (a contiguous copy), or x itself."""
+    if x.shape[-1] == block:
+        return x
+    out = x.new_zeros((*x.shape[:-1], block))
+    out[..., : x.shape[-1]] = x
+    return out
 
 
 def _check(name: str, x: Tensor, shape: tuple[int, ...], layout: str, dtype, device) -> None:
@@ -65,18 +151,27 @@ def _check_inputs(q_fea, k_fea, q_seg, k_seg, v) -> tuple[int, ...]:
     return B, H, Lq, Lk, Dkf, Dks, Dv
 
 
-def _constexprs(Dkf: int, Dks: int, Dv: int, dtype: torch.dtype) -> dict:
-    return dict(
-        BLOCK_DKF=_block_d(Dkf), BLOCK_DKS=_block_d(Dks), BLOCK_DV=_block_d(Dv),
-        PRECISION=_precision(dtype),
+def _prepare(q_fea, k_fea, q_seg, k_seg, v, scale, Lq, Lk, Dkf, Dks, Dv):
+    """Padded inputs, the scalar arguments every kernel takes, the constexprs and the suffix."""
+    bdkf, bdks, bdv = _block_d(Dkf), _block_d(Dks), _block_d(Dv)
+    padded = (_pad(q_fea, bdkf), _pad(k_fea, bdkf), _pad(q_seg, bdks), _pad(k_seg, bdks), _pad(v, bdv))
+    _check_offsets(**dict(zip(("q_fea", "k_fea", "q_seg", "k_seg", "v"), padded)))
+    dtype = v.dtype
+    suffix, path = _path(dtype)
+    scalars = (
+        float(scale), alpha_for(dtype, Lk), padded[0].shape[1], Lq, Lk, Dkf, Dks, Dv,
+        autotune_bucket(Lq), autotune_bucket(Lk),
     )  # fmt: skip
+    constexprs = dict(BLOCK_DKF=bdkf, BLOCK_DKS=bdks, BLOCK_DV=bdv, **path)
+    return padded, scalars, constexprs, suffix
 
 
 def spsa_forward_triton(
     q_fea: Tensor, k_fea: Tensor, q_seg: Tensor, k_seg: Tensor, v: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns out (B, H, Lq, Dv) in the input dtype; stats_fea, stats_seg (B, H, 2, Lq) fp32,
-    the row max m and 1/Σ_i exp(s_i − m) of each score row; csum (B, H, Lq) fp32, Σ_i c_i."""
+    the row max m (in base-2 units of the scaled score for 16-bit inputs) and 1/Σ_i exp(s_i − m)
+    of each score row; csum (B, H, Lq) fp32, Σ_i c_i."""
     B, H, Lq, Lk, Dkf, Dks, Dv = _check_inputs(q_fea, k_fea, q_seg, k_seg, v)
     out = torch.empty((B, H, Lq, Dv), dtype=v.dtype, device=v.device)
     stats_fea, stats_seg = (
@@ -85,16 +180,19 @@ def spsa_forward_triton(
     csum = torch.empty((B, H, Lq), dtype=torch.float32, device=v.device)
     if Lq == 0 or B * H == 0:
         return out, stats_fea, stats_seg, csum
+    (qf, kf, qs, ks, vv), scalars, constexprs, suffix = _prepare(
+        q_fea, k_fea, q_seg, k_seg, v, scale, Lq, Lk, Dkf, Dks, Dv
+    )
+    _check_offsets(out=out)
 
     def grid(meta):
         return (triton.cdiv(Lq, meta["BLOCK_M"]), B * H)
 
-    spsa_fwd[grid](
-        q_fea, k_fea, q_seg, k_seg, v, out, stats_fea, stats_seg, csum,
-        float(scale), H, Lq, Lk, Dkf, Dks, Dv,
-        *q_fea.stride(), *k_fea.stride(), *q_seg.stride(), *k_seg.stride(), *v.stride(),
-        *out.stride(),
-        **_constexprs(Dkf, Dks, Dv, v.dtype),
+    _launch(
+        "spsa_fwd" + suffix, grid,
+        qf, kf, qs, ks, vv, out, stats_fea, stats_seg, csum, *scalars,
+        *qf.stride(), *kf.stride(), *qs.stride(), *ks.stride(), *vv.stride(), *out.stride(),
+        **constexprs,
     )  # fmt: skip
     return out, stats_fea, stats_seg, csum
 
@@ -114,7 +212,7 @@ def spsa_backward_triton(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients (dq_fea, dk_fea, dq_seg, dk_seg, dv), each shaped and typed like its input.
     grad_out and out are (B, H, Lq, Dv) in the input dtype; stats_fea, stats_seg, csum are the
-    forward's (B, H, Lq) fp32 statistics."""
+    forward's fp32 statistics."""
     B, H, Lq, Lk, Dkf, Dks, Dv = _check_inputs(q_fea, k_fea, q_seg, k_seg, v)
     dtype, device = v.dtype, v.device
     _check("grad_out", grad_out, (B, H, Lq, Dv), "(B, H, Lq, Dv)", dtype, device)
@@ -130,13 +228,16 @@ def spsa_backward_triton(
     )
     if Lq == 0 or B * H == 0:  # no queries: nothing flows back to the keys or values
         return dq_fea, dk_fea.zero_(), dq_seg, dk_seg.zero_(), dv.zero_()
+    (qf, kf, qs, ks, vv), scalars, constexprs, suffix = _prepare(
+        q_fea, k_fea, q_seg, k_seg, v, scale, Lq, Lk, Dkf, Dks, Dv
+    )
+    bdv = constexprs["BLOCK_DV"]
+    out_p, do_p = _pad(out, bdv), _pad(grad_out, bdv)
+    _check_offsets(out=out_p, grad_out=do_p, dq_fea=dq_fea, dk_fea=dk_fea, dq_seg=dq_seg,
+                   dk_seg=dk_seg, dv=dv)  # fmt: skip
     delta = torch.empty((B, H, 2, Lq), dtype=torch.float32, device=device)  # δ0 = dO·o, ε
     dp_sum, dq_sum = (torch.empty((B, H, Lq), dtype=torch.float32, device=device) for _ in range(2))
-    scalars = (float(scale), H, Lq, Lk, Dkf, Dks, Dv)
-    strides_in = (
-        *q_fea.stride(), *k_fea.stride(), *q_seg.stride(), *k_seg.stride(), *v.stride(),
-    )  # fmt: skip
-    constexprs = _constexprs(Dkf, Dks, Dv, dtype)
+    strides_in = (*qf.stride(), *kf.stride(), *qs.stride(), *ks.stride(), *vv.stride())
 
     def query_grid(meta):
         return (triton.cdiv(Lq, meta["BLOCK_M"]), B * H)
@@ -144,23 +245,24 @@ def spsa_backward_triton(
     def key_grid(meta):
         return (triton.cdiv(Lk, meta["BLOCK_N"]), B * H)
 
-    spsa_bwd_preprocess[query_grid](
-        q_fea, k_fea, q_seg, k_seg, v, out, grad_out, stats_fea, stats_seg, csum,
-        delta, dp_sum, dq_sum,
-        *scalars, *strides_in, *out.stride(), *grad_out.stride(),
+    _launch(
+        "spsa_bwd_preprocess" + suffix, query_grid,
+        qf, kf, qs, ks, vv, out_p, do_p, stats_fea, stats_seg, csum, delta, dp_sum, dq_sum,
+        *scalars, *strides_in, *out_p.stride(), *do_p.stride(),
         **constexprs,
     )  # fmt: skip
-    spsa_bwd_dkdv[key_grid](
-        q_fea, k_fea, q_seg, k_seg, v, grad_out, stats_fea, stats_seg, csum,
-        delta, dp_sum, dq_sum, dk_fea, dk_seg, dv,
-        *scalars, *strides_in, *grad_out.stride(),
-        *dk_fea.stride(), *dk_seg.stride(), *dv.stride(),
+    _launch(
+        "spsa_bwd_dkdv" + suffix, key_grid,
+        qf, kf, qs, ks, vv, do_p, stats_fea, stats_seg, csum, delta, dp_sum, dq_sum,
+        dk_fea, dk_seg, dv,
+        *scalars, *strides_in, *do_p.stride(), *dk_fea.stride(), *dk_seg.stride(), *dv.stride(),
         **constexprs,
     )  # fmt: skip
-    spsa_bwd_dq[query_grid](
-        q_fea, k_fea, q_seg, k_seg, v, grad_out, stats_fea, stats_seg, csum,
-        delta, dp_sum, dq_sum, dq_fea, dq_seg,
-        *scalars, *strides_in, *grad_out.stride(), *dq_fea.stride(), *dq_seg.stride(),
+    _launch(
+        "spsa_bwd_dq" + suffix, query_grid,
+        qf, kf, qs, ks, vv, do_p, stats_fea, stats_seg, csum, delta, dp_sum, dq_sum,
+        dq_fea, dq_seg,
+        *scalars, *strides_in, *do_p.stride(), *dq_fea.stride(), *dq_seg.stride(),
         **constexprs,
     )  # fmt: skip
     return dq_fea, dk_fea, dq_seg, dk_seg, dv

@@ -1,5 +1,8 @@
 """Ahead-of-time compile of every SPSA and dense-conv kernel for sm_80 / sm_90 at fp16, bf16,
-fp32 (no GPU needed): no register spills and tensor-core MMA instructions in every kernel.
+fp32 (IEEE dots, the launcher's default) and tf32 (no GPU needed): no register spills anywhere,
+tensor-core MMA instructions wherever the dtype has them (all but IEEE fp32), and no loop above
+the math's exps per pair (the replication check). The report's counts themselves are checked
+against hand-counted toy kernels in test_report_counts.py.
 
 The report runs in a subprocess without TRITON_INTERPRET (the test session sets it, and kernels
 decorated under the interpreter cannot be compiled). It compiles once, for both tests.
@@ -21,8 +24,12 @@ SPSA_KERNELS = ("spsa_fwd", "spsa_bwd_preprocess", "spsa_bwd_dkdv", "spsa_bwd_dq
 DENSE_CONV_KERNELS = ("dense_conv3x3_fwd[conv1]", "dense_conv3x3_fwd[conv5]")
 KERNELS = SPSA_KERNELS + DENSE_CONV_KERNELS
 ARCHS = ("sm_80", "sm_90")
-DTYPES = ("fp16", "bf16", "fp32")
-KEYS = {"kernel", "arch", "dtype", "regs", "spill_bytes", "shared_bytes", "mma"}
+DTYPES = ("fp16", "bf16", "fp32", "tf32")
+KEYS = {
+    "kernel", "arch", "dtype", "precision", "config", "regs", "spill_bytes", "shared_bytes",
+    "mma", "mma_ops", "unit", "loops", "instr_per_unit", "exps_per_unit", "exps_needed",
+    "replication_ok", "warps_per_sm", "occupancy_limit", "est_ms", "ok",
+}  # fmt: skip
 
 
 def _run_report(*args: str) -> subprocess.CompletedProcess:
@@ -43,18 +50,33 @@ def report(tmp_path_factory) -> tuple[list[dict], str]:
     return json.loads(path.read_text()), proc.stdout
 
 
-def test_every_kernel_compiles_without_spills_and_with_mma(report):
+def _problems(row: dict) -> list[str]:
+    out = []
+    if row["spill_bytes"]:
+        out.append(f"spills {row['spill_bytes']} B")
+    if not row["mma"] and row["dtype"] != "fp32":
+        out.append("no MMA")
+    if row["replication_ok"] is False:
+        out.append(f"replicated work: {row['exps_per_unit']:.2f} exps/{row['unit']} > {row['exps_needed']}")
+    if not 0 < row["regs"] <= 255:
+        out.append(f"regs {row['regs']}")
+    return out
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_kernel_compiles_without_spills_with_mma_and_no_replication(report, kernel):
     rows, _ = report
     assert rows and all(set(row) == KEYS for row in rows)
     found = {(r["kernel"], r["arch"], r["dtype"]): r for r in rows}
-    for kernel in KERNELS:
-        for arch in ARCHS:
-            for dtype in DTYPES:
-                row = found.get((kernel, arch, dtype))
-                assert row is not None, f"{kernel} {arch} {dtype} missing from the report"
-                assert row["spill_bytes"] == 0, f"{kernel} {arch} {dtype} spills: {row}"
-                assert row["mma"], f"{kernel} {arch} {dtype} has no MMA instructions: {row}"
-                assert 0 < row["regs"] <= 255, row
+    bad = []
+    for arch in ARCHS:
+        for dtype in DTYPES:
+            row = found.get((kernel, arch, dtype))
+            assert row is not None, f"{kernel} {arch} {dtype} missing from the report"
+            assert row["loops"], f"{kernel} {arch} {dtype}: no loop found in the SASS"
+            assert row["ok"] == (not _problems(row))
+            bad += [f"{arch} {dtype} {row['config']}: {p}" for p in _problems(row)]
+    assert not bad, "\n".join(bad)
 
 
 def test_table_mode_prints_one_row_per_compile(report):
@@ -73,15 +95,18 @@ def test_json_mode_prints_the_records():
     assert records and all(set(r) == KEYS for r in records)
 
 
-def test_every_autotune_config_compiles_without_spills_and_with_mma(tmp_path):
-    """The autotuner may pick any listed config on a GPU: all of them must be spill-free."""
-    path = tmp_path / "all.json"
+@pytest.fixture(scope="module")
+def all_configs(tmp_path_factory) -> list[dict]:
+    path = tmp_path_factory.mktemp("aot") / "all.json"
     proc = _run_report("--all-configs", "--json-out", str(path))
     assert path.exists(), f"report failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    rows = json.loads(path.read_text())
-    assert len(rows) > 24  # more than one config per kernel × arch × dtype
-    bad = [r for r in rows if r["spill_bytes"] or not r["mma"]]
-    assert not bad, bad
-    for kernel in KERNELS:
-        n = sum(r["kernel"] == kernel for r in rows)
-        assert n > len(ARCHS) * len(DTYPES), f"{kernel}: only {n} rows with --all-configs"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_autotune_config_compiles_without_spills_with_mma_and_no_replication(all_configs, kernel):
+    """The autotuner may pick any listed config on a GPU: all of them must pass."""
+    rows = [r for r in all_configs if r["kernel"] == kernel]
+    assert len(rows) > len(ARCHS) * len(DTYPES), f"{kernel}: only {len(rows)} rows with --all-configs"
+    bad = [f"{r['arch']} {r['dtype']} {r['config']}: {p}" for r in rows for p in _problems(r)]
+    assert not bad, "\n".join(bad)

@@ -235,3 +235,119 @@ def test_residual_partly_overlapping_the_written_channels_is_refused():
         _call(buffer=buffer, out=buffer, residual=buffer[:, 80:112])
     with pytest.raises(ValueError, match="shares memory with buffer but is not the buffer"):
         _call(buffer=buffer, out=buffer[:, :128], out_offset=64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autotuning on live tensors: the in-place residual must survive the timed launches
+# ---------------------------------------------------------------------------------------------
+
+
+def _autotune_inplace(monkeypatch, keep_hooks: bool):
+    """The in-place layer x0 ← 0.2·conv + x0 on a fresh autotune key with two configs, each
+    "timed" by three launches on the live buffer (the interpreter has one config and no timer,
+    so both are patched in; on a GPU the real configs and timer run). Returns (kernel output,
+    float64 reference, args)."""
+    import triton
+
+    from fastsr.kernels import dense_conv
+
+    tuner = dense_conv.dense_conv3x3_fwd_ieee  # the launcher's fp32 path (IEEE dots)
+    configs = [
+        triton.Config({"TILE_H": 4, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1),
+        triton.Config({"TILE_H": 2, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1),
+    ]
+    if DEVICE.type == "cpu":
+        monkeypatch.setattr(tuner, "configs", configs)
+
+        def three_launches(kernel_call, quantiles):
+            for _ in range(3):
+                kernel_call()
+            return [1.0, 1.0, 1.0]
+
+        monkeypatch.setattr(tuner, "_do_bench", three_launches)
+    monkeypatch.setattr(tuner, "cache", {})  # a fresh key
+    if not keep_hooks:  # the bug: no restore_value
+        monkeypatch.setattr(tuner, "pre_hook", lambda kwargs, reset_only=False: 0)
+        monkeypatch.setattr(tuner, "post_hook", lambda kwargs, exception: 0)
+    case = _make_case("inplace-x0", 1, 6, 9, torch.float32, seed=3)
+    args = (case["buffer"].clone(), case["channels"], case["weight"], case["bias"], False,
+            case["buffer"][:, :32].clone(), 0.2)  # fmt: skip
+    table = torch.tensor(case["channels"], dtype=torch.int32, device=DEVICE)
+    _launcher()(
+        case["buffer"], table, case["weight"], case["bias"], case["buffer"], 0,
+        activation=False, residual=case["buffer"][:, :32], residual_scale=0.2,
+    )  # fmt: skip
+    return case["buffer"][:, :32], _reference64(*args), args
+
+
+def test_autotuning_the_inplace_residual_does_not_corrupt_it(monkeypatch):
+    got, ref64, args = _autotune_inplace(monkeypatch, keep_hooks=True)
+    _assert_within_rule(got, ref64, args, torch.float32)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="negative control patches the CPU timer")
+def test_without_restore_value_autotuning_corrupts_the_inplace_residual(monkeypatch):
+    """Negative control: with the autotuner's restore hooks removed the same launch applies the
+    residual 1 + 2·3 times, so the test above would catch a missing restore_value."""
+    got, ref64, _ = _autotune_inplace(monkeypatch, keep_hooks=False)
+    assert (got.double() - ref64).abs().max() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Every GPU autotune config, forced one at a time (the interpreter otherwise runs only its own
+# 4 × 8 × 16 config, so the GPU tile sizes' tail paths would run nowhere off a GPU)
+# ---------------------------------------------------------------------------------------------
+
+
+def _gpu_configs():
+    from fastsr.kernels.dense_conv import GPU_FWD_CONFIGS
+
+    return GPU_FWD_CONFIGS
+
+
+# fp32 on every layer with a tail or an alias; 16-bit inputs (which also take the unmasked
+# interior loop) on each layer once.
+_LAYERS_FORCED = ("odd-cout24", "conv5-sparse", "cout80-two-nblocks", "inplace-x0")
+_FORCED = [(layer, torch.float32) for layer in _LAYERS_FORCED] + [
+    ("conv5-sparse", torch.float16), ("odd-cout24", torch.float16),
+    ("inplace-x0", torch.bfloat16), ("cout80-two-nblocks", torch.bfloat16),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("layer", "dtype"), _FORCED, ids=lambda x: x if isinstance(x, str) else str(x).split(".")[-1])
+@pytest.mark.parametrize("config", range(4), ids=lambda i: f"gpu-config-{i}")
+def test_every_gpu_config_at_odd_shapes(monkeypatch, config, layer, dtype):
+    import triton
+
+    from fastsr.kernels import dense_conv
+
+    configs = _gpu_configs()
+    assert len(configs) == 4, "update the parametrization to the number of GPU configs"
+    h, w, k, nw, ns = configs[config]
+    if dtype == torch.float32 and configs[config] not in dense_conv.GPU_FWD_IEEE_CONFIGS:
+        # Only the TF32 path uses this config. The interpreter computes fp32 exactly either way,
+        # so route the launcher there; on a GPU TF32 would need its own tolerance.
+        if DEVICE.type != "cpu":
+            pytest.skip("a TF32-only config; the fp32 tolerance is for IEEE dots")
+        from fastsr.ops import _dense_conv_triton
+
+        monkeypatch.setattr(_dense_conv_triton, "_precision", lambda dtype: "tf32")
+    for tuner in dense_conv.TUNERS:
+        forced = triton.Config({"TILE_H": h, "TILE_W": w, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
+        monkeypatch.setattr(tuner, "configs", [forced])
+        monkeypatch.setattr(tuner, "cache", {})
+    # Tails in both directions, and interior patches (every tap inside the image).
+    H, W = 2 * h + 3, 3 * w + 5
+    assert dense_conv._interior_fraction(H, W, h, w) > 0
+    case = _make_case(layer, 1, H, W, dtype, seed=config)
+    buffer, out, off = case["buffer"], case["out"], case["out_offset"]
+    cout = case["weight"].shape[0]
+    res0 = case["residual"].clone() if case["residual"] is not None else None
+    args = (buffer.clone(), case["channels"], case["weight"], case["bias"], case["activation"],
+            res0, case["residual_scale"])  # fmt: skip
+    table = torch.tensor(case["channels"], dtype=torch.int32, device=DEVICE)
+    _launcher()(
+        buffer, table, case["weight"], case["bias"], out, off, activation=case["activation"],
+        residual=case["residual"], residual_scale=case["residual_scale"],
+    )  # fmt: skip
+    _assert_within_rule(out[:, off : off + cout], _reference64(*args), args, dtype)

@@ -34,9 +34,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def _macs_per_pixel(kept) -> int:
     kept = check_connections(kept)
-    return sum(
-        9 * (NF + GC * len(kept[layer - 1])) * (NF if layer == 5 else GC) for layer in range(1, 6)
-    )
+    return sum(9 * (NF + GC * len(kept[layer - 1])) * (NF if layer == 5 else GC) for layer in range(1, 6))
 
 
 def _block_inputs(kept, size, device, dtype, grad):
@@ -118,9 +116,7 @@ def test_dense_block(benchmark, device, provider, mode, pattern):
     kept = None if pattern == "dense" else SPARSE
     size = 128
     run = _make_block_run(provider, mode, kept, size, device)
-    other = _make_block_run(
-        "cat_reference" if provider == "fastsr" else "fastsr", mode, kept, size, device
-    )
+    other = _make_block_run("cat_reference" if provider == "fastsr" else "fastsr", mode, kept, size, device)
     run()
     peak = peak_extra_bytes(device, run, __file__, "block", provider, mode, pattern, size)
     # Each timed round follows an untimed round of the other provider, so both rows are timed

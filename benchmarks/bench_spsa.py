@@ -46,10 +46,7 @@ PROVIDERS = {
 def _inputs(length: int, device: str, dtype: torch.dtype, grad: bool):
     g = torch.Generator().manual_seed(0)
     shapes = [(1, 1, length, D_QK)] * 4 + [(1, 1, length, D_V)]
-    return [
-        torch.randn(s, generator=g).to(device=device, dtype=dtype).requires_grad_(grad)
-        for s in shapes
-    ]
+    return [torch.randn(s, generator=g).to(device=device, dtype=dtype).requires_grad_(grad) for s in shapes]
 
 
 def _make_run(provider: str, mode: str, length: int, device: str):

@@ -113,7 +113,9 @@ def _rule(got, same, ref64, dtype) -> dict:
 
 
 def _numerics(tensors, dtype, seed=1) -> dict:
-    grad_out = torch.randn(tensors[4].shape, generator=_gen(seed), device=DEVICE)  # out is (B, H, Lq = Lk, Dv)
+    grad_out = torch.randn(
+        tensors[4].shape, generator=_gen(seed), device=DEVICE
+    )  # out is (B, H, Lq = Lk, Dv)
     got = _run(tensors, "triton", grad_out)
     same = _run(tensors, "torch", grad_out)
     ref = _run([t.double() for t in tensors], "torch", grad_out.double())
@@ -207,9 +209,9 @@ def _time(fn) -> float:
 
 
 def check_spsa_timing() -> dict:
-    from fastsr import spsa_attention
-
     import torch.nn.functional as F
+
+    from fastsr import spsa_attention
 
     L, rows = SIZES["timing_L"], []
     for label in ("fp16", "bf16"):
@@ -236,7 +238,6 @@ def check_spsa_timing() -> dict:
             pairs = bh * L * L
             row["spsa_fwd_ns_per_kpair"] = fwd * 1e6 / (pairs / 1e3)
             rows.append(row)
-            del qf, kf, qs, ks, v, go
     return dict(rows=rows, ok=True)
 
 
@@ -260,7 +261,9 @@ def check_dense_block_timing() -> dict:
             row["cudnn_nchw_ms"] = _time(lambda: dense_block_reference(x0, weights, biases))
             row["cudnn_channels_last_ms"] = _time(lambda: dense_block_reference(x0_cl, w_cl, biases))
             got = dense_block(x0, weights, biases, backend="triton").double()
-            ref = dense_block_reference(x0.double(), [w.double() for w in weights], [b.double() for b in biases])
+            ref = dense_block_reference(
+                x0.double(), [w.double() for w in weights], [b.double() for b in biases]
+            )
             row["max_abs_err_vs_fp64"] = (got - ref).abs().max().item()
             macs = B * H * W * 9 * sum(w.shape[0] * w.shape[1] for w in weights)
             row["fastsr_tflops"] = 2 * macs / (row["fastsr_triton_ms"] * 1e-3) / 1e12
@@ -335,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     result["status"] = "failed: " + ", ".join(failed) if failed else "ok"
     result["seconds"] = round(time.perf_counter() - start, 1)
     _write(args.out, result)
-    print(f"gpu_check: {result['status']} in {result['seconds']} s" + (f"; wrote {args.out}" if args.out else ""))
+    print(
+        f"gpu_check: {result['status']} in {result['seconds']} s"
+        + (f"; wrote {args.out}" if args.out else "")
+    )
     return 1 if failed else 0
 
 

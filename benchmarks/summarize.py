@@ -38,9 +38,7 @@ def summarize(path: str) -> str:
         times = [f"{by[p][0] * 1e3:,.1f}" if p in by else "–" for p in providers]
         mems = [_mib(by[p][1]) if p in by else "–" for p in providers]
         fast = by.get("fastsr")
-        ratios = [
-            f"{by[p][0] / fast[0]:.1f}" if fast and p in by else "–" for p in providers[1:]
-        ]
+        ratios = [f"{by[p][0] / fast[0]:.1f}" if fast and p in by else "–" for p in providers[1:]]
         gflops = f"{fast[2]:.1f}" if fast else "–"
         lines.append("| " + " | ".join([device, mode, str(length), *times, *mems, gflops, *ratios]) + " |")
     lines.append("")

@@ -37,12 +37,27 @@ def main() -> None:
         RRDBNet(3, 3, args.scale, 8, 1, 4).save(tmp / "nf8.pt")
         print(f"{'image':>11s} {'output':>11s} {'peak RSS':>10s} {'seconds':>8s}")
         for n in args.sizes:
-            Image.fromarray(np.random.default_rng(0).integers(0, 255, (n, n, 3), dtype=np.uint8)).save(tmp / "in.png")
+            Image.fromarray(np.random.default_rng(0).integers(0, 255, (n, n, 3), dtype=np.uint8)).save(
+                tmp / "in.png"
+            )
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "fastsr.upscale", str(tmp / "nf8.pt"), str(tmp / "in.png"), "-o",
-                            str(tmp / f"out{n}"), "--tile", str(args.tile), "--overwrite"], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fastsr.upscale",
+                    str(tmp / "nf8.pt"),
+                    str(tmp / "in.png"),
+                    "-o",
+                    str(tmp / f"out{n}"),
+                    "--tile",
+                    str(args.tile),
+                    "--overwrite",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             seconds = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
             note = "" if peak > before else " (≤ an earlier size's)"

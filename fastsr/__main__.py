@@ -29,12 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         lines = [f"  {name:<10s} {text}" for name, (_, text) in COMMANDS.items()]
-        print("usage: fastsr COMMAND [ARGS …]\n\ncommands:\n" + "\n".join(lines)
-              + "\n\nfastsr COMMAND --help shows each command's flags.")
+        print(
+            "usage: fastsr COMMAND [ARGS …]\n\ncommands:\n"
+            + "\n".join(lines)
+            + "\n\nfastsr COMMAND --help shows each command's flags."
+        )
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"fastsr: error: COMMAND must be one of {', '.join(COMMANDS)}; got {command!r}", file=sys.stderr)
+        print(
+            f"fastsr: error: COMMAND must be one of {', '.join(COMMANDS)}; got {command!r}", file=sys.stderr
+        )
         return 2
     module = importlib.import_module(COMMANDS[command][0])
     result = module.main(rest)

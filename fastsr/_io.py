@@ -109,7 +109,9 @@ def _digest_into(h, obj: Any, top: bool = False) -> None:
         text = repr(obj).encode()
         h.update(f"P{type(obj).__name__}{len(text)}:".encode() + text)
     else:
-        raise TypeError(f"state_digest: cannot digest a {type(obj).__name__}; states hold tensors and plain data")
+        raise TypeError(
+            f"state_digest: cannot digest a {type(obj).__name__}; states hold tensors and plain data"
+        )
 
 
 def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
@@ -131,7 +133,11 @@ def file_kind(path: str | os.PathLike) -> str:
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= _MAX_SAFETENSORS_HEADER:
+    if (
+        len(head) == 9
+        and head[8:9] == b"{"
+        and 2 <= int.from_bytes(head[:8], "little") <= _MAX_SAFETENSORS_HEADER
+    ):
         return "safetensors"
     if head[:2] == b"PK":
         try:
@@ -188,16 +194,22 @@ def load_state(path: str | os.PathLike, *, what: str = "fastsr file", numpy_arra
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
+        raise FileNotFoundError(
+            f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file"
+        )
     kind = file_kind(path)
     if kind in ("torchscript", "torch.export"):
-        raise ValueError(f"{path} is a {'TorchScript' if kind == 'torchscript' else 'torch.export'} program, not a "
-                         f"{what}: programs run code when loaded, so fastsr loads them only as prior networks "
-                         "that you trust by name (--trust-prior-code / trust_code=True)")
+        raise ValueError(
+            f"{path} is a {'TorchScript' if kind == 'torchscript' else 'torch.export'} program, not a "
+            f"{what}: programs run code when loaded, so fastsr loads them only as prior networks "
+            "that you trust by name (--trust-prior-code / trust_code=True)"
+        )
     if kind == "safetensors":
         return read_safetensors(path, what=what)
     if kind == "other":
-        raise ValueError(f"{path} is not a readable {what}: it is neither a torch.save zip archive nor a pickle")
+        raise ValueError(
+            f"{path} is not a readable {what}: it is neither a torch.save zip archive nor a pickle"
+        )
     if kind in ("zip", "torch"):
         _check_zip_crcs(path, what)
     try:
@@ -213,8 +225,10 @@ def load_state(path: str | os.PathLike, *, what: str = "fastsr file", numpy_arra
             raise ValueError(f"{path} is not a readable {what} (a damaged or foreign pickle)") from None
         name = _refused_global(str(e))
         found = f" (it names {name})" if name else ""
-        raise ValueError(f"{path}: refused to load this {what}: it holds Python objects other than tensors and "
-                         f"plain data{found}, which could run code when unpickled") from None
+        raise ValueError(
+            f"{path}: refused to load this {what}: it holds Python objects other than tensors and "
+            f"plain data{found}, which could run code when unpickled"
+        ) from None
     except Exception as e:  # noqa: BLE001 — torch raises RuntimeError, EOFError, zip errors, …
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"{path} is not a readable {what} ({type(e).__name__}: {first[:200]})") from None
@@ -229,18 +243,26 @@ def verify_digest(state: Mapping[str, Any], path: str | os.PathLike, what: str) 
     stored = state.get(DIGEST_KEY)
     if stored is None:
         fmt = state.get("format")
-        if not (isinstance(fmt, str) and fmt.startswith("fastsr.")) and not ("config" in state and "params" in state):
+        if not (isinstance(fmt, str) and fmt.startswith("fastsr.")) and not (
+            "config" in state and "params" in state
+        ):
             return  # another program's file: it never had a digest
-        warnings.warn(f"{path} has no digest (written by an older fastsr or another program): it is "
-                      "loaded, but corruption on disk cannot be detected", NoDigestWarning, stacklevel=3)
+        warnings.warn(
+            f"{path} has no digest (written by an older fastsr or another program): it is "
+            "loaded, but corruption on disk cannot be detected",
+            NoDigestWarning,
+            stacklevel=3,
+        )
         return
     try:
         actual = state_digest(state)
     except TypeError as e:
         raise ValueError(f"{path}: {e}") from None
     if stored != actual:
-        raise ValueError(f"{path} is a corrupted {what}: its content does not match the SHA-256 digest stored "
-                         "with it (the file changed after it was written); refusing to load it")
+        raise ValueError(
+            f"{path} is a corrupted {what}: its content does not match the SHA-256 digest stored "
+            "with it (the file changed after it was written); refusing to load it"
+        )
 
 
 _GLOBAL_IN_MESSAGE = re.compile(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)")
@@ -271,8 +293,15 @@ def _numpy_globals() -> list:
 
 _MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own limit (100 MB)
 _SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 
@@ -293,8 +322,9 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
-def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                      metadata: Mapping[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Write tensors (any dtype of the format) and string metadata as a ``.safetensors`` file,
     atomically."""
     import json
@@ -305,13 +335,18 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     for name, t in tensors.items():
         t = t.detach().cpu().contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": names[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
-    return atomic_write(path, lambda f: (f.write(len(text).to_bytes(8, "little")), f.write(text),
-                                         [f.write(b) for b in blobs]))
+    return atomic_write(
+        path, lambda f: (f.write(len(text).to_bytes(8, "little")), f.write(text), [f.write(b) for b in blobs])
+    )
 
 
 def read_safetensors(path: str | os.PathLike, *, what: str = "safetensors file") -> dict[str, torch.Tensor]:
@@ -338,18 +373,30 @@ def read_safetensors(path: str | os.PathLike, *, what: str = "safetensors file")
             if name == "__metadata__":
                 continue
             dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
-            shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
-            if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            shape, offsets = (
+                (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
+            )
+            if (
+                dtype is None
+                or not isinstance(shape, list)
+                or not all(isinstance(d, int) and d >= 0 for d in shape)
+            ):
                 raise ValueError(f"tensor {name!r} has an unsupported dtype or shape: {entry!r}"[:300])
-            if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
-                    or not 0 <= offsets[0] <= offsets[1] <= len(body)):
+            if (
+                not isinstance(offsets, list)
+                or len(offsets) != 2
+                or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= len(body)
+            ):
                 raise ValueError(f"tensor {name!r} has data_offsets {offsets!r} outside the data")
             numel = 1
             for d in shape:
                 numel *= d
             itemsize = torch.empty((), dtype=dtype).element_size()
             if offsets[1] - offsets[0] != numel * itemsize:
-                raise ValueError(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for shape {shape} of {entry['dtype']}")
+                raise ValueError(
+                    f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for shape {shape} of {entry['dtype']}"
+                )
             if numel == 0:
                 out[name] = torch.empty(shape, dtype=dtype)
                 continue

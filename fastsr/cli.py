@@ -15,14 +15,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import warnings
-
 import torch
 from torch import Tensor
-
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 DEVICES = ("auto", "cpu", "cuda")
@@ -65,7 +63,12 @@ def one_line(error: BaseException) -> str:
     file name and strerror; a TorchScript failure: the program's own error, the report's last line;
     the exception's type when it has no message)."""
     text = str(error).strip()
-    if isinstance(error, OSError) and error.filename is not None and error.strerror and str(error.filename) not in text:
+    if (
+        isinstance(error, OSError)
+        and error.filename is not None
+        and error.strerror
+        and str(error.filename) not in text
+    ):
         text = f"{error.filename}: {error.strerror}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -77,11 +80,17 @@ def one_line(error: BaseException) -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--overwrite and --debug, which every tool takes."""
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace output files that already exist (inputs, the model file and prior files "
-                             "are never overwritten)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks instead of one-line errors (also FASTSR_DEBUG=1)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (inputs, the model file and prior files "
+        "are never overwritten)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show Python tracebacks instead of one-line errors (also FASTSR_DEBUG=1)",
+    )
 
 
 def warn(message: str) -> None:
@@ -105,39 +114,70 @@ def nonnegative_int(text: str) -> int:
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, *, fp16: bool = True) -> None:
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the generator runs; auto = cuda when available, else cpu (default auto)")
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where the generator runs; auto = cuda when available, else cpu (default auto)",
+    )
     if fp16:
-        parser.add_argument("--fp16", action="store_true",
-                            help="run the generator in float16 on CUDA (weights and activations, as "
-                                 "Real-ESRGAN's half mode; the prior is computed in float32 and cast). "
-                                 "On the CPU it warns and runs in float32")
+        parser.add_argument(
+            "--fp16",
+            action="store_true",
+            help="run the generator in float16 on CUDA (weights and activations, as "
+            "Real-ESRGAN's half mode; the prior is computed in float32 and cast). "
+            "On the CPU it warns and runs in float32",
+        )
 
 
 def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tile", type=nonnegative_int, default=0, metavar="N",
-                        help="super-resolve in N×N LR tiles to bound memory; 0 = whole image (default)")
-    parser.add_argument("--tile-pad", type=nonnegative_int, default=10, metavar="N",
-                        help="LR pixels of context around each tile, cut from its output (default 10)")
+    parser.add_argument(
+        "--tile",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="super-resolve in N×N LR tiles to bound memory; 0 = whole image (default)",
+    )
+    parser.add_argument(
+        "--tile-pad",
+        type=nonnegative_int,
+        default=10,
+        metavar="N",
+        help="LR pixels of context around each tile, cut from its output (default 10)",
+    )
 
 
 def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "segmentation prior (models with SPSA; default: the prior source saved in the model file)")
+        "segmentation prior (models with SPSA; default: the prior source saved in the model file)"
+    )
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--prior-dir", metavar="DIR",
-                        help="precomputed maps DIR/<image stem>.npy, (S, H, W) float at the output "
-                             "(HR) size; up to 15 extra rows / columns are cropped off bottom-right")
-    source.add_argument("--prior-module", metavar="FILE",
-                        help="a segmentation network run on the bicubic-upscaled input in [0, 1]: a "
-                             "one-hot Stage-GAN generator.pt, or (with --trust-prior-code) a TorchScript "
-                             "file or torch.export program")
-    group.add_argument("--prior-outputs", choices=PRIOR_OUTPUTS, default="logits",
-                       help="what --prior-module returns (default logits: softmax over classes is applied)")
-    group.add_argument("--trust-prior-code", action="store_true",
-                       help="allow the prior network (--prior-module, or one the model file names) to be a "
-                            "TorchScript or torch.export program. Loading a program RUNS ITS CODE: give this "
-                            "only for files whose author you trust. A Stage-GAN generator.pt needs no trust")
+    source.add_argument(
+        "--prior-dir",
+        metavar="DIR",
+        help="precomputed maps DIR/<image stem>.npy, (S, H, W) float at the output "
+        "(HR) size; up to 15 extra rows / columns are cropped off bottom-right",
+    )
+    source.add_argument(
+        "--prior-module",
+        metavar="FILE",
+        help="a segmentation network run on the bicubic-upscaled input in [0, 1]: a "
+        "one-hot Stage-GAN generator.pt, or (with --trust-prior-code) a TorchScript "
+        "file or torch.export program",
+    )
+    group.add_argument(
+        "--prior-outputs",
+        choices=PRIOR_OUTPUTS,
+        default="logits",
+        help="what --prior-module returns (default logits: softmax over classes is applied)",
+    )
+    group.add_argument(
+        "--trust-prior-code",
+        action="store_true",
+        help="allow the prior network (--prior-module, or one the model file names) to be a "
+        "TorchScript or torch.export program. Loading a program RUNS ITS CODE: give this "
+        "only for files whose author you trust. A Stage-GAN generator.pt needs no trust",
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -173,8 +213,12 @@ def _prior_flag_source(args: argparse.Namespace, num_classes: int):
         if prior_dir:
             return NpyFolderPrior(prior_dir, num_classes)
         if prior_module:
-            return ModulePrior.load(prior_module, num_classes, outputs=args.prior_outputs,
-                                    trust_code=getattr(args, "trust_prior_code", False))
+            return ModulePrior.load(
+                prior_module,
+                num_classes,
+                outputs=args.prior_outputs,
+                trust_code=getattr(args, "trust_prior_code", False),
+            )
     except (OSError, ValueError) as e:
         raise CLIError(f"{'--prior-dir' if prior_dir else '--prior-module'}: {one_line(e)}") from e
     return None
@@ -191,21 +235,29 @@ def load(args: argparse.Namespace, device: torch.device, *, fp16: bool = False):
 
     override = _prior_flag_source(args, len(OST_CLASSES))
     try:
-        model = load_model(args.checkpoint, map_location=device, prior=override,
-                           trust_code=getattr(args, "trust_prior_code", False))
+        model = load_model(
+            args.checkpoint,
+            map_location=device,
+            prior=override,
+            trust_code=getattr(args, "trust_prior_code", False),
+        )
     except (OSError, ValueError) as e:
         raise CLIError(f"CKPT: {one_line(e)}") from e
     prior = model.prior
     if not model.needs_prior:
         if override is not None:
-            warn(f"{args.checkpoint} has no SPSA layer and takes no prior; "
-                 f"{'--prior-dir' if args.prior_dir else '--prior-module'} is ignored")
+            warn(
+                f"{args.checkpoint} has no SPSA layer and takes no prior; "
+                f"{'--prior-dir' if args.prior_dir else '--prior-module'} is ignored"
+            )
         prior = None
     elif override is not None and override.num_classes != model.generator.seg_channels:
         prior = _prior_flag_source(args, model.generator.seg_channels).to(device)
     if model.needs_prior and prior is None:
-        raise CLIError(f"{args.checkpoint} has an SPSA layer but no saved prior source: "
-                       "pass --prior-dir DIR or --prior-module FILE")
+        raise CLIError(
+            f"{args.checkpoint} has an SPSA layer but no saved prior source: "
+            "pass --prior-dir DIR or --prior-module FILE"
+        )
     generator = model.generator.half() if fp16 else model.generator
     return dataclasses.replace(model, generator=generator, prior=prior)
 
@@ -290,7 +342,9 @@ def gather_images(inputs: Sequence[str | Path], *, recursive: bool = False) -> t
     return [p for p, _ in paths], problems
 
 
-def gather_image_tree(inputs: Sequence[str | Path], *, recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[str]]:
+def gather_image_tree(
+    inputs: Sequence[str | Path], *, recursive: bool = False
+) -> tuple[list[tuple[Path, Path]], list[str]]:
     """As :func:`gather_images`, each path with the folder its output goes to relative to ``-o``:
     "." for files named directly and images at a named folder's top, the subfolder path under it
     with ``recursive`` (outputs mirror the input tree)."""
@@ -302,8 +356,10 @@ def gather_image_tree(inputs: Sequence[str | Path], *, recursive: bool = False) 
         if item.is_dir():
             found = [(p, p.parent.relative_to(item)) for p in list_image_files(item, recursive=recursive)]
             if not found:
-                problems.append(f"{item}: no images in this folder" + ("" if recursive else " (--recursive looks in "
-                                                                       "its subfolders too)"))
+                problems.append(
+                    f"{item}: no images in this folder"
+                    + ("" if recursive else " (--recursive looks in its subfolders too)")
+                )
         elif item.exists():
             found = [(item, Path("."))]
         else:

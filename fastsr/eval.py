@@ -66,20 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="PSNR-Y and SSIM-Y of a fastsr model file on HR images (LR made by MATLAB bicubic "
-                    "downscaling), next to bicubic upscaling; crop_border = scale, as BasicSR.",
+        "downscaling), next to bicubic upscaling; crop_border = scale, as BasicSR.",
         epilog="Exit status: 0 all scored, 1 some images failed (each reported), 2 nothing could start.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT", help="model file written by fastsr.inference.save_model")
-    parser.add_argument("--hr", metavar="PATH", nargs="+", required=True,
-                        help="HR images, or folders of them (.png .jpg .jpeg .bmp)")
-    parser.add_argument("--lr", metavar="DIR", default=None,
-                        help="real LR images for the HR ones, matched by stem (any format): each HR image is "
-                             "mod-cropped to scale × its LR's size; default: LR made by MATLAB bicubic")
+    parser.add_argument(
+        "checkpoint", metavar="CKPT", help="model file written by fastsr.inference.save_model"
+    )
+    parser.add_argument(
+        "--hr",
+        metavar="PATH",
+        nargs="+",
+        required=True,
+        help="HR images, or folders of them (.png .jpg .jpeg .bmp)",
+    )
+    parser.add_argument(
+        "--lr",
+        metavar="DIR",
+        default=None,
+        help="real LR images for the HR ones, matched by stem (any format): each HR image is "
+        "mod-cropped to scale × its LR's size; default: LR made by MATLAB bicubic",
+    )
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV (a last row 'mean')")
     add_tile_arguments(parser)
-    parser.add_argument("--attention", choices=ATTENTION_MODES, default="global",
-                        help="SPSA models with --tile: global (default) keeps whole-image attention; tile attends "
-                             "within each tile")
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default="global",
+        help="SPSA models with --tile: global (default) keeps whole-image attention; tile attends "
+        "within each tile",
+    )
     add_device_arguments(parser)
     add_prior_arguments(parser)
     add_common_arguments(parser)
@@ -103,8 +118,14 @@ def evaluate(args: argparse.Namespace) -> int:
     from fastsr.data import bicubic_lr, mod_crop
     from fastsr.inference import Upscaler, bicubic_upscale, mean_scores, score
 
-    upscaler = Upscaler(model, device=device, tile=args.tile or None, tile_pad=args.tile_pad, fp16=fp16,
-                        attention=args.attention)
+    upscaler = Upscaler(
+        model,
+        device=device,
+        tile=args.tile or None,
+        tile_pad=args.tile_pad,
+        fp16=fp16,
+        attention=args.attention,
+    )
     s = model.scale
     lr_files = {}
     if args.lr:
@@ -113,14 +134,19 @@ def evaluate(args: argparse.Namespace) -> int:
         if not Path(args.lr).is_dir():
             raise CLIError(f"--lr must be a folder of LR images; got {args.lr}")
         lr_files = {p.stem: p for p in list_image_files(args.lr)}
-    print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
-          f"{len(paths)} HR image{'s' if len(paths) != 1 else ''}; Y channel, crop border {s}", flush=True)
+    print(
+        f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
+        f"{len(paths)} HR image{'s' if len(paths) != 1 else ''}; Y channel, crop border {s}",
+        flush=True,
+    )
     failed = len(problems)
     for problem in problems:
         report_error(PROG, problem)
     width = max([len(p.stem) for p in paths] + [12])
-    header = (f"{'image':<{width}} {'size':>11} {'PSNR-Y':>8} {'bicubic':>8} {'SSIM-Y':>8} "
-              f"{'bicubic':>8} {'sec':>6}")
+    header = (
+        f"{'image':<{width}} {'size':>11} {'PSNR-Y':>8} {'bicubic':>8} {'SSIM-Y':>8} "
+        f"{'bicubic':>8} {'sec':>6}"
+    )
     print(header + "\n" + "-" * len(header), flush=True)
 
     rows = []
@@ -143,14 +169,19 @@ def evaluate(args: argparse.Namespace) -> int:
             hr = mod_crop(img, s)  # (3, H, W)
         H, W = hr.shape[-2:]
         if min(H, W) < 2 * s + SSIM_WINDOW:
-            report_error(PROG, f"{path}: {W}×{H} after the mod crop is too small to score (each side must be "
-                               f"≥ 2·{s} + {SSIM_WINDOW} = {2 * s + SSIM_WINDOW}: border crop, then SSIM's "
-                               f"window); skipped")
+            report_error(
+                PROG,
+                f"{path}: {W}×{H} after the mod crop is too small to score (each side must be "
+                f"≥ 2·{s} + {SSIM_WINDOW} = {2 * s + SSIM_WINDOW}: border crop, then SSIM's "
+                f"window); skipped",
+            )
             failed += 1
             continue
         try:
             t0 = time.perf_counter()
-            lr = (given_lr if given_lr is not None else bicubic_lr(hr, s))[None].to(device)  # (1, 3, H/s, W/s)
+            lr = (given_lr if given_lr is not None else bicubic_lr(hr, s))[None].to(
+                device
+            )  # (1, 3, H/s, W/s)
             bicubic = bicubic_upscale(lr, s)  # (1, 3, H, W)
             sr = upscaler.upscale_planes(lr[0].float().cpu(), path.stem)  # (3, H, W): prior from bicubic(lr)
             result = score(sr.to(device), bicubic[0], hr.to(device), name=path.stem, crop_border=s)
@@ -164,14 +195,20 @@ def evaluate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         rows.append((result, W, H))
-        print(f"{result.name:<{width}} {f'{W}×{H}':>11} {result.psnr:8.2f} {result.bicubic_psnr:8.2f} "
-              f"{result.ssim:8.4f} {result.bicubic_ssim:8.4f} {seconds:6.2f}", flush=True)
+        print(
+            f"{result.name:<{width}} {f'{W}×{H}':>11} {result.psnr:8.2f} {result.bicubic_psnr:8.2f} "
+            f"{result.ssim:8.4f} {result.bicubic_ssim:8.4f} {seconds:6.2f}",
+            flush=True,
+        )
 
     if rows:
         means = mean_scores([r for r, _, _ in rows])
         print("-" * len(header))
-        print(f"{f'mean ({len(rows)})':<{width}} {'':>11} {means['psnr']:8.2f} {means['bicubic_psnr']:8.2f} "
-              f"{means['ssim']:8.4f} {means['bicubic_ssim']:8.4f}", flush=True)
+        print(
+            f"{f'mean ({len(rows)})':<{width}} {'':>11} {means['psnr']:8.2f} {means['bicubic_psnr']:8.2f} "
+            f"{means['ssim']:8.4f} {means['bicubic_ssim']:8.4f}",
+            flush=True,
+        )
         if args.csv:
             write_csv(args.csv, rows, means)
             print(f"wrote {args.csv}", flush=True)

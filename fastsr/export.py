@@ -30,12 +30,16 @@ FORMATS = ("pt2", "safetensors")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Export a fastsr model file (any layout fastsr reads) "
-                                                            "as a torch.export program or as safetensors.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export a fastsr model file (any layout fastsr reads) "
+        "as a torch.export program or as safetensors.",
+    )
     parser.add_argument("checkpoint", metavar="MODEL", help="a model file fastsr reads")
     parser.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="pt2 or safetensors (default: from -o's suffix)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default=None, help="pt2 or safetensors (default: from -o's suffix)"
+    )
     add_common_arguments(parser)
     return parser
 
@@ -43,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def export_program(generator: torch.nn.Module, path: str | Path) -> torch.export.ExportedProgram:
     """``torch.export`` of ``generator`` on the CPU with dynamic LR height and width, saved to ``path``."""
     if generator.MODEL_KIND == "stagegan":
-        raise ValueError("a Stage-GAN model exports as safetensors only (its inference pads each image to the "
-                         "U-Net's multiple and seeds its dropout, which a traced program does not keep)")
+        raise ValueError(
+            "a Stage-GAN model exports as safetensors only (its inference pads each image to the "
+            "U-Net's multiple and seeds its dropout, which a traced program does not keep)"
+        )
     m, s = generator.input_multiple, generator.scale
     h, w = torch.export.Dim("h", min=2, max=4096), torch.export.Dim("w", min=2, max=4096)
     side = 8 * m
@@ -76,11 +82,15 @@ def export(args: argparse.Namespace) -> int:
         raise CLIError(f"-o: {problem}")
     fmt = args.format or {".pt2": "pt2", ".safetensors": "safetensors"}.get(out.suffix.lower())
     if fmt is None:
-        raise CLIError(f"--format must be one of {FORMATS} (or -o ending in .pt2 / .safetensors); got -o {out}")
+        raise CLIError(
+            f"--format must be one of {FORMATS} (or -o ending in .pt2 / .safetensors); got -o {out}"
+        )
     file = read_model_file(args.checkpoint)
     generator = build_model(file)
     if fmt == "safetensors":
-        write_model_safetensors(out, kind=file.kind, config=file.config, params=generator.state_dict(), prior=file.prior)
+        write_model_safetensors(
+            out, kind=file.kind, config=file.config, params=generator.state_dict(), prior=file.prior
+        )
     else:
         export_program(generator, out)
     print(f"{args.checkpoint}: {file.kind} ×{generator.scale} → {out} ({fmt})", flush=True)

@@ -39,8 +39,15 @@ def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
 
 
 @torch.no_grad()
-def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor | None = None,
-                  tile: int = 0, tile_pad: int = 10) -> Tensor:
+def super_resolve(
+    generator: Generator,
+    lr: Tensor,
+    scale: int,
+    *,
+    prior: Tensor | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+) -> Tensor:
     """Run ``generator`` on ``lr`` (B, 3, h, w), whole or in tiles; returns (B, 3, s·h, s·w) in [0, 1].
 
     Args:
@@ -65,7 +72,9 @@ def super_resolve(generator: Generator, lr: Tensor, scale: int, *, prior: Tensor
             t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
             t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
             piece = lr[:, :, t0:t1, l0:l1]  # (B, 3, th, tw)
-            piece_prior = None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
+            piece_prior = (
+                None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
+            )
             sr = _run(generator, piece, piece_prior, scale)  # (B, 3, s·th, s·tw)
             out[:, :, top * scale : bottom * scale, left * scale : right * scale] = sr[
                 :, :, (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale
@@ -142,7 +151,9 @@ def save_model(path, generator: torch.nn.Module, prior=None) -> None:
     models.save_model(path, generator, prior)
 
 
-def load_model(path, *, map_location: str | torch.device = "cpu", prior=None, trust_code: bool = False) -> LoadedModel:
+def load_model(
+    path, *, map_location: str | torch.device = "cpu", prior=None, trust_code: bool = False
+) -> LoadedModel:
     """Read any fastsr model file (:func:`fastsr.models.read_model_file`: tensors and plain data
     only, nothing in it can run code; its digest verified) with its prior source.
 
@@ -203,9 +214,20 @@ class Upscaler:
     16-bit stays 16-bit) and, for PIL images, the same ICC profile.
     """
 
-    def __init__(self, model, *, device: str | torch.device = "auto", tile: int | None = None, tile_pad: int = 10,
-                 fp16: bool = False, prior=None, trust_code: bool = False, alpha: str = "bicubic",
-                 outscale: float | None = None, attention: str = "global"):
+    def __init__(
+        self,
+        model,
+        *,
+        device: str | torch.device = "auto",
+        tile: int | None = None,
+        tile_pad: int = 10,
+        fp16: bool = False,
+        prior=None,
+        trust_code: bool = False,
+        alpha: str = "bicubic",
+        outscale: float | None = None,
+        attention: str = "global",
+    ):
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}; got {alpha!r}")
         if attention not in ATTENTION_MODES:
@@ -220,21 +242,27 @@ class Upscaler:
         if isinstance(model, LoadedModel):
             loaded = model
         elif isinstance(model, torch.nn.Module):
-            loaded = LoadedModel(kind=models.kind_of(model), generator=model.eval(), prior=prior,
-                                 scale=model.scale)
+            loaded = LoadedModel(
+                kind=models.kind_of(model), generator=model.eval(), prior=prior, scale=model.scale
+            )
         else:
             loaded = load_model(model, prior=prior, trust_code=trust_code)
         if prior is not None:
-            loaded = LoadedModel(kind=loaded.kind, generator=loaded.generator, prior=prior, scale=loaded.scale)
+            loaded = LoadedModel(
+                kind=loaded.kind, generator=loaded.generator, prior=prior, scale=loaded.scale
+            )
         if loaded.needs_prior and loaded.prior is None:
             raise ValueError("this model has an SPSA layer but no prior source: pass prior=")
         if fp16 and self.device.type != "cuda":
             raise ValueError(f"fp16 runs on CUDA only; device is {self.device}")
         self.dtype = torch.float16 if fp16 else torch.float32
         generator = loaded.generator.to(self.device, self.dtype)
-        self.model = LoadedModel(kind=loaded.kind, generator=generator,
-                                 prior=loaded.prior.to(self.device) if loaded.prior is not None else None,
-                                 scale=loaded.scale)
+        self.model = LoadedModel(
+            kind=loaded.kind,
+            generator=generator,
+            prior=loaded.prior.to(self.device) if loaded.prior is not None else None,
+            scale=loaded.scale,
+        )
         self.tile, self.tile_pad, self.alpha = tile or 0, tile_pad, alpha
 
     @property
@@ -254,10 +282,13 @@ class Upscaler:
             return self._upscale_array(image, name)
         if isinstance(image, Tensor):
             return self._upscale_tensor(image, name)
-        raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}")
+        raise TypeError(
+            f"image must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}"
+        )
 
-    def upscale_planes(self, planes: Tensor, name: str = "image",
-                       window: tuple[int, int, int, int] | None = None) -> Tensor:
+    def upscale_planes(
+        self, planes: Tensor, name: str = "image", window: tuple[int, int, int, int] | None = None
+    ) -> Tensor:
         """(C, H, W) float32 in [0, 1], C ∈ {1, 2, 3, 4} (grey, grey + alpha, RGB, RGBA) → (C, s·H, s·W).
         ``window``: where the planes lie in a larger image (a tile with its context)."""
         channels = planes.shape[0]
@@ -269,9 +300,14 @@ class Upscaler:
         sr = self._sr(rgb, name, window)  # (3, s·H, s·W)
         out = [sr.mean(0, keepdim=True) if grey else sr]
         if alpha is not None and self.alpha != "drop":
-            a = self._sr(alpha.expand(3, -1, -1), name, window).mean(0, keepdim=True) if self.alpha == "model" \
-                else imresize(alpha[None], self.scale)[0].clamp(0, 1)  # (1, s·H, s·W)
-            out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(0, 1)
+            a = (
+                self._sr(alpha.expand(3, -1, -1), name, window).mean(0, keepdim=True)
+                if self.alpha == "model"
+                else imresize(alpha[None], self.scale)[0].clamp(0, 1)
+            )  # (1, s·H, s·W)
+            out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(
+                0, 1
+            )
             out.append(a)
         out = torch.cat(out)  # (C, s·H, s·W)
         if window is None and self.outscale is not None and self.outscale != self.scale:
@@ -283,19 +319,32 @@ class Upscaler:
     def _sr(self, rgb: Tensor, name: str, window: tuple[int, int, int, int] | None = None) -> Tensor:
         """The model on ``rgb`` (3, h, w) in one pass → (3, s·h, s·w) on the CPU. ``window``: where
         rgb lies in the whole image (top, left, bottom, right), for a prior looked up by name."""
-        if window is None and self.tile and self.attention == "global" and self._global_attention_applies(rgb):
+        if (
+            window is None
+            and self.tile
+            and self.attention == "global"
+            and self._global_attention_applies(rgb)
+        ):
             return self._sr_global(rgb, name)
         lr = rgb[None].to(self.device, self.dtype)  # (1, 3, h, w)
         prior = None
         if self.model.needs_prior:
             prior = self._prior(lr, name, window).to(self.dtype)  # (1, S, s·h, s·w), never from HR
         tile = 0 if window is not None else self.tile  # a tile of the tiled path runs whole
-        return super_resolve(self.model.generator, lr, self.scale, prior=prior, tile=tile,
-                             tile_pad=self.tile_pad)[0].float().cpu()
+        return (
+            super_resolve(
+                self.model.generator, lr, self.scale, prior=prior, tile=tile, tile_pad=self.tile_pad
+            )[0]
+            .float()
+            .cpu()
+        )
 
     def _global_attention_applies(self, rgb: Tensor) -> bool:
-        return (self.model.needs_prior and isinstance(self.model.generator, models.SPSAGenerator)
-                and max(rgb.shape[-2:]) > self.tile)
+        return (
+            self.model.needs_prior
+            and isinstance(self.model.generator, models.SPSAGenerator)
+            and max(rgb.shape[-2:]) > self.tile
+        )
 
     @torch.no_grad()
     def _sr_global(self, rgb: Tensor, name: str) -> Tensor:
@@ -314,22 +363,27 @@ class Upscaler:
         out = torch.empty(3, s * h, s * w)
         for top, left, bottom, right, t0, l0, t1, l1 in _tiles(h, w, tile, pad):
             sr = g.reconstruct(feats[:, :, t0:t1, l0:l1], lr[:, :, t0:t1, l0:l1])[0]  # (3, s·th, s·tw)
-            out[:, top * s : bottom * s, left * s : right * s] = sr[
-                :, (top - t0) * s : (bottom - t0) * s, (left - l0) * s : (right - l0) * s].float().cpu()
+            out[:, top * s : bottom * s, left * s : right * s] = (
+                sr[:, (top - t0) * s : (bottom - t0) * s, (left - l0) * s : (right - l0) * s].float().cpu()
+            )
         return out.clamp(0, 1)
 
     def _prior(self, lr: Tensor, name: str, window: tuple[int, int, int, int] | None) -> Tensor:
         from fastsr.data.priors import MAX_MOD_CROP, NpyFolderPrior, open_prior_file
 
         source, s = self.model.prior, self.scale
-        if window is not None and isinstance(source, NpyFolderPrior):  # maps of whole images: crop this window
+        if window is not None and isinstance(
+            source, NpyFolderPrior
+        ):  # maps of whole images: crop this window
             top, left, bottom, right = window
             arr = open_prior_file(source.path(name), source.num_classes)  # memory-mapped
             crop = np.array(arr[:, top * s : bottom * s, left * s : right * s], dtype=np.float32)
             want = ((bottom - top) * s, (right - left) * s)
             if crop.shape[1:] != want:
-                raise ValueError(f"prior file {source.path(name)} is {arr.shape[1:]}; the image needs at least "
-                                 f"{(self.full_size[0] * s, self.full_size[1] * s)} (up to {MAX_MOD_CROP} more)")
+                raise ValueError(
+                    f"prior file {source.path(name)} is {arr.shape[1:]}; the image needs at least "
+                    f"{(self.full_size[0] * s, self.full_size[1] * s)} (up to {MAX_MOD_CROP} more)"
+                )
             return torch.from_numpy(crop)[None].to(lr.device)
         mr = bicubic_upscale(lr.float(), s)  # the piece's bicubic upscale: exact away from its edges
         return source(mr, [name])
@@ -338,8 +392,10 @@ class Upscaler:
 
     def _upscale_tensor(self, image: Tensor, name: str) -> Tensor:
         if image.dim() not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4) or not image.is_floating_point():
-            raise ValueError(f"image tensor must be float (C, H, W) or (B, C, H, W) in [0, 1] with C ∈ 1…4; got "
-                             f"{tuple(image.shape)} {image.dtype}")
+            raise ValueError(
+                f"image tensor must be float (C, H, W) or (B, C, H, W) in [0, 1] with C ∈ 1…4; got "
+                f"{tuple(image.shape)} {image.dtype}"
+            )
         batch = image if image.dim() == 4 else image[None]
         out = torch.stack([self.upscale_planes(x.detach().float().cpu(), name) for x in batch])
         out = out.to(image.device, image.dtype)
@@ -405,10 +461,15 @@ class Upscaler:
                 c0, c1 = max(left - f, 0), min(right + f, W)  # the LR columns this tile writes
                 # the context: tile_pad pixels beyond everything the tile writes, feather band included
                 t0, l0, t1, l1 = max(b0 - pad, 0), max(c0 - pad, 0), min(b1 + pad, H), min(c1 + pad, W)
-                piece = torch.from_numpy(np.ascontiguousarray(planes[t0:t1, l0:l1].transpose(2, 0, 1))
-                                         .astype(np.float32) / peak)
+                piece = torch.from_numpy(
+                    np.ascontiguousarray(planes[t0:t1, l0:l1].transpose(2, 0, 1)).astype(np.float32) / peak
+                )
                 sr = self.upscale_planes(piece, name, window=(t0, l0, t1, l1))  # (C, s·th, s·tw)
-                sr = sr[:, (b0 - t0) * s : (b1 - t0) * s, (c0 - l0) * s : (c1 - l0) * s].permute(1, 2, 0).numpy()
+                sr = (
+                    sr[:, (b0 - t0) * s : (b1 - t0) * s, (c0 - l0) * s : (c1 - l0) * s]
+                    .permute(1, 2, 0)
+                    .numpy()
+                )
                 wy = _ramp(b0, b1, top, bottom, f, H, s)[:, None, None]  # (rows, 1, 1)
                 wx = _ramp(c0, c1, left, right, f, W, s)[None, :, None]  # (1, cols, 1)
                 acc[:, c0 * s : c1 * s] += sr * (wy * wx)
@@ -425,12 +486,28 @@ class Upscaler:
         mode = image.mode
         icc = image.info.get("icc_profile")
         if mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image).astype(np.uint16) if mode != "I" else np.asarray(image).clip(0, 65535).astype(np.uint16)
+            array = (
+                np.asarray(image).astype(np.uint16)
+                if mode != "I"
+                else np.asarray(image).clip(0, 65535).astype(np.uint16)
+            )
             out = Image.fromarray(self._upscale_array(array, name))  # uint16 (H, W): mode I;16
         else:
-            target = {"1": "L", "L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "P": None, "PA": "RGBA"}.get(mode)
+            target = {
+                "1": "L",
+                "L": "L",
+                "LA": "LA",
+                "RGB": "RGB",
+                "RGBA": "RGBA",
+                "P": None,
+                "PA": "RGBA",
+            }.get(mode)
             if target is None:  # palette (with transparency → RGBA), CMYK, YCbCr …: through RGB(A)
-                target = "RGBA" if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA") else "RGB"
+                target = (
+                    "RGBA"
+                    if mode in ("P", "PA") and ("transparency" in image.info or mode == "PA")
+                    else "RGB"
+                )
             array = np.asarray(image.convert(target))  # (H, W) or (H, W, C) uint8
             out = Image.fromarray(self._upscale_array(array, name))  # the mode follows the channels
         if icc:
@@ -443,7 +520,16 @@ def _tiles(h: int, w: int, tile: int, pad: int):
     for top in range(0, h, tile):
         for left in range(0, w, tile):
             bottom, right = min(top + tile, h), min(left + tile, w)
-            yield top, left, bottom, right, max(top - pad, 0), max(left - pad, 0), min(bottom + pad, h), min(right + pad, w)
+            yield (
+                top,
+                left,
+                bottom,
+                right,
+                max(top - pad, 0),
+                max(left - pad, 0),
+                min(bottom + pad, h),
+                min(right + pad, w),
+            )
 
 
 def _ramp(a: int, b: int, core_a: int, core_b: int, f: int, n: int, s: int) -> np.ndarray:
@@ -468,7 +554,7 @@ def _quantized(y: np.ndarray, peak: float, dtype) -> np.ndarray:
 
 
 def pick_device(name: str | torch.device) -> torch.device:
-    """"auto" → CUDA when available, else CPU; "cpu", "cuda" or "cuda:N" (N below the number of
+    """ "auto" → CUDA when available, else CPU; "cpu", "cuda" or "cuda:N" (N below the number of
     CUDA devices) as named; anything else is a ValueError, raised here rather than at the first
     tensor moved."""
     if isinstance(name, torch.device):
@@ -486,6 +572,7 @@ def pick_device(name: str | torch.device) -> torch.device:
             raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA device")
         if device.index is not None and device.index >= torch.cuda.device_count():
             n = torch.cuda.device_count()
-            raise ValueError(f"device {name!r} was asked for, but PyTorch sees {n} CUDA device(s): "
-                             f"cuda:0 … cuda:{n - 1}")
+            raise ValueError(
+                f"device {name!r} was asked for, but PyTorch sees {n} CUDA device(s): cuda:0 … cuda:{n - 1}"
+            )
     return device

@@ -92,24 +92,26 @@ def _to_tensor(name: str, img: ImageLike) -> tuple[Tensor, bool]:
     if isinstance(img, Tensor):
         _check_dtype(name, img)
         if img.dim() not in (3, 4) or img.shape[-3] not in (1, 3):
-            raise ValueError(
-                f"{name} must be torch (3, H, W) or (B, 3, H, W); got {_describe(img)}"
-            )
+            raise ValueError(f"{name} must be torch (3, H, W) or (B, 3, H, W); got {_describe(img)}")
         batched = img.dim() == 4
         return (img.detach() if batched else img.detach()[None]), batched
     raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}")
 
 
-def _prepare(sr: ImageLike, hr: ImageLike, crop_border: int, y_channel: bool, min_size: int = 1,
-             names: tuple[str, str] = ("sr", "hr")):
+def _prepare(
+    sr: ImageLike,
+    hr: ImageLike,
+    crop_border: int,
+    y_channel: bool,
+    min_size: int = 1,
+    names: tuple[str, str] = ("sr", "hr"),
+):
     """Checked, cropped (B, C, H, W) float64 pair on the 0 … 255 scale (Y only if asked); errors
     call the two images by ``names``."""
     n1, n2 = names
     for name, img in ((n1, sr), (n2, hr)):
         if not isinstance(img, (np.ndarray, Tensor)):
-            raise TypeError(
-                f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}"
-            )
+            raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(img).__name__}")
     if isinstance(sr, np.ndarray) != isinstance(hr, np.ndarray):
         raise TypeError(
             f"{n1} and {n2} must be both numpy arrays or both torch tensors; got {n1} {_describe(sr)}"
@@ -191,9 +193,7 @@ def quantize(x: ImageLike) -> ImageLike:
     raise TypeError(f"x must be a numpy array or a torch tensor; got {type(x).__name__}")
 
 
-def psnr(
-    sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True
-) -> float | Tensor:
+def psnr(sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True) -> float | Tensor:
     """Peak signal-to-noise ratio in dB on the 0 … 255 scale (+inf for identical images).
 
     Args:
@@ -225,9 +225,7 @@ def _filter_valid(x: Tensor, g: Tensor) -> Tensor:
     return F.conv2d(x, g.view(1, 1, 1, -1))
 
 
-def ssim(
-    sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True
-) -> float | Tensor:
+def ssim(sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True) -> float | Tensor:
     """Structural similarity (11 × 11 Gaussian window, σ = 1.5, valid windows, 0 … 255 scale).
 
     Args:
@@ -340,6 +338,8 @@ def gsm(x: ImageLike, y: ImageLike, *, crop_border: int = 0, y_channel: bool = T
     """
     a, b, batched = _prepare(x, y, crop_border, y_channel, min_size=GSM_BLOCK, names=("x", "y"))
     batch, channels, height, width = a.shape
-    q = _gsm_maps(a.reshape(batch * channels, 1, height, width), b.reshape(batch * channels, 1, height, width))
+    q = _gsm_maps(
+        a.reshape(batch * channels, 1, height, width), b.reshape(batch * channels, 1, height, width)
+    )
     values = q.mean(dim=(1, 2, 3)).view(batch, channels).mean(dim=1)  # (B,)
     return _result(values, batched)

@@ -69,28 +69,56 @@ def build_parser() -> argparse.ArgumentParser:
         description="Super-resolve images with a fastsr model file (a training run's generator.pt).",
         epilog="Exit status: 0 all written, 1 some inputs failed (each reported), 2 nothing could start.",
     )
-    parser.add_argument("checkpoint", metavar="CKPT",
-                        help="a model file: fastsr's (a run's generator.pt), or BasicSR / Real-ESRGAN / ESRGAN weights "
-                             "(.pth, .safetensors)")
-    parser.add_argument("inputs", metavar="INPUT", nargs="+",
-                        help="image files (any format Pillow reads) or folders of them")
-    parser.add_argument("-o", "--output", metavar="DIR", required=True, help="folder for the outputs (created)")
-    parser.add_argument("--suffix", default=None,
-                        help="appended to each input's stem: DIR/<stem><suffix>.<ext> (default _x<scale>)")
-    parser.add_argument("--ext", choices=("png", "jpg", "webp", "tif", "auto"), default="png",
-                        help="output format (default png: lossless, 16-bit, alpha, ICC); auto: the input's own "
-                             "format where fastsr writes it, else png")
-    parser.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
-                        help="an alpha channel: bicubic ×scale (default), model (through the network as grey), or "
-                             "drop")
-    parser.add_argument("--outscale", type=positive_float, default=None, metavar="F",
-                        help="the final factor, when other than the model's: its output resized by MATLAB bicubic "
-                             "(the default suffix then becomes _x<F>)")
-    parser.add_argument("--attention", choices=ATTENTION_MODES, default="global",
-                        help="SPSA models with --tile: global (default) keeps whole-image attention exact, the "
-                             "convolutions tiled; tile attends within each tile and its context (faster, approximate)")
-    parser.add_argument("--recursive", action="store_true",
-                        help="look in the input folders' subfolders too; outputs mirror the tree under -o")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="a model file: fastsr's (a run's generator.pt), or BasicSR / Real-ESRGAN / ESRGAN weights "
+        "(.pth, .safetensors)",
+    )
+    parser.add_argument(
+        "inputs", metavar="INPUT", nargs="+", help="image files (any format Pillow reads) or folders of them"
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="DIR", required=True, help="folder for the outputs (created)"
+    )
+    parser.add_argument(
+        "--suffix",
+        default=None,
+        help="appended to each input's stem: DIR/<stem><suffix>.<ext> (default _x<scale>)",
+    )
+    parser.add_argument(
+        "--ext",
+        choices=("png", "jpg", "webp", "tif", "auto"),
+        default="png",
+        help="output format (default png: lossless, 16-bit, alpha, ICC); auto: the input's own "
+        "format where fastsr writes it, else png",
+    )
+    parser.add_argument(
+        "--alpha",
+        choices=ALPHA_MODES,
+        default="bicubic",
+        help="an alpha channel: bicubic ×scale (default), model (through the network as grey), or drop",
+    )
+    parser.add_argument(
+        "--outscale",
+        type=positive_float,
+        default=None,
+        metavar="F",
+        help="the final factor, when other than the model's: its output resized by MATLAB bicubic "
+        "(the default suffix then becomes _x<F>)",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default="global",
+        help="SPSA models with --tile: global (default) keeps whole-image attention exact, the "
+        "convolutions tiled; tile attends within each tile and its context (faster, approximate)",
+    )
+    parser.add_argument(
+        "--recursive",
+        action="store_true",
+        help="look in the input folders' subfolders too; outputs mirror the tree under -o",
+    )
     add_tile_arguments(parser)
     add_device_arguments(parser)
     add_prior_arguments(parser)
@@ -130,13 +158,24 @@ def upscale(args: argparse.Namespace) -> int:
     from fastsr.data.images import WRITE_FORMATS, ImageFile, read_image_file, write_image_file
     from fastsr.inference import Upscaler
 
-    upscaler = Upscaler(model, device=device, tile=args.tile or None, tile_pad=args.tile_pad, fp16=fp16,
-                        alpha=args.alpha, outscale=args.outscale, attention=args.attention)
+    upscaler = Upscaler(
+        model,
+        device=device,
+        tile=args.tile or None,
+        tile_pad=args.tile_pad,
+        fp16=fp16,
+        alpha=args.alpha,
+        outscale=args.outscale,
+        attention=args.attention,
+    )
     factor = args.outscale if args.outscale is not None else model.scale
     suffix = args.suffix if args.suffix is not None else f"_x{factor:g}"
     items, problems = gather_image_tree(args.inputs, recursive=args.recursive)
-    print(f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
-          f"{len(items)} image{'s' if len(items) != 1 else ''}", flush=True)
+    print(
+        f"{describe(args.checkpoint, model)}; {device}{' float16' if fp16 else ''}; "
+        f"{len(items)} image{'s' if len(items) != 1 else ''}",
+        flush=True,
+    )
     failed = len(problems)
     for problem in problems:
         report_error(PROG, problem)
@@ -155,8 +194,10 @@ def upscale(args: argparse.Namespace) -> int:
             failed += 1
             continue
         if key in claimed:
-            report_error(PROG, f"{path}: its output {target} is already written for {claimed[key]} "
-                               "(same stem); skipped")
+            report_error(
+                PROG,
+                f"{path}: its output {target} is already written for {claimed[key]} (same stem); skipped",
+            )
             failed += 1
             continue
         problem = output_problem(target, protected, args.overwrite)
@@ -167,7 +208,11 @@ def upscale(args: argparse.Namespace) -> int:
         claimed[key] = path
         try:
             image = read_image_file(path)
-        except (OSError, ValueError, SyntaxError) as e:  # Pillow: OSError / UnidentifiedImageError, SyntaxError
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+        ) as e:  # Pillow: OSError / UnidentifiedImageError, SyntaxError
             report_error(PROG, f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
             failed += 1
             continue
@@ -192,8 +237,11 @@ def upscale(args: argparse.Namespace) -> int:
         written += 1
         H, W = pixels.shape[:2]
         eta = (time.perf_counter() - t_start) / n * (len(items) - n)
-        print(f"[{n}/{len(items)}] {path}: {w}×{h} → {W}×{H} ({image.bits}-bit) in {seconds:.2f} s → {target}"
-              + (f"; about {eta:.0f} s left" if n < len(items) else ""), flush=True)
+        print(
+            f"[{n}/{len(items)}] {path}: {w}×{h} → {W}×{H} ({image.bits}-bit) in {seconds:.2f} s → {target}"
+            + (f"; about {eta:.0f} s left" if n < len(items) else ""),
+            flush=True,
+        )
     print(f"{written} written to {out_dir}" + (f", {failed} failed" if failed else ""), flush=True)
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 

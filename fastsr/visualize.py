@@ -62,8 +62,13 @@ LABEL_HEIGHT = 14  # the label row above the panels
 LABELS = ("image", "prior", "feature", "segmentation", "combined")
 MARK_COLOUR = (0, 255, 255)
 # An inferno-like colour scale: (position, RGB) stops, linear in between.
-HEAT_STOPS = ((0.0, (0, 0, 4)), (0.25, (87, 16, 110)), (0.5, (188, 55, 84)), (0.75, (249, 142, 9)),
-              (1.0, (252, 255, 164)))
+HEAT_STOPS = (
+    (0.0, (0, 0, 4)),
+    (0.25, (87, 16, 110)),
+    (0.5, (188, 55, 84)),
+    (0.75, (249, 142, 9)),
+    (1.0, (252, 255, 164)),
+)
 
 
 def pixel_argument(text: str) -> tuple[int, int]:
@@ -79,17 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Pictures of what a fastsr model does inside.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     att = commands.add_parser(
-        "attention", prog=f"{PROG} attention",
+        "attention",
+        prog=f"{PROG} attention",
         help="the SPSA attention maps of one query pixel (paper Fig. 6)",
         description="The SPSA attention maps (feature, segmentation, combined) of one query pixel, "
-                    "next to the image and its prior, as one PNG.")
-    att.add_argument("checkpoint", metavar="CKPT", help="model file with an SPSA layer (fastsr.inference.save_model)")
-    att.add_argument("image", metavar="IMAGE", help="an HR image (downscaled by the model's scale), or LR with --lr")
-    att.add_argument("--pixel", type=pixel_argument, required=True, metavar="X,Y",
-                     help="the query pixel in IMAGE's coordinates: X the column, Y the row, from 0")
+        "next to the image and its prior, as one PNG.",
+    )
+    att.add_argument(
+        "checkpoint", metavar="CKPT", help="model file with an SPSA layer (fastsr.inference.save_model)"
+    )
+    att.add_argument(
+        "image", metavar="IMAGE", help="an HR image (downscaled by the model's scale), or LR with --lr"
+    )
+    att.add_argument(
+        "--pixel",
+        type=pixel_argument,
+        required=True,
+        metavar="X,Y",
+        help="the query pixel in IMAGE's coordinates: X the column, Y the row, from 0",
+    )
     att.add_argument("--lr", action="store_true", help="IMAGE is the LR input itself, not an HR image")
-    att.add_argument("-o", "--output", metavar="PNG",
-                     help="the picture to write (default <image stem>_attention_<X>_<Y>.png here)")
+    att.add_argument(
+        "-o",
+        "--output",
+        metavar="PNG",
+        help="the picture to write (default <image stem>_attention_<X>_<Y>.png here)",
+    )
     add_device_arguments(att, fp16=False)
     add_prior_arguments(att)
     add_common_arguments(att)
@@ -179,9 +199,15 @@ def compose(panels: Sequence[Tensor], box: tuple[int, int, int, int], labels: Se
         x0 = i * (W + PANEL_PAD)
         canvas.paste(Image.fromarray(to_uint8(panel)), (x0, LABEL_HEIGHT))
         for grow, colour in ((2, (0, 0, 0)), (1, MARK_COLOUR)):  # a cyan ring inside a black one
-            draw.rectangle((x0 + max(left - grow, 0), LABEL_HEIGHT + max(top - grow, 0),
-                            x0 + min(right + grow, W - 1), LABEL_HEIGHT + min(bottom + grow, H - 1)),
-                           outline=colour)
+            draw.rectangle(
+                (
+                    x0 + max(left - grow, 0),
+                    LABEL_HEIGHT + max(top - grow, 0),
+                    x0 + min(right + grow, W - 1),
+                    LABEL_HEIGHT + min(bottom + grow, H - 1),
+                ),
+                outline=colour,
+            )
         if draw.textlength(label, font=font) <= W:  # no label that would run into the next panel
             draw.text((x0, 1), label, fill=(0, 0, 0), font=font)
     return canvas
@@ -219,17 +245,22 @@ def attention_command(args: argparse.Namespace) -> int:
         hr = mod_crop(img, s)  # (3, H, W)
         limit_h, limit_w = hr.shape[-2:]
         if limit_h == 0 or limit_w == 0:
-            report_error(PROG, f"{image_path}: {W0}×{H0} is smaller than the model's scale {s}; "
-                               "an HR image must be at least s × s (or pass --lr)")
+            report_error(
+                PROG,
+                f"{image_path}: {W0}×{H0} is smaller than the model's scale {s}; "
+                "an HR image must be at least s × s (or pass --lr)",
+            )
             return EXIT_INPUT_FAILED
         where = f"the {limit_w}×{limit_h} HR image" + (
-            f" (mod-cropped to a multiple of {s} from {W0}×{H0})" if (limit_h, limit_w) != (H0, W0) else "")
+            f" (mod-cropped to a multiple of {s} from {W0}×{H0})" if (limit_h, limit_w) != (H0, W0) else ""
+        )
         lr = bicubic_lr(hr, s)  # (3, h, w)
         row, col = y // s, x // s
         picture = hr
     if not (0 <= x < limit_w and 0 <= y < limit_h):
-        report_error(PROG, f"--pixel X,Y must lie in {where}: 0 ≤ X < {limit_w}, 0 ≤ Y < {limit_h}; "
-                           f"got {x},{y}")
+        report_error(
+            PROG, f"--pixel X,Y must lie in {where}: 0 ≤ X < {limit_w}, 0 ≤ Y < {limit_h}; got {x},{y}"
+        )
         return EXIT_USAGE
 
     lr = lr[None].to(device)  # (1, 3, h, w)
@@ -249,12 +280,17 @@ def attention_command(args: argparse.Namespace) -> int:
     atomic_write(output, lambda f: canvas.save(f, format="PNG"))
 
     h, w = lr.shape[-2:]
-    peaks = ", ".join(f"{k} {float(v.max()):.3g} at (row {int(v.argmax()) // w}, col {int(v.argmax()) % w})"
-                      for k, v in maps.items())
-    print(f"{describe(args.checkpoint, model)}; {device}\n"
-          f"query pixel {x},{y} of {where} → LR feature (row {row}, col {col}) of {h}×{w}\n"
-          f"peak weights (uniform = {1 / (h * w):.3g}): {peaks}\n"
-          f"wrote {output} ({canvas.width}×{canvas.height})", flush=True)
+    peaks = ", ".join(
+        f"{k} {float(v.max()):.3g} at (row {int(v.argmax()) // w}, col {int(v.argmax()) % w})"
+        for k, v in maps.items()
+    )
+    print(
+        f"{describe(args.checkpoint, model)}; {device}\n"
+        f"query pixel {x},{y} of {where} → LR feature (row {row}, col {col}) of {h}×{w}\n"
+        f"peak weights (uniform = {1 / (h * w):.3g}): {peaks}\n"
+        f"wrote {output} ({canvas.width}×{canvas.height})",
+        flush=True,
+    )
     return EXIT_OK
 
 

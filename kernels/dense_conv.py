@@ -92,9 +92,7 @@ _NEGATIVE_SLOPE = tl.constexpr(0.2)  # ESRGAN's LeakyReLU
 
 def _configs(gpu: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
     if INTERPRET:
-        return [
-            triton.Config({"TILE_H": 4, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1)
-        ]
+        return [triton.Config({"TILE_H": 4, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
     return [
         triton.Config({"TILE_H": h, "TILE_W": w, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
         for h, w, k, nw, ns in gpu
@@ -157,7 +155,7 @@ def _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, s
     cb = 0
     kx = 0
     ky = 0
-    for i in range(0, 9 * n_cblk):
+    for _ in range(0, 9 * n_cblk):
         c = cb * BLOCK_K + offs_k  # (K,) positions in the channel table
         dy = ky - 1
         dx = kx - 1
@@ -181,7 +179,8 @@ def _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, s
             a = tl.load(x_pix[:, None] + a_off + ch[None, :] * sx_c, mask=a_mask, other=0.0)  # (M, K)
             w = tl.load(
                 w_col[None, :] + w_off + c[:, None] * sw_c,
-                mask=c_ok[:, None] & n_ok[None, :], other=0.0,
+                mask=c_ok[:, None] & n_ok[None, :],
+                other=0.0,
             )  # (K, N)  fmt: skip
         acc = _dot(a, w, acc, PRECISION)
         cb += 1
@@ -238,7 +237,6 @@ def dense_conv3x3_fwd(
     pix_ok = (y < H) & (x < W)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < Cout
-    offs_k = tl.arange(0, BLOCK_K)
     b64 = b.to(tl.int64)
 
     x_pix = X + b64 * sx_b + (y * sx_y + x * sx_x)  # (M,) pointers to X[b, 0, y, x]
@@ -255,14 +253,86 @@ def dense_conv3x3_fwd(
     x0 = (tile % tiles_w) * TILE_W
     interior = (y0 >= 1) & (y0 + TILE_H <= H - 1) & (x0 >= 1) & (x0 + TILE_W <= W - 1)
     if X.dtype.element_ty == tl.float32:
-        acc = _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, sx_y, sx_x,
-                      sw_c, sw_y, sw_x, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, EVEN_K, EVEN_N, True)
+        acc = _k_loop(
+            CH_IDX,
+            x_pix,
+            w_col,
+            y,
+            x,
+            pix_ok,
+            n_ok,
+            H,
+            W,
+            Cin,
+            n_cblk,
+            sx_c,
+            sx_y,
+            sx_x,
+            sw_c,
+            sw_y,
+            sw_x,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+            PRECISION,
+            EVEN_K,
+            EVEN_N,
+            True,
+        )
     elif interior:
-        acc = _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, sx_y, sx_x,
-                      sw_c, sw_y, sw_x, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, EVEN_K, EVEN_N, False)
+        acc = _k_loop(
+            CH_IDX,
+            x_pix,
+            w_col,
+            y,
+            x,
+            pix_ok,
+            n_ok,
+            H,
+            W,
+            Cin,
+            n_cblk,
+            sx_c,
+            sx_y,
+            sx_x,
+            sw_c,
+            sw_y,
+            sw_x,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+            PRECISION,
+            EVEN_K,
+            EVEN_N,
+            False,
+        )
     else:
-        acc = _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, sx_y, sx_x,
-                      sw_c, sw_y, sw_x, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, EVEN_K, EVEN_N, True)
+        acc = _k_loop(
+            CH_IDX,
+            x_pix,
+            w_col,
+            y,
+            x,
+            pix_ok,
+            n_ok,
+            H,
+            W,
+            Cin,
+            n_cblk,
+            sx_c,
+            sx_y,
+            sx_x,
+            sw_c,
+            sw_y,
+            sw_x,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+            PRECISION,
+            EVEN_K,
+            EVEN_N,
+            True,
+        )
 
     acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if ACTIVATION:
@@ -271,9 +341,7 @@ def dense_conv3x3_fwd(
     if RESIDUAL:
         r_ptrs = RES + b64 * sr_b + (y * sr_y + x * sr_x)[:, None] + offs_n[None, :] * sr_c
         acc = acc * residual_scale + tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
-    o_ptrs = (
-        OUT + b64 * so_b + (y * so_y + x * so_x)[:, None] + (out_offset + offs_n)[None, :] * so_c
-    )
+    o_ptrs = OUT + b64 * so_b + (y * so_y + x * so_x)[:, None] + (out_offset + offs_n)[None, :] * so_c
     tl.store(o_ptrs, acc.to(OUT.dtype.element_ty), mask=mask)
 
 
@@ -292,10 +360,8 @@ TUNERS = (dense_conv3x3_fwd, dense_conv3x3_fwd_ieee)
 # LeakyReLU) into the buffer; conv5 reads all 192 channels and writes 0.2·(conv5 + b5) + x0
 # (Cout = 64, RESIDUAL, RES = the x0 channels of the buffer) into a separate output.
 _LAYERS = {
-    "conv1": dict(Cin=64, Cout=32, out_offset=64, out_channels=192,
-                  activation=True, residual=False),
-    "conv5": dict(Cin=192, Cout=64, out_offset=0, out_channels=64,
-                  activation=False, residual=True),
+    "conv1": dict(Cin=64, Cout=32, out_offset=64, out_channels=192, activation=True, residual=False),
+    "conv5": dict(Cin=192, Cout=64, out_offset=0, out_channels=64, activation=False, residual=True),
 }
 
 
@@ -361,6 +427,7 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
 def _interior_fraction(H: int, W: int, tile_h: int, tile_w: int) -> float:
     """Share of the patches whose every tap lies inside the image (dense_conv3x3_fwd's
     unmasked K loop), weighted by their pixels."""
+
     def inner(n, t):
         return sum(1 for s in range(0, n, t) if s >= 1 and s + t <= n - 1)
 

@@ -512,18 +512,25 @@ def _legend(rows: list[dict], seconds: float) -> str:
         f"FAIL = a loop above {REPLICATION_SLACK}× its need. warps/SM (binding limit).",
         "est_ms: issue-bound lower bound of the loops on an H100 SXM (132 SMs × 4 schedulers, "
         "16 EX2/clk/SM, 1.83 GHz), attention at L = 16384, B·H = 1"
-        + ("; " + "; ".join(shapes) if shapes else "") + ".",
+        + ("; " + "; ".join(shapes) if shapes else "")
+        + ".",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastsr.kernels.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fastsr.kernels.report", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list with keys " + ", ".join(KEYS))
     parser.add_argument("--json-out", metavar="PATH", help="also write the JSON list to PATH")
-    parser.add_argument("--all-configs", action="store_true", help="compile every autotune config, not only the first")
+    parser.add_argument(
+        "--all-configs", action="store_true", help="compile every autotune config, not only the first"
+    )
     parser.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: CPU count)")
-    parser.add_argument("--arch", default="80,90", help="comma-separated compute capabilities (default 80,90)")
+    parser.add_argument(
+        "--arch", default="80,90", help="comma-separated compute capabilities (default 80,90)"
+    )
     parser.add_argument("--dtype", default=None, help="comma-separated dtype labels (default: all)")
     parser.add_argument("--kernel", default=None, help="only kernels whose name contains this")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -534,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--arch must be among {', '.join(map(str, _SM_LIMITS))}; got {unknown}")
     dtypes = tuple(args.dtype.split(",")) if args.dtype else None
     start = time.perf_counter()
-    rows = collect(all_configs=args.all_configs, jobs=args.jobs, archs=archs, dtypes=dtypes, kernel=args.kernel)
+    rows = collect(
+        all_configs=args.all_configs, jobs=args.jobs, archs=archs, dtypes=dtypes, kernel=args.kernel
+    )
     records = [{k: r[k] for k in KEYS} for r in rows]
     if args.json_out:
         with open(args.json_out, "w") as f:

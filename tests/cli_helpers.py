@@ -41,6 +41,9 @@ def read_png(path: Path) -> np.ndarray:
 
 def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m module args`` in a fresh interpreter, with this checkout importable."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )

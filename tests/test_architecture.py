@@ -21,12 +21,29 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = ("fastsr.cli", "fastsr.upscale", "fastsr.eval", "fastsr.visualize", "fastsr.export", "fastsr.__main__",
-         "fastsr.train.__main__", "fastsr.kernels.report")
+TOOLS = (
+    "fastsr.cli",
+    "fastsr.upscale",
+    "fastsr.eval",
+    "fastsr.visualize",
+    "fastsr.export",
+    "fastsr.__main__",
+    "fastsr.train.__main__",
+    "fastsr.kernels.report",
+)
 FLOORS = [  # (prefix, floor): the longest matching prefix wins
-    ("fastsr._io", 0), ("fastsr._checks", 0), ("fastsr.kernels", 0), ("fastsr.ops", 1), ("fastsr.metrics", 2),
-    ("fastsr.layers", 3), ("fastsr.models", 4), ("fastsr.data", 5), ("fastsr.inference", 6), ("fastsr.train", 7),
-    *((tool, 8) for tool in TOOLS), ("fastsr", 9),
+    ("fastsr._io", 0),
+    ("fastsr._checks", 0),
+    ("fastsr.kernels", 0),
+    ("fastsr.ops", 1),
+    ("fastsr.metrics", 2),
+    ("fastsr.layers", 3),
+    ("fastsr.models", 4),
+    ("fastsr.data", 5),
+    ("fastsr.inference", 6),
+    ("fastsr.train", 7),
+    *((tool, 8) for tool in TOOLS),
+    ("fastsr", 9),
 ]
 
 
@@ -77,11 +94,13 @@ def test_every_module_is_on_a_floor_and_imports_only_downward():
     files = module_files()
     wrong = []
     for module in files:
-        for target, name, line in imports(module, files):
+        for target, _name, line in imports(module, files):
             if target not in files:
                 wrong.append(f"{module}:{line} imports {target}, which is not a fastsr module")
             elif floor(target) > floor(module):
-                wrong.append(f"{module} (floor {floor(module)}):{line} imports {target} (floor {floor(target)})")
+                wrong.append(
+                    f"{module} (floor {floor(module)}):{line} imports {target} (floor {floor(target)})"
+                )
     assert not wrong, "upward imports:\n" + "\n".join(wrong)
 
 
@@ -90,7 +109,9 @@ def test_no_private_names_across_packages():
     wrong = []
     for module in files:
         for target, name, line in imports(module, files):
-            private_module = any(part.startswith("_") and part != "__main__" for part in target.split(".")[1:])
+            private_module = any(
+                part.startswith("_") and part != "__main__" for part in target.split(".")[1:]
+            )
             crosses = package(target, files) != package(module, files)
             if name is not None and name.startswith("_") and crosses:
                 wrong.append(f"{module}:{line} imports the private {target}.{name}")
@@ -113,7 +134,7 @@ def test_no_import_cycles():
         stack.append(m)
         for t in graph.get(m, []):
             if state.get(t) == "open":
-                cycles.append(stack[stack.index(t):] + [t])
+                cycles.append(stack[stack.index(t) :] + [t])
             elif t not in state:
                 visit(t)
         stack.pop()

@@ -11,9 +11,9 @@ import torch
 from cli_helpers import read_png, run_module, save_png, smooth_image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fastsr.ops import imresize
 from fastsr.eval import main
 from fastsr.inference import load_model
+from fastsr.ops import imresize
 
 
 def y_channel(rgb: np.ndarray) -> np.ndarray:
@@ -27,9 +27,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def skimage_scores(img: np.ndarray, hr: np.ndarray, border: int) -> tuple[float, float]:
     a, b = y_channel(img)[border:-border, border:-border], y_channel(hr)[border:-border, border:-border]
-    return (peak_signal_noise_ratio(b, a, data_range=255),
-            structural_similarity(b, a, data_range=255, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False))
+    return (
+        peak_signal_noise_ratio(b, a, data_range=255),
+        structural_similarity(
+            b, a, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        ),
+    )
 
 
 @torch.no_grad()
@@ -48,8 +51,14 @@ def expected_row(model_path, png_path) -> dict[str, float]:
     sr = model.generator(lr, prior)  # (1, 3, H, W)
     psnr, ssim = skimage_scores(to_uint8(sr[0]), hr, s)
     bicubic_psnr, bicubic_ssim = skimage_scores(to_uint8(up[0]), hr, s)
-    return {"width": W, "height": H, "psnr": psnr, "ssim": ssim,
-            "bicubic_psnr": bicubic_psnr, "bicubic_ssim": bicubic_ssim}
+    return {
+        "width": W,
+        "height": H,
+        "psnr": psnr,
+        "ssim": ssim,
+        "bicubic_psnr": bicubic_psnr,
+        "bicubic_ssim": bicubic_ssim,
+    }
 
 
 def read_csv(path) -> dict[str, dict[str, str]]:
@@ -87,8 +96,19 @@ def test_scores_match_scikit_image(models, tmp_path, rng, capsys, model):
 def test_tiles_keep_the_numbers_without_spsa(models, tmp_path, rng):
     save_png(tmp_path / "a.png", smooth_image(rng, 64, 56))
     for name, flags in (("whole", []), ("tiled", ["--tile", "12", "--tile-pad", "20"])):
-        assert main([str(models["plain"]), "--hr", str(tmp_path / "a.png"), "--csv", str(tmp_path / f"{name}.csv"),
-                     *flags]) == 0
+        assert (
+            main(
+                [
+                    str(models["plain"]),
+                    "--hr",
+                    str(tmp_path / "a.png"),
+                    "--csv",
+                    str(tmp_path / f"{name}.csv"),
+                    *flags,
+                ]
+            )
+            == 0
+        )
     whole, tiled = read_csv(tmp_path / "whole.csv")["a"], read_csv(tmp_path / "tiled.csv")["a"]
     assert float(tiled["psnr"]) == pytest.approx(float(whole["psnr"]), abs=0.01)
     assert tiled["bicubic_psnr"] == whole["bicubic_psnr"]
@@ -106,7 +126,10 @@ def test_bad_and_small_images_are_skipped(models, tmp_path, rng, capsys):
 
 def test_nothing_scored(models, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"")
-    assert main([str(models["plain"]), "--hr", str(tmp_path / "broken.png"), "--csv", str(tmp_path / "s.csv")]) == 1
+    assert (
+        main([str(models["plain"]), "--hr", str(tmp_path / "broken.png"), "--csv", str(tmp_path / "s.csv")])
+        == 1
+    )
     assert not (tmp_path / "s.csv").exists()
     assert "no image could be scored" in capsys.readouterr().err
 
@@ -144,8 +167,9 @@ def test_real_lr_hr_pairs(models, tmp_path, rng, capsys):
     model = load_model(models["plain"])
     lr_t = torch.from_numpy(lr).permute(2, 0, 1).float()[None] / 255
     hr_t = torch.from_numpy(hr[:40, :44]).permute(2, 0, 1).float() / 255
-    expected = score(super_resolve(model.generator, lr_t, 2)[0], bicubic_upscale(lr_t, 2)[0], hr_t, name="a",
-                     crop_border=2)
+    expected = score(
+        super_resolve(model.generator, lr_t, 2)[0], bicubic_upscale(lr_t, 2)[0], hr_t, name="a", crop_border=2
+    )
     assert float(row["psnr"]) == pytest.approx(expected.psnr, abs=1e-6)
     assert float(row["bicubic_psnr"]) == pytest.approx(expected.bicubic_psnr, abs=1e-6)
     save_png(lr_dir / "b.png", smooth_image(rng, 10, 10))  # the wrong size for its HR

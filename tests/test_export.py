@@ -47,7 +47,10 @@ def test_safetensors_read_back_as_the_same_model_file(files):
     assert main([str(files / "spsa.pt"), "-o", str(files / "spsa.safetensors")]) == 0
     a, b = load_with_prior(files / "spsa.pt"), load_with_prior(files / "spsa.safetensors")
     assert b.kind == "spsagan" and b.prior.spec() == a.prior.spec()
-    assert all(torch.equal(x, y) for x, y in zip(a.generator.state_dict().values(), b.generator.state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.generator.state_dict().values(), b.generator.state_dict().values())
+    )
     st = pytest.importorskip("safetensors.torch")  # other readers see the weights
     assert st.load_file(str(files / "spsa.safetensors")).keys() == a.generator.state_dict().keys()
 

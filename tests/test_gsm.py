@@ -12,12 +12,15 @@ from skimage.color import rgb2ycbcr
 from fastsr.metrics import gsm
 
 # The four Chou & Li operators, written out again here (not imported from the library).
-KERNELS = np.array([
-    [[0, 0, 0, 0, 0], [1, 3, 8, 3, 1], [0, 0, 0, 0, 0], [-1, -3, -8, -3, -1], [0, 0, 0, 0, 0]],
-    [[0, 0, 1, 0, 0], [0, 8, 3, 0, 0], [1, 3, 0, -3, -1], [0, 0, -3, -8, 0], [0, 0, -1, 0, 0]],
-    [[0, 0, 1, 0, 0], [0, 0, 3, 8, 0], [-1, -3, 0, 3, 1], [0, -8, -3, 0, 0], [0, 0, -1, 0, 0]],
-    [[0, 1, 0, -1, 0], [0, 3, 0, -3, 0], [0, 8, 0, -8, 0], [0, 3, 0, -3, 0], [0, 1, 0, -1, 0]],
-], dtype=np.float64)
+KERNELS = np.array(
+    [
+        [[0, 0, 0, 0, 0], [1, 3, 8, 3, 1], [0, 0, 0, 0, 0], [-1, -3, -8, -3, -1], [0, 0, 0, 0, 0]],
+        [[0, 0, 1, 0, 0], [0, 8, 3, 0, 0], [1, 3, 0, -3, -1], [0, 0, -3, -8, 0], [0, 0, -1, 0, 0]],
+        [[0, 0, 1, 0, 0], [0, 0, 3, 8, 0], [-1, -3, 0, 3, 1], [0, -8, -3, 0, 0], [0, 0, -1, 0, 0]],
+        [[0, 1, 0, -1, 0], [0, 3, 0, -3, 0], [0, 8, 0, -8, 0], [0, 3, 0, -3, 0], [0, 1, 0, -1, 0]],
+    ],
+    dtype=np.float64,
+)
 C = 200.0
 
 
@@ -90,7 +93,9 @@ def test_matches_block_loop():
     y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1)
     assert gsm(x, y) == pytest.approx(loop_gsm(x * 255, y * 255), abs=1e-12)
     # crop_border removes pixels before the blocks are formed
-    assert gsm(x, y, crop_border=2) == pytest.approx(loop_gsm(x[2:-2, 2:-2] * 255, y[2:-2, 2:-2] * 255), abs=1e-12)
+    assert gsm(x, y, crop_border=2) == pytest.approx(
+        loop_gsm(x[2:-2, 2:-2] * 255, y[2:-2, 2:-2] * 255), abs=1e-12
+    )
 
 
 def test_y_channel_and_per_channel():
@@ -153,10 +158,28 @@ def test_batch_equals_per_image_and_numpy():
         (np.zeros((8, 8)), np.zeros((8, 9)), {}, ValueError, "same shape"),
         (np.zeros((8, 8)), torch.zeros(1, 8, 8), {}, TypeError, "both numpy arrays or both torch"),
         ([[0.0] * 8] * 8, np.zeros((8, 8)), {}, TypeError, "x must be a numpy array"),
-        (np.zeros((8, 8), np.int32), np.zeros((8, 8), np.int32), {}, TypeError, "float in \\[0, 1\\] or uint8"),
+        (
+            np.zeros((8, 8), np.int32),
+            np.zeros((8, 8), np.int32),
+            {},
+            TypeError,
+            "float in \\[0, 1\\] or uint8",
+        ),
         (np.full((8, 8), 200.0), np.zeros((8, 8)), {}, ValueError, "x is a float image"),
-        (np.zeros((8, 8)), np.zeros((8, 8)), {"crop_border": -1}, ValueError, "crop_border must be an int ≥ 0"),
-        (np.zeros((8, 8)), np.zeros((8, 8)), {"crop_border": True}, ValueError, "crop_border must be an int ≥ 0"),
+        (
+            np.zeros((8, 8)),
+            np.zeros((8, 8)),
+            {"crop_border": -1},
+            ValueError,
+            "crop_border must be an int ≥ 0",
+        ),
+        (
+            np.zeros((8, 8)),
+            np.zeros((8, 8)),
+            {"crop_border": True},
+            ValueError,
+            "crop_border must be an int ≥ 0",
+        ),
         (np.zeros((8, 8)), np.zeros((8, 8)), {"crop_border": 2}, ValueError, "at least 5×5"),
         (np.zeros((4, 9)), np.zeros((4, 9)), {}, ValueError, "at least 5×5"),
         (torch.zeros(2, 8, 8), torch.zeros(2, 8, 8), {}, ValueError, "x must be torch \\(3, H, W\\)"),

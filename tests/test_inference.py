@@ -92,7 +92,9 @@ def upscaler(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("m") / "net.pt"
     # bicubic plus a small learned residual: outputs span [0, 1] as a photo's do
-    save_model(path, SPSAGenerator(scale=4, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True))
+    save_model(
+        path, SPSAGenerator(scale=4, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True)
+    )
     return Upscaler(path, device="cpu")
 
 
@@ -177,9 +179,13 @@ def test_memory_bounded_tiles_equal_the_whole_image(tmp_path):
     from fastsr import Upscaler
 
     torch.manual_seed(0)
-    g = SPSAGenerator(scale=2, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True).eval()
+    g = SPSAGenerator(
+        scale=2, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True
+    ).eval()
     whole = Upscaler(g, device="cpu")
-    tiled = Upscaler(g, device="cpu", tile=16, tile_pad=24)  # 24 px of context beyond what a tile writes ≥ the net's reach
+    tiled = Upscaler(
+        g, device="cpu", tile=16, tile_pad=24
+    )  # 24 px of context beyond what a tile writes ≥ the net's reach
     for image in (_pixels(37, 45), _pixels(37, 45, dtype=np.uint16), _pixels(30, 20, c=4)):
         a, b = whole.upscale(image), tiled.upscale(image)
         assert a.shape == b.shape and a.dtype == b.dtype
@@ -193,7 +199,9 @@ def test_feathering_blends_tiles_that_see_too_little(tmp_path):
     from fastsr import Upscaler
 
     torch.manual_seed(0)
-    g = SPSAGenerator(scale=2, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True).eval()
+    g = SPSAGenerator(
+        scale=2, num_feat=8, num_block=1, num_grow_ch=4, use_spsa=False, global_skip=True
+    ).eval()
     with torch.no_grad():  # a residual that matters: its reach then shows at the seams
         for p in g.parameters():
             p.mul_(3) if p.dim() == 4 else None
@@ -224,6 +232,10 @@ def test_spsa_global_attention_tiles_equal_the_untiled_output():
     # 17 LR pixels of context: the trunk's reach (conv_first, 3 dense blocks × 5 convs, conv_body)
     whole = Upscaler(g, device="cpu", prior=prior).upscale(image).astype(int)
     glob = Upscaler(g, device="cpu", prior=prior, tile=8, tile_pad=17).upscale(image).astype(int)
-    local = Upscaler(g, device="cpu", prior=prior, tile=8, tile_pad=17, attention="tile").upscale(image).astype(int)
+    local = (
+        Upscaler(g, device="cpu", prior=prior, tile=8, tile_pad=17, attention="tile")
+        .upscale(image)
+        .astype(int)
+    )
     assert np.abs(glob - whole).max() <= 1
     assert np.abs(local - whole).max() > 1  # attention cut to a tile and its context differs

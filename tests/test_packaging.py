@@ -19,12 +19,18 @@ def test_editable_or_source_install_imports_kernels_under_fastsr():
 @pytest.mark.slow
 def test_regular_install_ships_kernels_under_fastsr(tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "dist").glob("fastsr-*.whl")
     target = tmp_path / "site"
-    subprocess.run([*pip, "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*pip, "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     probe = (
         "import fastsr, fastsr.kernels, importlib.util, pathlib;"
         "assert importlib.util.find_spec('fastsr.kernels.spsa') is not None;"
@@ -37,7 +43,8 @@ def test_regular_install_ships_kernels_under_fastsr(tmp_path):
     import torch
 
     env["PYTHONPATH"] += os.pathsep + str(Path(torch.__file__).resolve().parents[1])
-    done = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == target / "fastsr" / "kernels"

@@ -4,10 +4,10 @@ pixels, prior sources, tiles, bad inputs, and the files it must never touch."""
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 import pytest
 import torch
 from cli_helpers import read_png, run_module, save_png, smooth_image
+from PIL import Image
 
 from fastsr.data import NpyFolderPrior, imresize, prior_from_spec
 from fastsr.inference import load_model, save_model
@@ -110,15 +110,29 @@ def test_prior_flags_replace_a_saved_folder_that_is_gone(models, tmp_path, rng, 
     (tmp_path / "maps").mkdir()
     maps = torch.from_numpy(rng.normal(0, 3, (8, 24, 20))).float().softmax(0)  # (8, 24, 20)
     np.save(tmp_path / "maps" / "photo.npy", maps.numpy())
-    assert main([str(moved), str(image), "-o", str(tmp_path / "out"), "--prior-dir", str(tmp_path / "maps")]) == 0
+    assert (
+        main([str(moved), str(image), "-o", str(tmp_path / "out"), "--prior-dir", str(tmp_path / "maps")])
+        == 0
+    )
     assert_same_picture(read_png(tmp_path / "out" / "photo_x4.png"), reference_sr(moved, image, maps[None]))
 
 
 def test_missing_prior_map_fails_that_input(models, tmp_path, rng, capsys):
     image = save_png(tmp_path / "photo.png", smooth_image(rng, 6, 6))
     (tmp_path / "priors").mkdir()
-    assert main([str(models["spsa"]), str(image), "-o", str(tmp_path / "out"),
-                 "--prior-dir", str(tmp_path / "priors")]) == 1
+    assert (
+        main(
+            [
+                str(models["spsa"]),
+                str(image),
+                "-o",
+                str(tmp_path / "out"),
+                "--prior-dir",
+                str(tmp_path / "priors"),
+            ]
+        )
+        == 1
+    )
     assert "photo.npy" in capsys.readouterr().err
     assert not (tmp_path / "out" / "photo_x4.png").exists()
 
@@ -131,8 +145,11 @@ def test_tiles_equal_the_whole_image_without_spsa(models, tmp_path, rng):
     tile_pad = 0 they do not."""
     image = save_png(tmp_path / "big.png", smooth_image(rng, 40, 36))
     outputs = {}
-    for name, flags in (("whole", []), ("tiled", ["--tile", "16", "--tile-pad", "20"]),
-                        ("unpadded", ["--tile", "16", "--tile-pad", "0"])):
+    for name, flags in (
+        ("whole", []),
+        ("tiled", ["--tile", "16", "--tile-pad", "20"]),
+        ("unpadded", ["--tile", "16", "--tile-pad", "0"]),
+    ):
         assert main([str(models["plain"]), str(image), "-o", str(tmp_path / name), *flags]) == 0
         outputs[name] = read_png(tmp_path / name / "big_x2.png")
     assert outputs["whole"].shape == (80, 72, 3)
@@ -154,9 +171,19 @@ def test_bad_inputs_are_reported_and_skipped(models, tmp_path, rng, capsys):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "nothing_here").mkdir()
     out = tmp_path / "out"
-    code = main([str(models["plain"]), str(tmp_path / "garbage.png"), str(good), str(tmp_path / "truncated.png"),
-                 str(tmp_path / "empty.jpg"), str(tmp_path / "missing.png"), str(tmp_path / "nothing_here"),
-                 "-o", str(out)])
+    code = main(
+        [
+            str(models["plain"]),
+            str(tmp_path / "garbage.png"),
+            str(good),
+            str(tmp_path / "truncated.png"),
+            str(tmp_path / "empty.jpg"),
+            str(tmp_path / "missing.png"),
+            str(tmp_path / "nothing_here"),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 1
     assert [p.name for p in out.iterdir()] == ["good_x2.png"]
     err = capsys.readouterr().err
@@ -196,7 +223,10 @@ def test_usage_errors_exit_2(models, tmp_path, rng, capsys, problem):
 
 def test_fp16_on_cpu_warns_and_runs_float32(models, tmp_path, rng, capsys):
     image = save_png(tmp_path / "a.png", smooth_image(rng, 8, 8))
-    assert main([str(models["plain"]), str(image), "-o", str(tmp_path / "half"), "--fp16", "--device", "cpu"]) == 0
+    assert (
+        main([str(models["plain"]), str(image), "-o", str(tmp_path / "half"), "--fp16", "--device", "cpu"])
+        == 0
+    )
     assert "--fp16" in capsys.readouterr().err
     assert_same_picture(read_png(tmp_path / "half" / "a_x2.png"), reference_sr(models["plain"], image))
 
@@ -213,7 +243,10 @@ def test_cuda_requested_without_cuda(models, tmp_path, rng, capsys):
 def test_fp16_on_cuda_close_to_float32(models, tmp_path, rng):
     image = save_png(tmp_path / "a.png", smooth_image(rng, 24, 20))
     for name, flags in (("full", []), ("half", ["--fp16"])):
-        assert main([str(models["spsa"]), str(image), "-o", str(tmp_path / name), "--device", "cuda", *flags]) == 0
+        assert (
+            main([str(models["spsa"]), str(image), "-o", str(tmp_path / name), "--device", "cuda", *flags])
+            == 0
+        )
     full = read_png(tmp_path / "full" / "a_x4.png").astype(float)
     half = read_png(tmp_path / "half" / "a_x4.png").astype(float)
     assert 10 * np.log10(255**2 / max(((full - half) ** 2).mean(), 1e-12)) > 35
@@ -238,8 +271,20 @@ def test_the_prune_stages_outputs_work_everywhere_a_model_is_taken(tmp_path, rng
     from fastsr.train.prune import run as prune
 
     out = tmp_path / "prune"
-    prune(PruneConfig(iters=3, last_k=2, num_feat=8, num_grow_ch=4, num_block=1, crop=32, batch_size=1,
-                      log_every=3, out=str(out), device="cpu"))
+    prune(
+        PruneConfig(
+            iters=3,
+            last_k=2,
+            num_feat=8,
+            num_grow_ch=4,
+            num_block=1,
+            crop=32,
+            batch_size=1,
+            log_every=3,
+            out=str(out),
+            device="cpu",
+        )
+    )
     image = save_png(tmp_path / "photo.png", smooth_image(rng, 24, 20))
     for name in ("rrdb", "rrsb"):
         assert main([str(out / f"{name}.pt"), str(image), "-o", str(tmp_path / name)]) == 0
@@ -261,7 +306,9 @@ def test_pixels_are_kept_faithfully(models, tmp_path, rng):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     tree = tmp_path / "in"
     (tree / "deep").mkdir(parents=True)
-    sixteen = (smooth_image(rng, 8, 9).astype(np.uint16) * 257 + rng.integers(0, 257, (8, 9, 3))).astype(np.uint16)
+    sixteen = (smooth_image(rng, 8, 9).astype(np.uint16) * 257 + rng.integers(0, 257, (8, 9, 3))).astype(
+        np.uint16
+    )
     write_image_file(tree / "deep" / "sixteen.png", ImageFile(sixteen, icc))
     rgba = np.dstack([smooth_image(rng, 8, 9), np.linspace(0, 255, 72).reshape(8, 9).astype(np.uint8)])
     write_image_file(tree / "alpha.png", ImageFile(rgba))

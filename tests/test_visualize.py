@@ -8,13 +8,15 @@ import pytest
 import torch
 from cli_helpers import read_png, run_module, save_png, smooth_image
 
-from fastsr.ops import imresize
 from fastsr.inference import load_model
+from fastsr.ops import imresize
 from fastsr.visualize import HEAT_STOPS, LABEL_HEIGHT, MARK_COLOUR, PANEL_PAD, attention_rows, main
 
 
 @torch.no_grad()
-def reference_rows(generator, lr: torch.Tensor, prior: torch.Tensor, row: int, col: int) -> dict[str, torch.Tensor]:
+def reference_rows(
+    generator, lr: torch.Tensor, prior: torch.Tensor, row: int, col: int
+) -> dict[str, torch.Tensor]:
     """Eqs. 1–6 for one query, from the trunk written out (conv_first → RRDBs → conv_body + skip)
     and the SPSA layer's weights."""
     feat = generator.conv_first(lr)  # (1, nf, h, w)
@@ -32,8 +34,11 @@ def reference_rows(generator, lr: torch.Tensor, prior: torch.Tensor, row: int, c
     q = softmax_row(spsa.g_seg, spsa.f_seg, z)  # eq. 4
     weight = (q - p).abs() / (q + p)  # eq. 5
     combined = weight * q + (1 - weight) * p  # eq. 6
-    return {"feature": p.reshape(h, w), "segmentation": q.reshape(h, w),
-            "combined": (combined / combined.sum()).reshape(h, w)}
+    return {
+        "feature": p.reshape(h, w),
+        "segmentation": q.reshape(h, w),
+        "combined": (combined / combined.sum()).reshape(h, w),
+    }
 
 
 def image_and_lr(rng, tmp_path, h=42, w=37):
@@ -81,7 +86,9 @@ def test_picture_layout_marker_and_peak(models, tmp_path, rng, capsys):
 def test_lr_input(models, tmp_path, rng):
     image = save_png(tmp_path / "small.png", smooth_image(rng, 9, 11))
     out = tmp_path / "att.png"
-    assert main(["attention", str(models["spsa"]), str(image), "--lr", "--pixel", "10,8", "-o", str(out)]) == 0
+    assert (
+        main(["attention", str(models["spsa"]), str(image), "--lr", "--pixel", "10,8", "-o", str(out)]) == 0
+    )
     assert read_png(out).shape == (LABEL_HEIGHT + 36, 5 * 44 + 4 * PANEL_PAD, 3)
 
 
@@ -91,7 +98,9 @@ def test_pixel_out_of_range(models, tmp_path, rng, capsys, pixel, lr):
     image, _ = image_and_lr(rng, tmp_path)
     flags = ["--lr"] if lr else []
     out = tmp_path / "att.png"
-    assert main(["attention", str(models["spsa"]), str(image), f"--pixel={pixel}", "-o", str(out), *flags]) == 2
+    assert (
+        main(["attention", str(models["spsa"]), str(image), f"--pixel={pixel}", "-o", str(out), *flags]) == 2
+    )
     assert not out.exists()
     err = capsys.readouterr().err
     assert "--pixel" in err and ("0 ≤ X < 37, 0 ≤ Y < 42" if lr else "0 ≤ X < 36, 0 ≤ Y < 40") in err
@@ -99,7 +108,10 @@ def test_pixel_out_of_range(models, tmp_path, rng, capsys, pixel, lr):
 
 def test_refuses_a_model_without_spsa(models, tmp_path, rng, capsys):
     image, _ = image_and_lr(rng, tmp_path)
-    assert main(["attention", str(models["plain"]), str(image), "--pixel", "1,1", "-o", str(tmp_path / "a.png")]) == 2
+    assert (
+        main(["attention", str(models["plain"]), str(image), "--pixel", "1,1", "-o", str(tmp_path / "a.png")])
+        == 2
+    )
     assert "no SPSA layer" in capsys.readouterr().err
 
 
@@ -111,7 +123,12 @@ def test_bad_pixel_syntax(models, tmp_path):
 
 def test_command_line_smoke(models, tmp_path, rng):
     image_and_lr(rng, tmp_path, 16, 20)
-    done = run_module("fastsr.visualize", "attention", str(models["spsa"]), "photo.png", "--pixel", "5,6",
-                      cwd=tmp_path)
+    done = run_module(
+        "fastsr.visualize", "attention", str(models["spsa"]), "photo.png", "--pixel", "5,6", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
-    assert read_png(tmp_path / "photo_attention_5_6.png").shape == (LABEL_HEIGHT + 16, 5 * 20 + 4 * PANEL_PAD, 3)
+    assert read_png(tmp_path / "photo_attention_5_6.png").shape == (
+        LABEL_HEIGHT + 16,
+        5 * 20 + 4 * PANEL_PAD,
+        3,
+    )

@@ -1,7 +1,6 @@
 """Data: datasets, segmentation priors, sample images (and, re-exported from fastsr.ops, the
 MATLAB-compatible bicubic ``imresize`` they degrade with)."""
 
-from fastsr.ops.imresize import imresize
 from fastsr.data.datasets import (
     DistributedBatchSampler,
     HRDataset,
@@ -13,15 +12,6 @@ from fastsr.data.datasets import (
     mod_crop,
     read_image,
 )
-from fastsr.data.priors import (
-    OST_CLASSES,
-    ColourClusterPrior,
-    ModulePrior,
-    NpyFolderPrior,
-    PriorSource,
-    prior_from_spec,
-)
-from fastsr.data.samples import sample_image_paths
 from fastsr.data.facades import (
     CMP_CLASSES,
     CMP_PALETTE,
@@ -34,6 +24,16 @@ from fastsr.data.facades import (
     load_samples,
     read_label_map,
 )
+from fastsr.data.priors import (
+    OST_CLASSES,
+    ColourClusterPrior,
+    ModulePrior,
+    NpyFolderPrior,
+    PriorSource,
+    prior_from_spec,
+)
+from fastsr.data.samples import sample_image_paths
+from fastsr.ops.imresize import imresize
 
 __all__ = [
     "imresize",

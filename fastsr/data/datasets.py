@@ -41,8 +41,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from fastsr._checks import check_nonnegative_int, check_positive_int
-from fastsr.ops.imresize import imresize
 from fastsr.data.priors import OST_CLASSES, open_prior_file
+from fastsr.ops.imresize import imresize
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -130,7 +130,9 @@ def bicubic_lr(hr: Tensor, scale: int, *, quantize: bool = True) -> Tensor:
     as an LR image saved to PNG."""
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
-        raise ValueError(f"hr must have H, W multiples of scale = {scale} (mod-crop it); got {tuple(hr.shape)}")
+        raise ValueError(
+            f"hr must have H, W multiples of scale = {scale} (mod-crop it); got {tuple(hr.shape)}"
+        )
     # size= rather than scale=1/s: the same weights (H/s / H rounds to the double nearest 1/s),
     # without ceil(H · (1/s)) landing one pixel high through rounding.
     lr = imresize(hr, size=(h // scale, w // scale))
@@ -150,8 +152,16 @@ def _as_paths(paths: PathLike | Sequence[PathLike], what: str) -> list[Path]:
     return out
 
 
-def _load(paths: list[Path], *, scale: int, min_size: int, prior_dir: Path | None, num_classes: int,
-          quantize_lr: bool, what: str) -> list[dict]:
+def _load(
+    paths: list[Path],
+    *,
+    scale: int,
+    min_size: int,
+    prior_dir: Path | None,
+    num_classes: int,
+    quantize_lr: bool,
+    what: str,
+) -> list[dict]:
     """Read, mod-crop and degrade every image; bad or small files warn and are skipped.
 
     Returns one record per kept image: name, path, hr (3, H, W), lr (3, H/s, W/s), prior path."""
@@ -164,19 +174,29 @@ def _load(paths: list[Path], *, scale: int, min_size: int, prior_dir: Path | Non
             continue
         h0, w0 = img.shape[1:]
         if h0 < min_size or w0 < min_size:
-            warnings.warn(f"{what}: skipping {path}: {h0} × {w0} is smaller than {min_size} × {min_size}",
-                          stacklevel=3)
+            warnings.warn(
+                f"{what}: skipping {path}: {h0} × {w0} is smaller than {min_size} × {min_size}", stacklevel=3
+            )
             continue
         prior_path = None
         if prior_dir is not None:
             prior_path = prior_dir / f"{path.stem}.npy"
             open_prior_file(prior_path, num_classes, (h0, w0))  # raises, naming the file
         hr = mod_crop(img, scale).contiguous()  # (3, H, W)
-        records.append({"name": path.stem, "path": path, "hr": hr,
-                        "lr": bicubic_lr(hr, scale, quantize=quantize_lr), "prior_path": prior_path})
+        records.append(
+            {
+                "name": path.stem,
+                "path": path,
+                "hr": hr,
+                "lr": bicubic_lr(hr, scale, quantize=quantize_lr),
+                "prior_path": prior_path,
+            }
+        )
     if not records:
-        raise ValueError(f"{what}: paths must include at least one readable image of at least "
-                         f"{min_size} × {min_size}; none of the {len(paths)} given is")
+        raise ValueError(
+            f"{what}: paths must include at least one readable image of at least "
+            f"{min_size} × {min_size}; none of the {len(paths)} given is"
+        )
     return records
 
 
@@ -186,7 +206,9 @@ def _check_prior_dir(prior_dir: PathLike | None, num_classes: int) -> Path | Non
         return None
     prior_dir = Path(prior_dir)
     if not prior_dir.is_dir():
-        raise FileNotFoundError(f"prior_dir must be an existing directory of <image stem>.npy files; got {prior_dir}")
+        raise FileNotFoundError(
+            f"prior_dir must be an existing directory of <image stem>.npy files; got {prior_dir}"
+        )
     return prior_dir
 
 
@@ -202,8 +224,11 @@ def _read_prior(path: Path, rows: slice, cols: slice) -> Tensor:
 
 
 def _check_key(key: Any, length: int) -> tuple[int, int]:
-    if (not isinstance(key, (tuple, list)) or len(key) != 2
-            or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in key)):
+    if (
+        not isinstance(key, (tuple, list))
+        or len(key) != 2
+        or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in key)
+    ):
         raise TypeError(f"key must be a tuple (image index, item seed) of two ints; got {key!r}")
     index, seed = int(key[0]), int(key[1])
     if not 0 <= index < length:
@@ -243,17 +268,37 @@ class HRDataset(Dataset):
     "prior": (S, crop, crop) if ``prior_dir``}, float32, a pure function of the key.
     """
 
-    def __init__(self, paths: PathLike | Sequence[PathLike], *, scale: int, crop: int, augment: bool = True,
-                 prior_dir: PathLike | None = None, num_classes: int = len(OST_CLASSES), quantize_lr: bool = True):
+    def __init__(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        *,
+        scale: int,
+        crop: int,
+        augment: bool = True,
+        prior_dir: PathLike | None = None,
+        num_classes: int = len(OST_CLASSES),
+        quantize_lr: bool = True,
+    ):
         check_positive_int("scale", scale)
         check_positive_int("crop", crop)
         if crop % scale:
             raise ValueError(f"crop must be a multiple of scale = {scale}; got {crop}")
-        self.scale, self.crop, self.augment, self.num_classes = int(scale), int(crop), bool(augment), num_classes
+        self.scale, self.crop, self.augment, self.num_classes = (
+            int(scale),
+            int(crop),
+            bool(augment),
+            num_classes,
+        )
         self.prior_dir = _check_prior_dir(prior_dir, num_classes)
-        records = _load(_as_paths(paths, "HRDataset"), scale=self.scale, min_size=self.crop,
-                        prior_dir=self.prior_dir, num_classes=num_classes, quantize_lr=quantize_lr,
-                        what="HRDataset")
+        records = _load(
+            _as_paths(paths, "HRDataset"),
+            scale=self.scale,
+            min_size=self.crop,
+            prior_dir=self.prior_dir,
+            num_classes=num_classes,
+            quantize_lr=quantize_lr,
+            what="HRDataset",
+        )
         self.names = [r["name"] for r in records]
         self.paths = [r["path"] for r in records]
         self.hr = [r["hr"] for r in records]  # (3, H, W) each
@@ -275,9 +320,13 @@ class HRDataset(Dataset):
         rng = np.random.default_rng(seed)
         top = int(rng.integers(lr.shape[1] - c + 1))
         left = int(rng.integers(lr.shape[2] - c + 1))
-        hflip, vflip, rot90 = (bool(f) for f in rng.random(3) < 0.5) if self.augment else (False, False, False)
+        hflip, vflip, rot90 = (
+            (bool(f) for f in rng.random(3) < 0.5) if self.augment else (False, False, False)
+        )
         item = {
-            "hr": _augment(hr[:, top * s : top * s + crop, left * s : left * s + crop].clone(), hflip, vflip, rot90),
+            "hr": _augment(
+                hr[:, top * s : top * s + crop, left * s : left * s + crop].clone(), hflip, vflip, rot90
+            ),
             "lr": _augment(lr[:, top : top + c, left : left + c].clone(), hflip, vflip, rot90),
             "name": self.names[index],
         }
@@ -288,8 +337,10 @@ class HRDataset(Dataset):
         return item
 
     def __repr__(self) -> str:
-        return (f"HRDataset({len(self)} images, scale={self.scale}, crop={self.crop}, augment={self.augment}, "
-                f"prior_dir={None if self.prior_dir is None else str(self.prior_dir)!r})")
+        return (
+            f"HRDataset({len(self)} images, scale={self.scale}, crop={self.crop}, augment={self.augment}, "
+            f"prior_dir={None if self.prior_dir is None else str(self.prior_dir)!r})"
+        )
 
 
 class MixedDataset(Dataset):
@@ -308,8 +359,10 @@ class MixedDataset(Dataset):
                 raise TypeError(f"{name} must be an HRDataset; got {type(ds).__name__}")
         for attr in ("scale", "crop", "has_prior"):
             if getattr(primary, attr) != getattr(secondary, attr):
-                raise ValueError(f"primary and secondary must share {attr}; got {getattr(primary, attr)} "
-                                 f"and {getattr(secondary, attr)}")
+                raise ValueError(
+                    f"primary and secondary must share {attr}; got {getattr(primary, attr)} "
+                    f"and {getattr(secondary, attr)}"
+                )
         ratio = float(ratio)
         if not ratio > 0 or not np.isfinite(ratio):
             raise ValueError(f"ratio must be a positive finite number (primary : secondary); got {ratio!r}")
@@ -346,8 +399,16 @@ class DistributedBatchSampler(Sampler):
     positions of the same global batch. (NumPy's SeedSequence hashes the (seed, i) pair, so
     nearby seeds and iterations give unrelated streams.)"""
 
-    def __init__(self, num_items: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                 start_iter: int = 0):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iter: int = 0,
+    ):
         check_positive_int("num_items", num_items)
         check_positive_int("batch_size", batch_size)
         check_nonnegative_int("seed", seed)
@@ -391,14 +452,27 @@ class ValidationSet(Sequence):
     ``paths``, ``prior_dir``, ``num_classes``, ``quantize_lr`` and the skipping of unreadable
     files as :class:`HRDataset` (images smaller than scale × scale are skipped)."""
 
-    def __init__(self, paths: PathLike | Sequence[PathLike], *, scale: int, prior_dir: PathLike | None = None,
-                 num_classes: int = len(OST_CLASSES), quantize_lr: bool = True):
+    def __init__(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        *,
+        scale: int,
+        prior_dir: PathLike | None = None,
+        num_classes: int = len(OST_CLASSES),
+        quantize_lr: bool = True,
+    ):
         check_positive_int("scale", scale)
         self.scale, self.num_classes = int(scale), num_classes
         self.prior_dir = _check_prior_dir(prior_dir, num_classes)
-        records = _load(_as_paths(paths, "ValidationSet"), scale=self.scale, min_size=self.scale,
-                        prior_dir=self.prior_dir, num_classes=num_classes, quantize_lr=quantize_lr,
-                        what="ValidationSet")
+        records = _load(
+            _as_paths(paths, "ValidationSet"),
+            scale=self.scale,
+            min_size=self.scale,
+            prior_dir=self.prior_dir,
+            num_classes=num_classes,
+            quantize_lr=quantize_lr,
+            what="ValidationSet",
+        )
         self._items = []
         for r in records:
             item = {"name": r["name"], "hr": r["hr"], "lr": r["lr"]}

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fastsr._checks import check_positive_int
 from fastsr.data.datasets import (
     ImageReadError,
     _check_key,
@@ -69,10 +70,9 @@ from fastsr.data.datasets import (
     list_images,
     read_image,
 )
-from fastsr._checks import check_positive_int
-from fastsr.ops.imresize import imresize
 from fastsr.data.priors import ColourClusterPrior
 from fastsr.data.samples import sample_image_paths
+from fastsr.ops.imresize import imresize
 
 __all__ = [
     "CMP_CLASSES",
@@ -89,14 +89,38 @@ __all__ = [
 ]
 
 # CMP Facades classes, in label_names.txt order: class k (channel k of a one-hot map) is PNG index k + 1.
-CMP_CLASSES = ("background", "facade", "window", "door", "cornice", "sill", "balcony", "blind", "deco",
-               "molding", "pillar", "shop")
+CMP_CLASSES = (
+    "background",
+    "facade",
+    "window",
+    "door",
+    "cornice",
+    "sill",
+    "balcony",
+    "blind",
+    "deco",
+    "molding",
+    "pillar",
+    "shop",
+)
 # The colours of those classes in the distributed label PNGs' palettes (entries 1 … 12), which are
 # MATLAB's jet(12) × 255 (= jet_palette(12)); pix2pix's colour-coded B halves were rendered with
 # them. Only used where a file carries no palette (AB maps, grey label PNGs): a PNG's own palette
 # wins. Check a download with ``read_label_map(png)[1][1:13]``.
-CMP_PALETTE = ((0, 0, 170), (0, 0, 255), (0, 85, 255), (0, 170, 255), (0, 255, 255), (85, 255, 170),
-               (170, 255, 85), (255, 255, 0), (255, 170, 0), (255, 85, 0), (255, 0, 0), (170, 0, 0))
+CMP_PALETTE = (
+    (0, 0, 170),
+    (0, 0, 255),
+    (0, 85, 255),
+    (0, 170, 255),
+    (0, 255, 255),
+    (85, 255, 170),
+    (170, 255, 85),
+    (255, 255, 0),
+    (255, 170, 0),
+    (255, 85, 0),
+    (255, 0, 0),
+    (170, 0, 0),
+)
 MAP_MODES = ("colour", "onehot")
 PHOTO_SIDES = ("left", "right")
 SPLITS = ("train", "val", "all")
@@ -126,10 +150,18 @@ def _palette_tensor(palette: Any, name: str = "palette") -> Tensor:
         pal = torch.as_tensor(np.asarray(palette))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be (K, 3) RGB colours in 0 … 255; got {palette!r}") from e
-    if pal.dim() != 2 or pal.shape[1] != 3 or pal.shape[0] < 1 or pal.shape[0] > 255 \
-            or pal.is_complex() or pal.min() < 0 or pal.max() > 255:
-        raise ValueError(f"{name} must be (K, 3) RGB colours in 0 … 255 with 1 ≤ K ≤ 255; got shape "
-                         f"{tuple(pal.shape)}")
+    if (
+        pal.dim() != 2
+        or pal.shape[1] != 3
+        or pal.shape[0] < 1
+        or pal.shape[0] > 255
+        or pal.is_complex()
+        or pal.min() < 0
+        or pal.max() > 255
+    ):
+        raise ValueError(
+            f"{name} must be (K, 3) RGB colours in 0 … 255 with 1 ≤ K ≤ 255; got shape {tuple(pal.shape)}"
+        )
     return pal.round().to(torch.uint8)
 
 
@@ -162,14 +194,19 @@ class SemanticPair:
         if not isinstance(p, Tensor) or p.dtype != torch.uint8 or p.dim() != 3 or p.shape[0] != 3:
             raise ValueError(f"photo must be a (3, H, W) uint8 tensor; got {_describe(p)}")
         if not isinstance(lab, Tensor) or lab.dtype != torch.uint8 or tuple(lab.shape) != tuple(p.shape[1:]):
-            raise ValueError(f"labels must be an (H, W) = {tuple(p.shape[1:])} uint8 tensor; got {_describe(lab)}")
+            raise ValueError(
+                f"labels must be an (H, W) = {tuple(p.shape[1:])} uint8 tensor; got {_describe(lab)}"
+            )
         if not isinstance(pal, Tensor) or pal.dtype != torch.uint8 or pal.dim() != 2 or pal.shape[1] != 3:
             raise ValueError(f"palette must be a (K, 3) uint8 tensor; got {_describe(pal)}")
         if lab.numel() and int(lab.max()) >= pal.shape[0]:
-            raise ValueError(f"labels must be class indices below K = {pal.shape[0]} (the palette's length); "
-                             f"got a maximum of {int(lab.max())}")
-        if col is not None and (not isinstance(col, Tensor) or col.dtype != torch.uint8
-                                or tuple(col.shape) != tuple(p.shape)):
+            raise ValueError(
+                f"labels must be class indices below K = {pal.shape[0]} (the palette's length); "
+                f"got a maximum of {int(lab.max())}"
+            )
+        if col is not None and (
+            not isinstance(col, Tensor) or col.dtype != torch.uint8 or tuple(col.shape) != tuple(p.shape)
+        ):
             raise ValueError(f"colour must be None or a {tuple(p.shape)} uint8 tensor; got {_describe(col)}")
 
     @property
@@ -207,8 +244,10 @@ def read_label_map(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
         with Image.open(path) as im:
             im.load()
             if im.mode not in ("P", "L"):
-                raise ImageReadError(path, f"a label map must be an 8-bit palette (P) or grey (L) image; got "
-                                           f"PIL mode {im.mode}")
+                raise ImageReadError(
+                    path,
+                    f"a label map must be an 8-bit palette (P) or grey (L) image; got PIL mode {im.mode}",
+                )
             indices = np.array(im, dtype=np.uint8)  # (H, W)
             palette = None
             if im.mode == "P":
@@ -248,8 +287,9 @@ def load_facades(folder: PathLike, *, palette: Any = None) -> list[SemanticPair]
     1 … 12 warns, naming the file and why, and the pair is skipped; an error if none remains."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"folder must be an existing directory (CMP Facades: holding base/ and extended/); "
-                                f"got {folder}")
+        raise FileNotFoundError(
+            f"folder must be an existing directory (CMP Facades: holding base/ and extended/); got {folder}"
+        )
     default = _palette_tensor(CMP_PALETTE if palette is None else palette)
     k = len(CMP_CLASSES)
     if default.shape[0] != k:
@@ -268,7 +308,11 @@ def load_facades(folder: PathLike, *, palette: Any = None) -> list[SemanticPair]
             _skip("load_facades", e.path, e.reason)
             continue
         if indices.shape != tuple(photo.shape[1:]):
-            _skip("load_facades", path, f"photo is {tuple(photo.shape[1:])} but its label map is {indices.shape}")
+            _skip(
+                "load_facades",
+                path,
+                f"photo is {tuple(photo.shape[1:])} but its label map is {indices.shape}",
+            )
             continue
         lo, hi = int(indices.min()), int(indices.max())
         if lo < 1 or hi > k:
@@ -277,8 +321,10 @@ def load_facades(folder: PathLike, *, palette: Any = None) -> list[SemanticPair]
         pal = default if png_palette is None else torch.from_numpy(png_palette[1 : k + 1].copy())
         pairs.append(SemanticPair(path.stem, photo, torch.from_numpy(indices - 1), pal))
     if not pairs:
-        raise ValueError(f"load_facades: folder {folder} must hold at least one readable cmp_*.jpg with its "
-                         f"cmp_*.png label map; found {len(photos)} photos and no usable pair")
+        raise ValueError(
+            f"load_facades: folder {folder} must hold at least one readable cmp_*.jpg with its "
+            f"cmp_*.png label map; found {len(photos)} photos and no usable pair"
+        )
     return pairs
 
 
@@ -307,12 +353,16 @@ def load_ab_folder(folder: PathLike, *, photo_side: str = "left", palette: Any =
         photo, colour = (left, right) if photo_side == "left" else (right, left)
         pairs.append(SemanticPair(path.stem, photo, _nearest_colour(colour, pal), pal, colour))
     if not pairs:
-        raise ValueError(f"load_ab_folder: folder {folder} must hold at least one readable side-by-side image; "
-                         f"none of the {len(paths)} files is")
+        raise ValueError(
+            f"load_ab_folder: folder {folder} must hold at least one readable side-by-side image; "
+            f"none of the {len(paths)} files is"
+        )
     return pairs
 
 
-def load_samples(split: str = "train", *, num_classes: int = len(CMP_CLASSES), seed: int = 0) -> list[SemanticPair]:
+def load_samples(
+    split: str = "train", *, num_classes: int = len(CMP_CLASSES), seed: int = 0
+) -> list[SemanticPair]:
     """The sample photographs of ``split`` ("train", "val" or "all") with pseudo labels: a
     :class:`fastsr.data.ColourClusterPrior` with ``num_classes`` clusters is fitted (k-means,
     ``seed``) on the *training* photos whatever the split, so train and val share classes; each
@@ -378,9 +428,17 @@ class StageGANDataset(Dataset):
     "map": (C, S, S), "name": stem}, float32 in [0, 1], a pure function of the key.
     """
 
-    def __init__(self, pairs: Sequence[SemanticPair] | Callable[[], Sequence[SemanticPair]], *, scale: int,
-                 size: int = 256, augment: bool = True, map_mode: str = "colour", num_classes: int | None = None,
-                 quantize_lr: bool = True):
+    def __init__(
+        self,
+        pairs: Sequence[SemanticPair] | Callable[[], Sequence[SemanticPair]],
+        *,
+        scale: int,
+        size: int = 256,
+        augment: bool = True,
+        map_mode: str = "colour",
+        num_classes: int | None = None,
+        quantize_lr: bool = True,
+    ):
         check_positive_int("scale", scale)
         check_positive_int("size", size)
         if size % scale:
@@ -390,8 +448,10 @@ class StageGANDataset(Dataset):
         if callable(pairs) and not isinstance(pairs, Sequence):
             pairs = pairs()
         if isinstance(pairs, (str, os.PathLike)) or not isinstance(pairs, Sequence):
-            raise TypeError(f"pairs must be a sequence of SemanticPair or a callable returning one; got "
-                            f"{type(pairs).__name__} (for files use StageGANDataset.from_facades / from_ab_folder)")
+            raise TypeError(
+                f"pairs must be a sequence of SemanticPair or a callable returning one; got "
+                f"{type(pairs).__name__} (for files use StageGANDataset.from_facades / from_ab_folder)"
+            )
         if not pairs:
             raise ValueError("pairs must hold at least one SemanticPair; got none")
         for i, p in enumerate(pairs):
@@ -403,7 +463,9 @@ class StageGANDataset(Dataset):
         if num_classes is not None:
             check_positive_int("num_classes", num_classes)
             if num_classes != ks[0]:
-                raise ValueError(f"num_classes must match the pairs' palettes ({ks[0]} classes); got {num_classes}")
+                raise ValueError(
+                    f"num_classes must match the pairs' palettes ({ks[0]} classes); got {num_classes}"
+                )
         self.scale, self.size, self.augment = int(scale), int(size), bool(augment)
         self.map_mode, self.num_classes, self.quantize_lr = map_mode, ks[0], bool(quantize_lr)
         self.pairs = [_resize_up(p, self.size) for p in pairs]
@@ -416,14 +478,16 @@ class StageGANDataset(Dataset):
         return cls(load_facades(folder, palette=palette), **kwargs)
 
     @classmethod
-    def from_ab_folder(cls, folder: PathLike, *, photo_side: str = "left", palette: Any = None,
-                       **kwargs) -> StageGANDataset:
+    def from_ab_folder(
+        cls, folder: PathLike, *, photo_side: str = "left", palette: Any = None, **kwargs
+    ) -> StageGANDataset:
         """pix2pix side-by-side files (:func:`load_ab_folder`); ``kwargs`` as the constructor."""
         return cls(load_ab_folder(folder, photo_side=photo_side, palette=palette), **kwargs)
 
     @classmethod
-    def from_samples(cls, split: str = "train", *, num_classes: int = len(CMP_CLASSES), seed: int = 0,
-                     **kwargs) -> StageGANDataset:
+    def from_samples(
+        cls, split: str = "train", *, num_classes: int = len(CMP_CLASSES), seed: int = 0, **kwargs
+    ) -> StageGANDataset:
         """The shipped sample photographs with colour-cluster pseudo labels (:func:`load_samples`);
         ``kwargs`` as the constructor."""
         return cls(load_samples(split, num_classes=num_classes, seed=seed), num_classes=num_classes, **kwargs)
@@ -456,8 +520,10 @@ class StageGANDataset(Dataset):
         pair, s, side = self.pairs[index], self.scale, self.size
         h, w = pair.size
         if not (0 <= top <= h - side and 0 <= left <= w - side):
-            raise ValueError(f"top, left must place a {side}×{side} crop inside the {h}×{w} image; "
-                             f"got top={top}, left={left}")
+            raise ValueError(
+                f"top, left must place a {side}×{side} crop inside the {h}×{w} image; "
+                f"got top={top}, left={left}"
+            )
         rows, cols = slice(top, top + side), slice(left, left + side)
         hr = pair.photo[:, rows, cols].float() / 255  # (3, S, S)
         labels = pair.labels[rows, cols].long()  # (S, S)
@@ -474,8 +540,10 @@ class StageGANDataset(Dataset):
         return {"hr": hr.contiguous(), "mr": mr, "lr": lr, "map": sem.contiguous(), "name": pair.name}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self)} pairs, scale={self.scale}, size={self.size}, "
-                f"map_mode={self.map_mode!r}, num_classes={self.num_classes}, augment={self.augment})")
+        return (
+            f"{type(self).__name__}({len(self)} pairs, scale={self.scale}, size={self.size}, "
+            f"map_mode={self.map_mode!r}, num_classes={self.num_classes}, augment={self.augment})"
+        )
 
 
 class StageGANValidationSet(StageGANDataset):

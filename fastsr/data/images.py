@@ -22,14 +22,35 @@ import numpy as np
 
 from fastsr._io import atomic_write
 
-__all__ = ["ImageFile", "WRITE_FORMATS", "image_suffixes", "list_image_files", "read_image_file", "write_image_file"]
+__all__ = [
+    "ImageFile",
+    "WRITE_FORMATS",
+    "image_suffixes",
+    "list_image_files",
+    "read_image_file",
+    "write_image_file",
+]
 
 # suffix → Pillow format name, for the formats fastsr writes
-WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
-                 ".bmp": "BMP"}
+WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 _SIXTEEN_BIT = {".png", ".tif", ".tiff"}  # suffixes that hold 16-bit colour
-_ORIENT = {2: (False, True, 0), 3: (False, False, 2), 4: (True, False, 0), 5: (False, True, 1),
-           6: (False, False, 3), 7: (False, True, 3), 8: (False, False, 1)}  # EXIF → (flip ud, flip lr, rot90 k)
+_ORIENT = {
+    2: (False, True, 0),
+    3: (False, False, 2),
+    4: (True, False, 0),
+    5: (False, True, 1),
+    6: (False, False, 3),
+    7: (False, True, 3),
+    8: (False, False, 1),
+}  # EXIF → (flip ud, flip lr, rot90 k)
 
 
 @dataclass
@@ -51,8 +72,13 @@ def image_suffixes() -> tuple[str, ...]:
     from PIL import Image
 
     stubs = {"BUFR", "GRIB", "HDF5", "WMF"}  # registered, but opening needs a handler Pillow does not ship
-    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN
-                        and fmt not in stubs))
+    return tuple(
+        sorted(
+            ext
+            for ext, fmt in Image.registered_extensions().items()
+            if fmt in Image.OPEN and fmt not in stubs
+        )
+    )
 
 
 def list_image_files(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
@@ -61,7 +87,9 @@ def list_image_files(folder: str | os.PathLike, *, recursive: bool = False) -> l
     folder = Path(folder)
     suffixes = set(image_suffixes())
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+    return sorted(
+        p for p in found if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
 
 
 def _is_sixteen_bit_colour(path: Path, head: bytes) -> bool:
@@ -132,7 +160,9 @@ def _read_with_opencv(path: Path) -> ImageFile:
         pixels = np.flipud(pixels) if ud else pixels
         pixels = np.fliplr(pixels) if lr else pixels
         pixels = np.rot90(pixels, k) if k else pixels
-    return ImageFile(np.ascontiguousarray(pixels.astype(np.uint16)), icc if isinstance(icc, bytes) else None, fmt)
+    return ImageFile(
+        np.ascontiguousarray(pixels.astype(np.uint16)), icc if isinstance(icc, bytes) else None, fmt
+    )
 
 
 def write_image_file(path: str | os.PathLike, image: ImageFile, *, quality: int = 95) -> list[str]:
@@ -146,7 +176,9 @@ def write_image_file(path: str | os.PathLike, image: ImageFile, *, quality: int 
     pixels, notices = image.pixels, []
     colour16 = pixels.dtype == np.uint16 and pixels.ndim == 3
     if pixels.dtype == np.uint16 and suffix not in _SIXTEEN_BIT:
-        notices.append(f"{WRITE_FORMATS[suffix]} holds 8 bits per channel: the 16-bit result is rounded to 8 bits")
+        notices.append(
+            f"{WRITE_FORMATS[suffix]} holds 8 bits per channel: the 16-bit result is rounded to 8 bits"
+        )
         pixels, colour16 = np.round(pixels / 257.0).astype(np.uint8), False
     if suffix in (".jpg", ".jpeg") and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         notices.append("JPEG has no alpha channel: alpha is dropped")
@@ -157,7 +189,9 @@ def write_image_file(path: str | os.PathLike, image: ImageFile, *, quality: int 
             if suffix == ".png":
                 data = _png_with_icc(data, image.icc)
             else:
-                notices.append("a 16-bit colour TIFF is written without the ICC profile (OpenCV cannot write one)")
+                notices.append(
+                    "a 16-bit colour TIFF is written without the ICC profile (OpenCV cannot write one)"
+                )
         atomic_write(path, lambda f: f.write(data))
         return notices
     from PIL import Image
@@ -166,7 +200,9 @@ def write_image_file(path: str | os.PathLike, image: ImageFile, *, quality: int 
     options = {"icc_profile": image.icc} if image.icc and suffix != ".bmp" else {}
     if suffix in (".jpg", ".jpeg", ".webp"):
         options["quality"] = quality
-    atomic_write(path, lambda f: im.save(f, format=WRITE_FORMATS[suffix], **options))  # encoded straight to disk
+    atomic_write(
+        path, lambda f: im.save(f, format=WRITE_FORMATS[suffix], **options)
+    )  # encoded straight to disk
     return notices
 
 
@@ -186,6 +222,11 @@ def _encode_with_opencv(pixels: np.ndarray, suffix: str) -> bytes:
 def _png_with_icc(png: bytes, icc: bytes) -> bytes:
     """``png`` with an iCCP chunk (profile name, compression 0, zlib-compressed profile) after IHDR."""
     body = b"icc\x00\x00" + zlib.compress(icc)
-    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
+    chunk = (
+        struct.pack(">I", len(body))
+        + b"iCCP"
+        + body
+        + struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
+    )
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length + type, IHDR data, CRC
     return png[:ihdr_end] + chunk + png[ihdr_end:]

@@ -49,8 +49,9 @@ OST_CLASSES = ("background", "sky", "water", "grass", "mountain", "building", "p
 MAX_MOD_CROP = 15
 
 
-def open_prior_file(path: str | os.PathLike, num_classes: int, size: tuple[int, int] | None = None,
-                    *, max_extra: int = 0) -> np.ndarray:
+def open_prior_file(
+    path: str | os.PathLike, num_classes: int, size: tuple[int, int] | None = None, *, max_extra: int = 0
+) -> np.ndarray:
     """Memory-map one stored prior ``path`` (a .npy file of shape (S, H, W), floating dtype) and
     check it: S == ``num_classes`` and, if ``size`` = (h, w) is given, h ≤ H ≤ h + max_extra and
     w ≤ W ≤ w + max_extra. Only the header is read here; the caller slices what it needs.
@@ -72,9 +73,14 @@ def open_prior_file(path: str | os.PathLike, num_classes: int, size: tuple[int, 
         h, w = size
         H, W = arr.shape[1:]
         if not (h <= H <= h + max_extra and w <= W <= w + max_extra):
-            want = f"({num_classes}, {h}, {w})" if not max_extra else \
-                f"({num_classes}, {h}…{h + max_extra}, {w}…{w + max_extra})"
-            raise ValueError(f"prior file {path} must be {want} to match its image; got shape {tuple(arr.shape)}")
+            want = (
+                f"({num_classes}, {h}, {w})"
+                if not max_extra
+                else f"({num_classes}, {h}…{h + max_extra}, {w}…{w + max_extra})"
+            )
+            raise ValueError(
+                f"prior file {path} must be {want} to match its image; got shape {tuple(arr.shape)}"
+            )
     return arr
 
 
@@ -134,7 +140,9 @@ class NpyFolderPrior(PriorSource):
     def forward(self, mr: Tensor, names: Sequence[str] | None) -> Tensor:
         B, _, H, W = mr.shape
         if names is None or isinstance(names, str) or len(names) != B:
-            got = "None" if names is None else repr(names) if isinstance(names, str) else f"{len(names)} names"
+            got = (
+                "None" if names is None else repr(names) if isinstance(names, str) else f"{len(names)} names"
+            )
             raise ValueError(f"names must list the {B} image stems of the batch; got {got}")
         maps = []
         for name in names:
@@ -170,9 +178,15 @@ class ModulePrior(PriorSource):
     for a ``.pt2`` suffix, a ``torch.export`` program (``torch.export.save``; recent PyTorch
     releases deprecate TorchScript). Only a source loaded from a file has a :meth:`spec`."""
 
-    def __init__(self, module: nn.Module, num_classes: int = len(OST_CLASSES), *,
-                 input_range: tuple[float, float] = (0.0, 1.0), outputs: str = "logits",
-                 path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        module: nn.Module,
+        num_classes: int = len(OST_CLASSES),
+        *,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        outputs: str = "logits",
+        path: str | os.PathLike | None = None,
+    ):
         if not callable(module):
             raise ValueError(f"module must be a callable nn.Module; got {type(module).__name__}")
         check_positive_int("num_classes", num_classes)
@@ -192,8 +206,14 @@ class ModulePrior(PriorSource):
         self.path = None if path is None else Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, num_classes: int = len(OST_CLASSES), *, trust_code: bool = False,
-             **kwargs) -> ModulePrior:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        num_classes: int = len(OST_CLASSES),
+        *,
+        trust_code: bool = False,
+        **kwargs,
+    ) -> ModulePrior:
         """A Stage-GAN model file (``generator.pt`` of ``python -m fastsr.train stagegan --map-mode
         onehot``: its stage 0; weights only, safe from anyone), or a program: a TorchScript file
         (``torch.jit.save``) or a ``torch.export`` program (``torch.export.save``, usually .pt2).
@@ -207,26 +227,39 @@ class ModulePrior(PriorSource):
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"prior module {path} does not exist" if not path.exists()
-                                    else f"prior module {path} is not a file")
+            raise FileNotFoundError(
+                f"prior module {path} does not exist"
+                if not path.exists()
+                else f"prior module {path} is not a file"
+            )
         kind = file_kind(path)
         if kind == "torch":
             state = load_state(path, what="Stage-GAN model file")
             segmenter = _stage_zero_segmenter(state, path)
             if segmenter is None:
-                found = state.get("kind", state.get("format")) if isinstance(state, Mapping) else type(state).__name__
-                raise ValueError(f"prior module {path} is a torch.save file but not a one-hot Stage-GAN model file "
-                                 f"(found {found!r}); a prior network must be a Stage-GAN generator.pt, a TorchScript "
-                                 "file or a torch.export program")
+                found = (
+                    state.get("kind", state.get("format"))
+                    if isinstance(state, Mapping)
+                    else type(state).__name__
+                )
+                raise ValueError(
+                    f"prior module {path} is a torch.save file but not a one-hot Stage-GAN model file "
+                    f"(found {found!r}); a prior network must be a Stage-GAN generator.pt, a TorchScript "
+                    "file or a torch.export program"
+                )
             return cls(segmenter, num_classes, path=path, **kwargs)
         if kind not in ("torchscript", "torch.export"):
-            raise ValueError(f"prior module {path} must be a Stage-GAN model file, a TorchScript file or a "
-                             f"torch.export program; got a file of another kind ({kind})")
+            raise ValueError(
+                f"prior module {path} must be a Stage-GAN model file, a TorchScript file or a "
+                f"torch.export program; got a file of another kind ({kind})"
+            )
         what = "TorchScript" if kind == "torchscript" else "torch.export"
         if not trust_code:
-            raise ValueError(f"prior module {path} is a {what} program: loading it runs the code inside it, "
-                             "so fastsr loads it only when you trust its author: pass --trust-prior-code "
-                             "(trust_code=True in Python)")
+            raise ValueError(
+                f"prior module {path} is a {what} program: loading it runs the code inside it, "
+                "so fastsr loads it only when you trust its author: pass --trust-prior-code "
+                "(trust_code=True in Python)"
+            )
         try:
             if kind == "torch.export":
                 module = torch.export.load(str(path)).module()
@@ -255,7 +288,9 @@ class ModulePrior(PriorSource):
         out = self.module(x if dtype is None else x.to(dtype))
         if not isinstance(out, Tensor) or out.dim() != 4 or out.shape[:2] != (B, self.num_classes):
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"module must return (B={B}, S={self.num_classes}, h, w) {self.outputs}; got {got}")
+            raise ValueError(
+                f"module must return (B={B}, S={self.num_classes}, h, w) {self.outputs}; got {got}"
+            )
         out = out.float()
         if out.shape[-2:] != (H, W):
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
@@ -265,10 +300,17 @@ class ModulePrior(PriorSource):
 
     def spec(self) -> dict:
         if self.path is None:
-            raise ValueError("this ModulePrior was built from a module, not a file, so it has no spec: "
-                             "torch.jit.save the module and use ModulePrior.load(path)")
-        return {"kind": "module", "path": str(self.path), "num_classes": self.num_classes,
-                "input_range": list(self.input_range), "outputs": self.outputs}
+            raise ValueError(
+                "this ModulePrior was built from a module, not a file, so it has no spec: "
+                "torch.jit.save the module and use ModulePrior.load(path)"
+            )
+        return {
+            "kind": "module",
+            "path": str(self.path),
+            "num_classes": self.num_classes,
+            "input_range": list(self.input_range),
+            "outputs": self.outputs,
+        }
 
     def __repr__(self) -> str:
         src = str(self.path) if self.path is not None else type(self.module).__name__
@@ -307,8 +349,10 @@ def _as_image_list(images: Any) -> list[Tensor]:
     for i, img in enumerate(images):
         img = torch.as_tensor(img)
         if img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
-            raise ValueError(f"images[{i}] must be a floating (3, H, W) tensor in [0, 1]; "
-                             f"got {tuple(img.shape)} {img.dtype}")
+            raise ValueError(
+                f"images[{i}] must be a floating (3, H, W) tensor in [0, 1]; "
+                f"got {tuple(img.shape)} {img.dtype}"
+            )
         out.append(img.detach().cpu())
     if not out:
         raise ValueError("images must hold at least one (3, H, W) image; got none")
@@ -343,8 +387,15 @@ class ColourClusterPrior(PriorSource):
         self.num_classes = centroids.shape[0]
 
     @classmethod
-    def fit(cls, images: Tensor | Sequence[Tensor], num_classes: int = len(OST_CLASSES), seed: int = 0, *,
-            max_pixels: int = 20_000, temperature: float | None = None) -> ColourClusterPrior:
+    def fit(
+        cls,
+        images: Tensor | Sequence[Tensor],
+        num_classes: int = len(OST_CLASSES),
+        seed: int = 0,
+        *,
+        max_pixels: int = 20_000,
+        temperature: float | None = None,
+    ) -> ColourClusterPrior:
         """k-means (scikit-learn, ``n_init`` = 4, ``random_state = seed``) on at most ``max_pixels``
         pixels drawn uniformly without replacement from all ``images`` ((3, H, W) tensors in
         [0, 1], a list or a (B, 3, H, W) batch). ``temperature=None``: chosen from the data (see
@@ -355,7 +406,9 @@ class ColourClusterPrior(PriorSource):
         check_positive_int("max_pixels", max_pixels)
         imgs = _as_image_list(images)
         sizes = np.array([img.shape[1] * img.shape[2] for img in imgs])
-        starts = np.concatenate([[0], np.cumsum(sizes)])  # image i owns flat indices starts[i] … starts[i+1]−1
+        starts = np.concatenate(
+            [[0], np.cumsum(sizes)]
+        )  # image i owns flat indices starts[i] … starts[i+1]−1
         rng = np.random.default_rng(seed)
         picks = rng.choice(int(starts[-1]), size=min(max_pixels, int(starts[-1])), replace=False)
         owner = np.searchsorted(starts, picks, side="right") - 1
@@ -366,8 +419,10 @@ class ColourClusterPrior(PriorSource):
             pixels[sel] = flat[:, torch.from_numpy(picks[sel] - starts[i])].T.double().numpy()
         distinct = len(np.unique(pixels, axis=0))
         if distinct < num_classes:
-            raise ValueError(f"images must have at least num_classes = {num_classes} distinct colours among the "
-                             f"{len(pixels)} sampled pixels; got {distinct}")
+            raise ValueError(
+                f"images must have at least num_classes = {num_classes} distinct colours among the "
+                f"{len(pixels)} sampled pixels; got {distinct}"
+            )
         km = KMeans(n_clusters=num_classes, n_init=KMEANS_N_INIT, random_state=seed).fit(pixels)
         centroids = km.cluster_centers_[np.argsort(_luma(km.cluster_centers_), kind="stable")]  # (S, 3)
         if temperature is None:
@@ -388,8 +443,12 @@ class ColourClusterPrior(PriorSource):
         return (-d2 / self.temperature).softmax(dim=1)
 
     def spec(self) -> dict:
-        return {"kind": "colour_clusters", "centroids": self.centroids.cpu().tolist(),
-                "temperature": self.temperature, "num_classes": self.num_classes}
+        return {
+            "kind": "colour_clusters",
+            "centroids": self.centroids.cpu().tolist(),
+            "temperature": self.temperature,
+            "num_classes": self.num_classes,
+        }
 
     def __repr__(self) -> str:
         return f"ColourClusterPrior(num_classes={self.num_classes}, temperature={self.temperature:.3g})"
@@ -413,7 +472,11 @@ def prior_from_spec(spec: Mapping[str, Any], *, trust_code: bool = False) -> Pri
         got = repr(spec.get("kind")) if isinstance(spec, Mapping) else type(spec).__name__
         raise ValueError(f"spec must be a dict with 'kind' one of {KINDS}; got kind {got}")
     kind = spec["kind"]
-    required = {"npy_folder": ("folder",), "module": ("path",), "colour_clusters": ("centroids", "temperature")}
+    required = {
+        "npy_folder": ("folder",),
+        "module": ("path",),
+        "colour_clusters": ("centroids", "temperature"),
+    }
     missing = [k for k in required[kind] if k not in spec]
     if missing:
         raise ValueError(f"a {kind!r} spec needs {required[kind]}; missing {missing}")
@@ -421,20 +484,37 @@ def prior_from_spec(spec: Mapping[str, Any], *, trust_code: bool = False) -> Pri
     if kind == "npy_folder":
         return NpyFolderPrior(spec["folder"], num_classes)
     if kind == "module":
-        return ModulePrior.load(spec["path"], num_classes, input_range=tuple(spec.get("input_range", (0.0, 1.0))),
-                                outputs=spec.get("outputs", "logits"), trust_code=trust_code)
+        return ModulePrior.load(
+            spec["path"],
+            num_classes,
+            input_range=tuple(spec.get("input_range", (0.0, 1.0))),
+            outputs=spec.get("outputs", "logits"),
+            trust_code=trust_code,
+        )
     prior = ColourClusterPrior(spec["centroids"], spec["temperature"])
     if prior.num_classes != num_classes:
-        raise ValueError(f"spec num_classes must equal the number of centroids {prior.num_classes}; got {num_classes}")
+        raise ValueError(
+            f"spec num_classes must equal the number of centroids {prior.num_classes}; got {num_classes}"
+        )
     return prior
 
 
 # One colour per prior class, for pictures of a prior (sample grids, attention figures); in the OST
 # order: background black, sky light blue, water navy, grass green, mountain brown, building red, …
-PALETTE = torch.tensor([
-    [0.0, 0.0, 0.0], [0.5, 0.7, 1.0], [0.0, 0.2, 0.6], [0.3, 0.8, 0.2], [0.5, 0.4, 0.3],
-    [0.8, 0.2, 0.2], [0.1, 0.5, 0.1], [0.9, 0.7, 0.1], [0.8, 0.2, 0.8], [0.2, 0.8, 0.8],
-])
+PALETTE = torch.tensor(
+    [
+        [0.0, 0.0, 0.0],
+        [0.5, 0.7, 1.0],
+        [0.0, 0.2, 0.6],
+        [0.3, 0.8, 0.2],
+        [0.5, 0.4, 0.3],
+        [0.8, 0.2, 0.2],
+        [0.1, 0.5, 0.1],
+        [0.9, 0.7, 0.1],
+        [0.8, 0.2, 0.8],
+        [0.2, 0.8, 0.8],
+    ]
+)
 
 
 def prior_picture(prior: Tensor) -> Tensor:

@@ -67,7 +67,8 @@ def sample_image_paths(split: str = "all") -> list[Path]:
     for package, folder, name in entries:
         path = _package_dir(package) / folder / name
         if not path.is_file():
-            raise FileNotFoundError(f"sample image {name} not found at {path}: this {_INSTALL[package]} "
-                                    f"install does not ship it")
+            raise FileNotFoundError(
+                f"sample image {name} not found at {path}: this {_INSTALL[package]} install does not ship it"
+            )
         paths.append(path)
     return paths

@@ -183,9 +183,7 @@ class SPSA(nn.Module):
 
     # -- inspection -----------------------------------------------------------------------------
 
-    def attention_maps(
-        self, x: Tensor, seg: Tensor, pixels: Sequence[tuple[int, int]]
-    ) -> dict[str, Tensor]:
+    def attention_maps(self, x: Tensor, seg: Tensor, pixels: Sequence[tuple[int, int]]) -> dict[str, Tensor]:
         """Attention rows of chosen query pixels, for plots like the paper's Fig. 6.
 
         Computed from the reference formulas for those rows only: O(len(pixels) · H · W) memory.
@@ -224,9 +222,7 @@ class SPSA(nn.Module):
         try:
             pairs = [(int(r), int(c)) for r, c in pixels]
         except (TypeError, ValueError):
-            raise TypeError(
-                f"pixels must be a sequence of (row, column) int pairs; got {pixels!r}"
-            ) from None
+            raise TypeError(f"pixels must be a sequence of (row, column) int pairs; got {pixels!r}") from None
         if not pairs:
             raise ValueError("pixels must name at least one (row, column) position; got none")
         for r, c in pairs:
@@ -273,4 +269,3 @@ class SPSA(nn.Module):
             raise ValueError(f"seg must be on x's device {x.device}; got {seg.device}")
         if seg.dtype != x.dtype:
             raise TypeError(f"seg must have x's dtype {x.dtype}; got {seg.dtype}")
-

@@ -11,7 +11,23 @@ from fastsr.models.stagegan import StageGAN, StageGANUpscaler, StageZeroSegmente
 from fastsr.models.vgg import VGG19FeatureExtractor
 
 __all__ = ["RRDBNet", "SPSAGenerator", "StageGANUpscaler", "VGG19FeatureExtractor", "VGGStyleDiscriminator"]
-__all__ += ["NLayerDiscriminator", "ResnetGenerator", "StageGAN", "StageZeroSegmenter", "UnetGenerator",
-            "init_weights"]
-__all__ += ["KINDS", "MODEL_FORMAT", "ModelFile", "build_model", "kind_of", "convert_esrgan_state_dict", "load_basicsr_state_dict",
-            "load_model", "read_model_file", "save_model"]
+__all__ += [
+    "NLayerDiscriminator",
+    "ResnetGenerator",
+    "StageGAN",
+    "StageZeroSegmenter",
+    "UnetGenerator",
+    "init_weights",
+]
+__all__ += [
+    "KINDS",
+    "MODEL_FORMAT",
+    "ModelFile",
+    "build_model",
+    "kind_of",
+    "convert_esrgan_state_dict",
+    "load_basicsr_state_dict",
+    "load_model",
+    "read_model_file",
+    "save_model",
+]

@@ -33,8 +33,13 @@ _OLD_RDB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB([1-3])\.conv([1-5])\.0\.(weig
 _OLD_CONV = re.compile(r"^model\.(\d+)\.(weight|bias)$")
 _OLD_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
 _NEW_RDB = re.compile(r"^RRDB_trunk\.(\d+)\.RDB([1-3])\.conv([1-5])\.(weight|bias)$")
-_ESRGAN_RENAMES = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "upconv3": "conv_up3",
-                   "HRconv": "conv_hr"}
+_ESRGAN_RENAMES = {
+    "trunk_conv": "conv_body",
+    "upconv1": "conv_up1",
+    "upconv2": "conv_up2",
+    "upconv3": "conv_up3",
+    "HRconv": "conv_hr",
+}
 _BODY = re.compile(r"^body\.(\d+)\.rdb([1-3])\.conv([1-5])\.(weight|bias)$")
 
 
@@ -114,7 +119,9 @@ def read_foreign(obj: Any, source: str) -> tuple[str, dict[str, Any], dict[str, 
     if "conv_first.weight" not in state or "conv_last.weight" not in state:
         return None
     kind, config = detect_architecture(state, source)
-    layout = {"BasicSR": "BasicSR / Real-ESRGAN", "ESRGAN": "ESRGAN", "ESRGAN old arch": "ESRGAN (old arch)"}[naming]
+    layout = {"BasicSR": "BasicSR / Real-ESRGAN", "ESRGAN": "ESRGAN", "ESRGAN old arch": "ESRGAN (old arch)"}[
+        naming
+    ]
     return kind, config, state, f"{layout} ({where})"
 
 
@@ -122,15 +129,21 @@ def detect_architecture(state: Mapping[str, Tensor], source: str) -> tuple[str, 
     """(kind, config) of a BasicSR-named RRDB state dict, from its keys and shapes."""
     first, last = state["conv_first.weight"], state["conv_last.weight"]
     if first.dim() != 4 or last.dim() != 4 or first.shape[-2:] != (3, 3):
-        raise ValueError(f"{source}: conv_first / conv_last must be 3×3 convolutions; got shapes "
-                         f"{tuple(first.shape)}, {tuple(last.shape)}")
+        raise ValueError(
+            f"{source}: conv_first / conv_last must be 3×3 convolutions; got shapes "
+            f"{tuple(first.shape)}, {tuple(last.shape)}"
+        )
     num_feat, in_total = int(first.shape[0]), int(first.shape[1])
     num_out_ch = int(last.shape[0])
     blocks = sorted({int(m.group(1)) for m in map(_BODY.match, state) if m})
     if not blocks or blocks != list(range(len(blocks))):
-        raise ValueError(f"{source}: expected RRDB blocks body.0 … body.N-1 (an ESRGAN / Real-ESRGAN RRDBNet); "
-                         f"found blocks {blocks[:8]}")
-    num_grow_ch = int(state["body.0.rdb1.conv1.weight"].shape[0]) if "body.0.rdb1.conv1.weight" in state else 0
+        raise ValueError(
+            f"{source}: expected RRDB blocks body.0 … body.N-1 (an ESRGAN / Real-ESRGAN RRDBNet); "
+            f"found blocks {blocks[:8]}"
+        )
+    num_grow_ch = (
+        int(state["body.0.rdb1.conv1.weight"].shape[0]) if "body.0.rdb1.conv1.weight" in state else 0
+    )
     for n in blocks:
         for r in (1, 2, 3):
             for j in range(1, 6):
@@ -141,25 +154,50 @@ def detect_architecture(state: Mapping[str, Tensor], source: str) -> tuple[str, 
                     raise ValueError(
                         f"{source}: body.{n}.rdb{r}.conv{j} is {got}, not a dense block's {dense_in} "
                         f"(nf {num_feat}, gc {num_grow_ch}); sparse RRSB nets load only from fastsr's model "
-                        "files, which keep their connections")
+                        "files, which keep their connections"
+                    )
     ups = 0
     while f"conv_up{ups + 1}.weight" in state:
         ups += 1
-    known = {f"{name}.{p}" for name in ("conv_first", "conv_body", "conv_hr", "conv_last",
-                                        *(f"conv_up{k}" for k in range(1, ups + 1))) for p in ("weight", "bias")}
+    known = {
+        f"{name}.{p}"
+        for name in (
+            "conv_first",
+            "conv_body",
+            "conv_hr",
+            "conv_last",
+            *(f"conv_up{k}" for k in range(1, ups + 1)),
+        )
+        for p in ("weight", "bias")
+    }
     unknown = [k for k in state if k not in known and not _BODY.match(k)]
     if unknown:
-        raise ValueError(f"{source}: not an ESRGAN / Real-ESRGAN RRDBNet: unknown keys {listing([repr(k) for k in unknown])}")
+        raise ValueError(
+            f"{source}: not an ESRGAN / Real-ESRGAN RRDBNet: unknown keys {listing([repr(k) for k in unknown])}"
+        )
     widths = dict(num_feat=num_feat, num_block=len(blocks), num_grow_ch=num_grow_ch)
     if ups == 2:
         ratio, rest = divmod(in_total, num_out_ch)
         unshuffle = {1: 1, 4: 2, 16: 4}.get(ratio) if rest == 0 else None
         num_in_ch = in_total // unshuffle**2 if unshuffle else in_total
         scale = 4 // unshuffle if unshuffle else 4
-        return "rrdbnet", dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, scale=scale, **widths, connections=None)
+        return "rrdbnet", dict(
+            num_in_ch=num_in_ch, num_out_ch=num_out_ch, scale=scale, **widths, connections=None
+        )
     if ups in (1, 3):
-        return "spsagan", dict(in_ch=in_total, out_ch=num_out_ch, scale=2**ups, **widths, connections=None,
-                               seg_channels=8, use_spsa=False, qk_channels=max(1, num_feat // 8), heads=1,
-                               global_skip=False)
-    raise ValueError(f"{source}: an RRDB net with {ups} up-convolutions (conv_up1 …); supported: two (×4, and ×2 / ×1 "
-                     "with pixel-unshuffle), one (×2) or three (×8)")
+        return "spsagan", dict(
+            in_ch=in_total,
+            out_ch=num_out_ch,
+            scale=2**ups,
+            **widths,
+            connections=None,
+            seg_channels=8,
+            use_spsa=False,
+            qk_channels=max(1, num_feat // 8),
+            heads=1,
+            global_skip=False,
+        )
+    raise ValueError(
+        f"{source}: an RRDB net with {ups} up-convolutions (conv_up1 …); supported: two (×4, and ×2 / ×1 "
+        "with pixel-unshuffle), one (×2) or three (×8)"
+    )

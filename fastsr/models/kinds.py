@@ -50,13 +50,19 @@ def save_model(path: str | os.PathLike, model: nn.Module, prior: Any = None) -> 
     write_model_file(path, kind=kind, config=model.config(), params=model.state_dict(), prior=spec)
 
 
-def build_model(file: ModelFile, *, backend: str = "auto", map_location: str | torch.device = "cpu") -> nn.Module:
+def build_model(
+    file: ModelFile, *, backend: str = "auto", map_location: str | torch.device = "cpu"
+) -> nn.Module:
     """The generator a model file describes, in eval mode, on map_location."""
     return KINDS[file.kind].from_checkpoint(file, backend=backend, map_location=map_location).eval()
 
 
-def load_model(checkpoint: str | os.PathLike | Mapping[str, Any], *, backend: str = "auto",
-               map_location: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    checkpoint: str | os.PathLike | Mapping[str, Any],
+    *,
+    backend: str = "auto",
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
     """Any fastsr model file (every layout) → its generator, in eval mode. The prior spec, if any,
     is ``read_model_file(path).prior``; :func:`fastsr.inference.load_model` also builds it."""
     return build_model(read_model_file(checkpoint), backend=backend, map_location=map_location)

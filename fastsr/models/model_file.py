@@ -29,15 +29,24 @@ from typing import Any
 
 from torch import Tensor
 
-from fastsr._io import file_kind, load_state, safetensors_metadata, save_state, state_digest, write_safetensors
+from fastsr._io import (
+    file_kind,
+    load_state,
+    safetensors_metadata,
+    save_state,
+    state_digest,
+    write_safetensors,
+)
 from fastsr.models.foreign import read_foreign
 
 MODEL_FORMAT = "fastsr.model/1"
 KIND_NAMES = ("rrdbnet", "spsagan", "stagegan")
 
 # Older layouts: "format" tag → (kind, layout name). RRDBNet.save wrote no tag.
-_OLD_FORMATS = {"fastsr.spsagan.generator/1": ("spsagan", "SPSAGenerator.save"),
-                "fastsr.stagegan/1": ("stagegan", "StageGAN.save")}
+_OLD_FORMATS = {
+    "fastsr.spsagan.generator/1": ("spsagan", "SPSAGenerator.save"),
+    "fastsr.stagegan/1": ("stagegan", "StageGAN.save"),
+}
 # Files that are not model files, by their tag: what to pass instead.
 _NOT_MODEL_FILES = {
     "fastsr.train/1": "is a training checkpoint; pass its run's generator.pt",
@@ -67,8 +76,14 @@ class ModelFile:
     layout: str
 
 
-def write_model_file(path: str | os.PathLike, *, kind: str, config: Mapping[str, Any],
-                     params: Mapping[str, Tensor], prior: Mapping[str, Any] | None = None) -> Path:
+def write_model_file(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    config: Mapping[str, Any],
+    params: Mapping[str, Tensor],
+    prior: Mapping[str, Any] | None = None,
+) -> Path:
     """Write a ``fastsr.model/1`` file atomically, with its digest. Callers are the generator
     classes' ``save`` and :func:`fastsr.models.kinds.save_model`."""
     if kind not in KIND_NAMES:
@@ -83,16 +98,19 @@ def write_model_file(path: str | os.PathLike, *, kind: str, config: Mapping[str,
     return save_state(path, state)
 
 
-def read_model_file(checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFile, *,
-                    expect: tuple[str, str] | None = None) -> ModelFile:
+def read_model_file(
+    checkpoint: str | os.PathLike | Mapping[str, Any] | ModelFile, *, expect: tuple[str, str] | None = None
+) -> ModelFile:
     """A model file of any supported layout (a path, or a dict already loaded), checked and
     normalised (a :class:`ModelFile` is returned as it is). ``expect``: (kind, class name) the
     caller builds; a file of another kind is a ValueError naming both. Raises FileNotFoundError,
     or ValueError naming the file and what it is."""
     file = checkpoint if isinstance(checkpoint, ModelFile) else _read(checkpoint)
     if expect is not None and file.kind != expect[0]:
-        raise ValueError(f"{file.source} holds a {file.kind!r} generator, not {expect[1]}; "
-                         "load it with fastsr.models.load_model")
+        raise ValueError(
+            f"{file.source} holds a {file.kind!r} generator, not {expect[1]}; "
+            "load it with fastsr.models.load_model"
+        )
     return file
 
 
@@ -118,8 +136,10 @@ def _read(checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelFile:
         if file_kind(checkpoint) == "safetensors":
             state = _from_safetensors(state, safetensors_metadata(checkpoint), source)
     if not isinstance(state, Mapping):
-        raise ValueError(f"{source} must be a fastsr model file (a dict with 'format', 'kind', 'config', "
-                         f"'params'); got a {type(state).__name__}")
+        raise ValueError(
+            f"{source} must be a fastsr model file (a dict with 'format', 'kind', 'config', "
+            f"'params'); got a {type(state).__name__}"
+        )
     fmt = state.get("format")
     if fmt in _NOT_MODEL_FILES:
         raise ValueError(f"{source} {_NOT_MODEL_FILES[fmt]}")
@@ -130,15 +150,22 @@ def _read(checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelFile:
         (kind, layout), params = _OLD_FORMATS[fmt], state.get("params")
     elif fmt is None and "config" in state and "params" in state:
         kind, layout, params = "rrdbnet", "RRDBNet.save", state["params"]
-    elif fmt is None and ("params_ema" in state or "params" in state
-                          or (state and all(isinstance(v, Tensor) for v in state.values()))):
+    elif fmt is None and (
+        "params_ema" in state
+        or "params" in state
+        or (state and all(isinstance(v, Tensor) for v in state.values()))
+    ):
         found = read_foreign(state, source)
         if found is not None:
             kind, config, params, layout = found
-            return ModelFile(kind=kind, config=config, params=params, prior=None, source=source, layout=layout)
-        raise ValueError(f"{source} is a bare state dict or a BasicSR checkpoint, but not of a network fastsr "
-                         "knows (an ESRGAN / Real-ESRGAN RRDBNet: conv_first, body.N…, conv_last): build the network "
-                         "and load it with load_state_dict")
+            return ModelFile(
+                kind=kind, config=config, params=params, prior=None, source=source, layout=layout
+            )
+        raise ValueError(
+            f"{source} is a bare state dict or a BasicSR checkpoint, but not of a network fastsr "
+            "knows (an ESRGAN / Real-ESRGAN RRDBNet: conv_first, body.N…, conv_last): build the network "
+            "and load it with load_state_dict"
+        )
     else:
         raise ValueError(f"{source} must be a {MODEL_FORMAT!r} model file; got format {fmt!r}")
     if kind not in KIND_NAMES:
@@ -156,8 +183,14 @@ def _read(checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelFile:
     prior = state.get("prior")
     if prior is not None and not isinstance(prior, Mapping):
         raise ValueError(f"{source}: 'prior' must be a spec dict or None; got {type(prior).__name__}")
-    return ModelFile(kind=kind, config=config, params=params, prior=dict(prior) if prior else None,
-                     source=source, layout=layout)
+    return ModelFile(
+        kind=kind,
+        config=config,
+        params=params,
+        prior=dict(prior) if prior else None,
+        source=source,
+        layout=layout,
+    )
 
 
 def load_error(error: RuntimeError) -> str:
@@ -168,16 +201,32 @@ def load_error(error: RuntimeError) -> str:
     return lines[0][:300] if lines else type(error).__name__
 
 
-def write_model_safetensors(path: str | os.PathLike, *, kind: str, config: Mapping[str, Any],
-                            params: Mapping[str, Tensor], prior: Mapping[str, Any] | None = None) -> Path:
+def write_model_safetensors(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    config: Mapping[str, Any],
+    params: Mapping[str, Tensor],
+    prior: Mapping[str, Any] | None = None,
+) -> Path:
     """A model file as ``.safetensors``: the params as tensors, format / kind / config / prior /
     digest as JSON strings in the header's metadata (:func:`read_model_file` reads it back)."""
     import json
 
-    state = {"format": MODEL_FORMAT, "kind": kind, "config": dict(config),
-             "params": {k: v.detach().cpu() for k, v in params.items()}, "prior": dict(prior) if prior else None}
-    meta = {"format": MODEL_FORMAT, "kind": kind, "config": json.dumps(state["config"]),
-            "prior": json.dumps(state["prior"]), "digest": state_digest(state)}
+    state = {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "config": dict(config),
+        "params": {k: v.detach().cpu() for k, v in params.items()},
+        "prior": dict(prior) if prior else None,
+    }
+    meta = {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "config": json.dumps(state["config"]),
+        "prior": json.dumps(state["prior"]),
+        "digest": state_digest(state),
+    }
     return write_safetensors(path, state["params"], meta)
 
 
@@ -190,11 +239,18 @@ def _from_safetensors(tensors: dict[str, Tensor], meta: dict[str, str], source: 
     if meta.get("format") != MODEL_FORMAT:
         return tensors
     try:
-        state = {"format": MODEL_FORMAT, "kind": meta["kind"], "config": json.loads(meta["config"]),
-                 "params": tensors, "prior": json.loads(meta.get("prior", "null"))}
+        state = {
+            "format": MODEL_FORMAT,
+            "kind": meta["kind"],
+            "config": json.loads(meta["config"]),
+            "params": tensors,
+            "prior": json.loads(meta.get("prior", "null")),
+        }
     except (KeyError, ValueError) as e:
         raise ValueError(f"{source}: its fastsr metadata is unreadable ({type(e).__name__}: {e})") from None
     if meta.get("digest") != state_digest(state):
-        raise ValueError(f"{source} is a corrupted fastsr model file: its content does not match the SHA-256 "
-                         "digest stored with it")
+        raise ValueError(
+            f"{source} is a corrupted fastsr model file: its content does not match the SHA-256 "
+            "digest stored with it"
+        )
     return state

@@ -25,7 +25,8 @@ biases 0, BatchNorm weights N(1, 0.02), biases 0.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,9 +93,7 @@ def _check_image(name: str, x: Any, channels: int, multiple: int, why: str) -> N
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (B, C, H, W); got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(
-            f"{name} must be (B, C, H, W) with C = {channels}; got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} must be (B, C, H, W) with C = {channels}; got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
     H, W = x.shape[2:]
@@ -299,11 +298,7 @@ class UnetGenerator(nn.Module):
                 f"num_downs must be an int ≥ {MIN_DOWNS} (pix2pix's U-Net has five fixed levels; "
                 f"8 is unet_256, 7 unet_128); got {num_downs!r}"
             )
-        if (
-            isinstance(spsa_level, bool)
-            or not isinstance(spsa_level, int)
-            or not 0 <= spsa_level < num_downs
-        ):
+        if isinstance(spsa_level, bool) or not isinstance(spsa_level, int) or not 0 <= spsa_level < num_downs:
             raise ValueError(
                 f"spsa_level must be an int in [0, num_downs − 1] = [0, {num_downs - 1}] (0: no "
                 f"SPSA; the innermost level {num_downs} is the bottleneck, 1×1 at "
@@ -313,8 +308,7 @@ class UnetGenerator(nn.Module):
             raise ValueError(f"seg_channels must be a non-negative int; got {seg_channels!r}")
         if spsa_level > 0 and seg_channels == 0:
             raise ValueError(
-                f"seg_channels must be positive with spsa_level={spsa_level} (the prior's "
-                "channels); got 0"
+                f"seg_channels must be positive with spsa_level={spsa_level} (the prior's channels); got 0"
             )
         if spsa_level == 0 and seg_channels > 0:
             raise ValueError(
@@ -411,9 +405,7 @@ class UnetGenerator(nn.Module):
                 f"{tuple(x.shape)}"
             )
         if not isinstance(prior, Tensor):
-            raise TypeError(
-                f"prior must be a torch.Tensor (B, S, H, W); got {type(prior).__name__}"
-            )
+            raise TypeError(f"prior must be a torch.Tensor (B, S, H, W); got {type(prior).__name__}")
         if tuple(prior.shape) != expected:
             raise ValueError(
                 f"prior must be (B, S, H, W) = {expected} for x of shape {tuple(x.shape)} "

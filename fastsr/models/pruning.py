@@ -105,7 +105,9 @@ def dissimilarity(features: Sequence[Tensor]) -> dict[int, list[float]]:
     then gets 1 / (l − 1) (all equally similar), which the pruning rule keeps.
     """
     if len(features) != NUM_CONVS + 1:
-        raise ValueError(f"features must be [x_0, …, x_{NUM_CONVS}] ({NUM_CONVS + 1} tensors); got {len(features)}")
+        raise ValueError(
+            f"features must be [x_0, …, x_{NUM_CONVS}] ({NUM_CONVS + 1} tensors); got {len(features)}"
+        )
     ds: dict[int, list[float]] = {1: []}
     for layer in range(2, NUM_CONVS + 1):
         target = features[layer]
@@ -311,7 +313,11 @@ def connection_config(
         "num_feat": int(num_feat),
         "num_grow_ch": int(num_grow_ch),
         "num_block": len(ds),
-        "rule": {"threshold": float(threshold), "gap": "relative_to_larger_mean", "kmeans": dict(KMEANS_PARAMS)},
+        "rule": {
+            "threshold": float(threshold),
+            "gap": "relative_to_larger_mean",
+            "kmeans": dict(KMEANS_PARAMS),
+        },
         "ds": ds,
         "connections": connections,
     }
@@ -319,7 +325,9 @@ def connection_config(
 
 def _check_ds(ds: Any, name: str) -> list[list[list[list[float]]]]:
     if not isinstance(ds, Sequence) or isinstance(ds, str) or len(ds) == 0:
-        raise ValueError(f"{name} must be a non-empty list [block][rdb][conv] of DS lists; got {type(ds).__name__}")
+        raise ValueError(
+            f"{name} must be a non-empty list [block][rdb][conv] of DS lists; got {type(ds).__name__}"
+        )
     out = []
     for b, block in enumerate(ds):
         if not isinstance(block, Sequence) or len(block) != len(RDB_NAMES):
@@ -333,7 +341,9 @@ def _check_ds(ds: Any, name: str) -> list[list[list[list[float]]]]:
                 try:
                     values = [float(v) for v in values]
                 except (TypeError, ValueError):
-                    raise ValueError(f"{name}[{b}][{r}][{c}] must be a list of numbers; got {values!r}") from None
+                    raise ValueError(
+                        f"{name}[{b}][{r}][{c}] must be a list of numbers; got {values!r}"
+                    ) from None
                 if len(values) != c or not all(math.isfinite(v) and v >= 0 for v in values):
                     raise ValueError(
                         f"{name}[{b}][{r}][{c}] (conv{c + 1}) must hold {c} finite DS values ≥ 0; got {values}"
@@ -361,8 +371,11 @@ def load_config(path: str | os.PathLike) -> dict:
     anything that is not a valid config."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"connection config {path} does not exist" if not path.exists()
-                                else f"connection config {path} is not a file")
+        raise FileNotFoundError(
+            f"connection config {path} does not exist"
+            if not path.exists()
+            else f"connection config {path} is not a file"
+        )
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -402,9 +415,7 @@ def validate_config(cfg: Any) -> dict:
         per_block = check_net_connections(connections, cfg["num_block"])
     except ValueError as e:
         raise ValueError(f"config field 'connections': {e}") from None
-    checked = [
-        [check_connections(rdb) for rdb in (block or [None] * len(RDB_NAMES))] for block in per_block
-    ]
+    checked = [[check_connections(rdb) for rdb in (block or [None] * len(RDB_NAMES))] for block in per_block]
     return {**cfg, "rule": dict(rule), "ds": ds, "connections": checked}
 
 

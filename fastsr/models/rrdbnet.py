@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from fastsr._checks import check_choice, check_positive_int, listing
 from fastsr._io import load_state
-from fastsr.models.foreign import to_basicsr_names
 from fastsr.layers.rrdb import NEGATIVE_SLOPE, RRDB, RDBConnections, ResidualDenseBlock, check_net_connections
+from fastsr.models.foreign import to_basicsr_names
 from fastsr.models.model_file import ModelFile, load_params, read_model_file, write_model_file
 from fastsr.ops.dense_block import BACKENDS
 
@@ -51,9 +51,16 @@ class RRDBTrunk(nn.Module):
     their ``__init__`` (registration order is state-dict order: conv_first, body, conv_body, then
     what the subclass adds) and :meth:`trunk` in their forward."""
 
-    def _build_trunk(self, in_ch: int, num_feat: int, num_block: int, num_grow_ch: int,
-                     connections: Sequence[Sequence[RDBConnections | None] | None] | None, *,
-                     backend: str) -> None:
+    def _build_trunk(
+        self,
+        in_ch: int,
+        num_feat: int,
+        num_block: int,
+        num_grow_ch: int,
+        connections: Sequence[Sequence[RDBConnections | None] | None] | None,
+        *,
+        backend: str,
+    ) -> None:
         for name, value in (("num_feat", num_feat), ("num_block", num_block), ("num_grow_ch", num_grow_ch)):
             check_positive_int(name, value)
         check_choice("backend", backend, BACKENDS)
@@ -83,8 +90,9 @@ class RRDBTrunk(nn.Module):
         return all(rdb.is_dense for rdb in self.rdbs)
 
 
-def build_from_file(cls: type[nn.Module], file: ModelFile, *, backend: str = "auto",
-                    map_location: str | torch.device = "cpu") -> nn.Module:
+def build_from_file(
+    cls: type[nn.Module], file: ModelFile, *, backend: str = "auto", map_location: str | torch.device = "cpu"
+) -> nn.Module:
     """``cls(**file.config)`` with ``file.params`` loaded, in the file's dtype, on map_location."""
     try:
         net = cls(**file.config, backend=backend)
@@ -147,8 +155,9 @@ class RRDBNet(RRDBTrunk):
             check_positive_int(name, value)
         self.num_in_ch, self.num_out_ch, self.scale = num_in_ch, num_out_ch, scale
         self.unshuffle = 4 // scale  # pixel_unshuffle factor: 1 (none), 2 or 4
-        self._build_trunk(num_in_ch * self.unshuffle**2, num_feat, num_block, num_grow_ch, connections,
-                          backend=backend)
+        self._build_trunk(
+            num_in_ch * self.unshuffle**2, num_feat, num_block, num_grow_ch, connections, backend=backend
+        )
         self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
@@ -208,8 +217,7 @@ class RRDBNet(RRDBTrunk):
             raise TypeError(f"x must be a torch.Tensor (B, C, H, W); got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != self.num_in_ch:
             raise ValueError(
-                f"x must be (B, C, H, W) with C = num_in_ch = {self.num_in_ch}; "
-                f"got shape {tuple(x.shape)}"
+                f"x must be (B, C, H, W) with C = num_in_ch = {self.num_in_ch}; got shape {tuple(x.shape)}"
             )
         r = self.unshuffle
         if r > 1 and (x.shape[2] % r or x.shape[3] % r):
@@ -322,8 +330,7 @@ def load_basicsr_state_dict(
     obj = _load_checkpoint(checkpoint, map_location)
     if not isinstance(obj, Mapping):
         raise ValueError(
-            "checkpoint must be a dict (a state dict or a BasicSR checkpoint); "
-            f"got {type(obj).__name__}"
+            f"checkpoint must be a dict (a state dict or a BasicSR checkpoint); got {type(obj).__name__}"
         )
     if "params_ema" in obj:
         obj = obj["params_ema"]
@@ -360,7 +367,8 @@ def load_basicsr_state_dict(
         if missing:
             problems.append(f"missing keys {listing([repr(k) for k in missing])}")
         raise ValueError(
-            f"checkpoint does not match {type(net).__name__}: " + "; ".join(problems)
+            f"checkpoint does not match {type(net).__name__}: "
+            + "; ".join(problems)
             + " (pass strict=False to load the rest)"
         )
     return net.load_state_dict(state, strict=strict)

@@ -112,7 +112,12 @@ class SPSAGenerator(RRDBTrunk):
         super().__init__()
         if type(scale) is not int or scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
-        for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("seg_channels", seg_channels), ("heads", heads)):
+        for name, value in (
+            ("in_ch", in_ch),
+            ("out_ch", out_ch),
+            ("seg_channels", seg_channels),
+            ("heads", heads),
+        ):
             check_positive_int(name, value)
         if qk_channels is None:
             qk_channels = max(1, num_feat // 8)
@@ -210,8 +215,7 @@ class SPSAGenerator(RRDBTrunk):
             raise TypeError(f"lr must be a torch.Tensor (B, C, h, w); got {type(lr).__name__}")
         if lr.dim() != 4 or lr.shape[1] != self.in_ch:
             raise ValueError(
-                f"lr must be (B, C, h, w) with C = in_ch = {self.in_ch}; "
-                f"got shape {tuple(lr.shape)}"
+                f"lr must be (B, C, h, w) with C = in_ch = {self.in_ch}; got shape {tuple(lr.shape)}"
             )
         if not self.use_spsa:
             if prior is not None:
@@ -287,9 +291,7 @@ class SPSAGenerator(RRDBTrunk):
                 problems.append(f"unexpected keys {listing([repr(k) for k in unexpected])}{hint}")
             if missing:
                 problems.append(f"missing keys {listing([repr(k) for k in missing])}")
-            source = (
-                os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
-            )
+            source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
             raise ValueError(
                 f"{source} is not a use_spsa=False generator of this architecture "
                 f"(scale {self.scale}, num_block {self.num_block}): " + "; ".join(problems)
@@ -441,6 +443,4 @@ class VGGStyleDiscriminator(nn.Module):
                 f"the discriminator with input_size=None for any size ≥ 32"
             )
         if self.input_size is None and (H < 32 or W < 32):
-            raise ValueError(
-                f"x must be at least 32×32 (five stride-2 stages); got {H}×{W}"
-            )
+            raise ValueError(f"x must be at least 32×32 (five stride-2 stages); got {H}×{W}")

@@ -130,9 +130,7 @@ class StageGAN(nn.Module):
             raise ValueError(f"map_mode must be one of {MAP_MODES}; got {map_mode!r}")
         check_positive_int("map_channels", map_channels)
         if map_mode == "onehot" and map_channels < 2:
-            raise ValueError(
-                f"map_channels must be ≥ 2 in 'onehot' map mode (K classes); got {map_channels}"
-            )
+            raise ValueError(f"map_channels must be ≥ 2 in 'onehot' map mode (K classes); got {map_channels}")
         for name, value in (("use_dropout", use_dropout), ("refiner_dropout", refiner_dropout)):
             check_bool(name, value)
         self.image_channels, self.scale, self.image_size = image_channels, scale, image_size
@@ -149,9 +147,7 @@ class StageGAN(nn.Module):
         self.spsa_level, self.heads = spsa_level, heads
 
         unet = {"num_downs": num_downs, "ngf": ngf, "use_dropout": use_dropout}
-        self.stage0 = UnetGenerator(
-            image_channels, map_channels, out_tanh=(map_mode == "colour"), **unet
-        )
+        self.stage0 = UnetGenerator(image_channels, map_channels, out_tanh=(map_mode == "colour"), **unet)
         self.stage1 = UnetGenerator(
             image_channels + map_channels,
             image_channels,
@@ -256,7 +252,9 @@ class StageGANUpscaler(nn.Module):
 
     MODEL_KIND = "stagegan"  # its model files' kind (fastsr.models.kinds.KINDS)
 
-    def __init__(self, net: StageGAN | None = None, *, batch_stats: bool = True, seed: int = 0, **config: Any):
+    def __init__(
+        self, net: StageGAN | None = None, *, batch_stats: bool = True, seed: int = 0, **config: Any
+    ):
         super().__init__()
         if net is None:
             net = StageGAN(**config)
@@ -320,8 +318,11 @@ class StageGANUpscaler(nn.Module):
         if ph or pw:
             x = nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")  # (B, C, H + ph, W + pw)
         norms = [mod for mod in self.net.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
-        saved = [(mod.running_mean.clone(), mod.running_var.clone(), mod.num_batches_tracked.clone())
-                 for mod in norms if mod.track_running_stats]
+        saved = [
+            (mod.running_mean.clone(), mod.running_var.clone(), mod.num_batches_tracked.clone())
+            for mod in norms
+            if mod.track_running_stats
+        ]
         was_training = self.net.training
         devices = [x.device] if x.device.type == "cuda" else []
         try:
@@ -356,8 +357,10 @@ class StageZeroSegmenter(nn.Module):
     def __init__(self, upscaler: StageGANUpscaler):
         super().__init__()
         if upscaler.net.map_mode != "onehot":
-            raise ValueError("a Stage-GAN used as a segmentation prior must be trained with map_mode 'onehot' "
-                             f"(K class maps); this one has map_mode {upscaler.net.map_mode!r}")
+            raise ValueError(
+                "a Stage-GAN used as a segmentation prior must be trained with map_mode 'onehot' "
+                f"(K class maps); this one has map_mode {upscaler.net.map_mode!r}"
+            )
         self.upscaler = upscaler
 
     @property

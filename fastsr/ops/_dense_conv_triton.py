@@ -116,9 +116,7 @@ def dense_conv3x3_triton(
         got = tuple(channels.shape) if isinstance(channels, Tensor) else type(channels).__name__
         raise ValueError(f"channels must be a 1-d tensor (Cin,); got {got}")
     if channels.dtype not in (torch.int32, torch.int64):
-        raise TypeError(
-            f"channels must have dtype torch.int32 or torch.int64; got {channels.dtype}"
-        )
+        raise TypeError(f"channels must have dtype torch.int32 or torch.int64; got {channels.dtype}")
     if channels.device != device:
         raise ValueError(f"channels must be on device {device} (buffer's); got {channels.device}")
     Cin = channels.shape[0]
@@ -129,8 +127,7 @@ def dense_conv3x3_triton(
     Cout = weight.shape[0]
     if tuple(weight.shape) != (Cout, Cin, 3, 3) or Cout < 1:
         raise ValueError(
-            f"weight must be (Cout, Cin, 3, 3) with Cin = len(channels) = {Cin}; "
-            f"got {tuple(weight.shape)}"
+            f"weight must be (Cout, Cin, 3, 3) with Cin = len(channels) = {Cin}; got {tuple(weight.shape)}"
         )
     _check_tensor("bias", bias, "(Cout,)", 1, dtype, device)
     if tuple(bias.shape) != (Cout,):
@@ -141,9 +138,7 @@ def dense_conv3x3_triton(
         raise ValueError(f"out must be contiguous (B, C_out, H, W); got strides {out.stride()}")
     out_offset = int(out_offset)
     if (out.shape[0], out.shape[2], out.shape[3]) != (B, H, W):
-        raise ValueError(
-            f"out must be (B, C_out, H, W) with (B, H, W) = {(B, H, W)}; got {tuple(out.shape)}"
-        )
+        raise ValueError(f"out must be (B, C_out, H, W) with (B, H, W) = {(B, H, W)}; got {tuple(out.shape)}")
     if out_offset < 0 or out_offset + Cout > out.shape[1]:
         raise ValueError(
             f"out_offset + Cout must fit in out's {out.shape[1]} channels; got out_offset = "
@@ -170,8 +165,7 @@ def dense_conv3x3_triton(
         _, src, sry, srx = (abs(s) for s in residual.stride())
         if (Cout - 1) * src + (H - 1) * sry + (W - 1) * srx > _INT32_MAX:
             raise ValueError(
-                "residual's offsets within one image must be < 2**31; got strides "
-                f"{residual.stride()}"
+                f"residual's offsets within one image must be < 2**31; got strides {residual.stride()}"
             )
 
     channels = channels.to(torch.int32).contiguous()

@@ -318,7 +318,11 @@ def _check_inputs(x0, weights, biases, kept, backend) -> None:
         raise ValueError(f"x0 must be a floating-point (B, nf, H, W) tensor; got {got}")
     nf = x0.shape[1]
     for name, seq in (("weights", weights), ("biases", biases)):
-        if not isinstance(seq, Sequence) or len(seq) != NUM_CONVS or not all(isinstance(t, Tensor) for t in seq):
+        if (
+            not isinstance(seq, Sequence)
+            or len(seq) != NUM_CONVS
+            or not all(isinstance(t, Tensor) for t in seq)
+        ):
             raise ValueError(f"{name} must be a sequence of {NUM_CONVS} tensors (conv1 … conv5)")
     gc = weights[0].shape[0] if weights[0].dim() == 4 else -1
     for layer in range(1, NUM_CONVS + 1):

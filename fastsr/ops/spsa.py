@@ -188,8 +188,13 @@ def _torch_backward(grad_out, q_fea, k_fea, q_seg, k_seg, v, csum, scale):
         dkf_t[hs].baddbmm_(qf[hs, rs].transpose(1, 2), dsf)
         dks_t[hs].baddbmm_(qs[hs, rs].transpose(1, 2), dss)
     # Contiguous, as the fake implementation promises torch.compile.
-    grads = (dqf * scale, dkf_t.transpose(1, 2).contiguous(), dqs * scale,
-             dks_t.transpose(1, 2).contiguous(), dv)
+    grads = (
+        dqf * scale,
+        dkf_t.transpose(1, 2).contiguous(),
+        dqs * scale,
+        dks_t.transpose(1, 2).contiguous(),
+        dv,
+    )
     like = (q_fea, k_fea, q_seg, k_seg, v)
     return tuple(g.reshape(x.shape).to(x.dtype) for g, x in zip(grads, like))
 

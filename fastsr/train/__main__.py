@@ -26,19 +26,28 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 
-from fastsr.train import prune, spsagan, stagegan
 from fastsr.cli import debug_requested, one_line
+from fastsr.train import prune, spsagan, stagegan
 from fastsr.train.run import is_startup_error, startup
 
 PROG = "python -m fastsr.train"
-DEBUG_HELP = ("on an error, show its full traceback instead of one line (also: environment variable "
-              "FASTSR_DEBUG=1)")
+DEBUG_HELP = (
+    "on an error, show its full traceback instead of one line (also: environment variable FASTSR_DEBUG=1)"
+)
 
 # name → (config dataclass, run function, one-line help)
 STAGES: dict[str, tuple[type, Callable, str]] = {
     "spsagan": (spsagan.SPSAGANConfig, spsagan.run, "train SPSAGAN: --stage psnr, then --stage gan"),
-    "stagegan": (stagegan.StageGANConfig, stagegan.run, "train Stage-GAN: semantic map, reconstruction, refinement (x4 / x8)"),
-    "prune": (prune.PruneConfig, prune.run, "train RRDB, prune its dense connections (eq. 8), train the RRSB net"),
+    "stagegan": (
+        stagegan.StageGANConfig,
+        stagegan.run,
+        "train Stage-GAN: semantic map, reconstruction, refinement (x4 / x8)",
+    ),
+    "prune": (
+        prune.PruneConfig,
+        prune.run,
+        "train RRDB, prune its dense connections (eq. 8), train the RRSB net",
+    ),
 }
 
 
@@ -58,11 +67,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         if field.default not in ("", None):
             help_text += f" (default: {field.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(),
-                                help=help_text)
+            parser.add_argument(
+                flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=help_text
+            )
 
 
 def flag_type(name: str, hint: object) -> type:
@@ -72,7 +83,9 @@ def flag_type(name: str, hint: object) -> type:
         if len(args) == 1:
             hint = args[0]
     if hint not in (bool, int, float, str):
-        raise TypeError(f"config field {name} must be bool, int, float or str (or one of them | None); got {hint}")
+        raise TypeError(
+            f"config field {name} must be bool, int, float or str (or one of them | None); got {hint}"
+        )
     return hint
 
 
@@ -90,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="fastsr training stages. With no STAGE: the main job (a small SPSAGAN on the embedded "
-                    "sample photographs, psnr then gan stage; see README).",
+        "sample photographs, psnr then gan stage; see README).",
         epilog="Exit status: 0 done; 2 a user error, reported in one line before any training (--debug: "
-               "with its traceback); 1 a failure while training (with its traceback).")
+        "with its traceback); 1 a failure while training (with its traceback).",
+    )
     # --debug before or after STAGE; SUPPRESS: a sub-parser's default must not overwrite the main one's
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     stages = parser.add_subparsers(dest="command", metavar="STAGE")

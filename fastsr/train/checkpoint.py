@@ -41,9 +41,18 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss_next},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": version,
+            "state": torch.tensor(mt, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
     }
 
 
@@ -53,8 +62,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     n, p = state["numpy"], state["python"]
     if isinstance(n, dict):
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["cached_gaussian"]))
+        np.random.set_state(
+            (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        )
     else:  # checkpoints of fastsr < 0.2: numpy's own tuple
         np.random.set_state(n)
     if isinstance(p, dict):
@@ -63,9 +73,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         random.setstate(p)
 
 
-def save_training_state(path: str | os.PathLike, *, config: dict, iteration: int, models: dict,
-                        optimizers: dict, schedulers: dict, extra: dict | None = None,
-                        rng: list[dict[str, Any]] | None = None) -> Path:
+def save_training_state(
+    path: str | os.PathLike,
+    *,
+    config: dict,
+    iteration: int,
+    models: dict,
+    optimizers: dict,
+    schedulers: dict,
+    extra: dict | None = None,
+    rng: list[dict[str, Any]] | None = None,
+) -> Path:
     """Write a training checkpoint atomically. ``models`` etc. map names to objects with
     ``state_dict()`` (DDP wrappers are unwrapped by the caller); ``rng``: every process's
     :func:`rng_state`, in rank order (default: this process's)."""
@@ -98,25 +116,40 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"resume: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        hint = " (a model file: resume takes the run folder or its checkpoints/last.pt)" \
-            if found == "fastsr.model/1" else ""
+        hint = (
+            " (a model file: resume takes the run folder or its checkpoints/last.pt)"
+            if found == "fastsr.model/1"
+            else ""
+        )
         raise ValueError(f"resume: {path} must be a {FORMAT!r} training checkpoint; got {found!r}{hint}")
     return state
 
 
-def restore(state: dict[str, Any], *, models: dict, optimizers: dict, schedulers: dict, rank: int = 0,
-            world_size: int = 1) -> None:
+def restore(
+    state: dict[str, Any],
+    *,
+    models: dict,
+    optimizers: dict,
+    schedulers: dict,
+    rank: int = 0,
+    world_size: int = 1,
+) -> None:
     """Load every named state of ``state`` into the given objects (the names must match), and this
     rank's RNG state. Resumed with another number of processes, rank r takes the state of rank
     r mod (saved processes): the run continues, but not as the uninterrupted one would have."""
     for kind, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
         saved = state[kind]
         if set(saved) != set(objects):
-            raise ValueError(f"resume: the checkpoint's {kind} are {sorted(saved)}; this run has {sorted(objects)}")
+            raise ValueError(
+                f"resume: the checkpoint's {kind} are {sorted(saved)}; this run has {sorted(objects)}"
+            )
         for name, obj in objects.items():
             obj.load_state_dict(saved[name])
     rngs = state["rng"]
     if len(rngs) != world_size and rank == 0:
-        print(f"resume: the checkpoint was written by {len(rngs)} process(es), this run has {world_size}: "
-              "batches are split differently, so the run will not repeat the original exactly", flush=True)
+        print(
+            f"resume: the checkpoint was written by {len(rngs)} process(es), this run has {world_size}: "
+            "batches are split differently, so the run will not repeat the original exactly",
+            flush=True,
+        )
     set_rng_state(rngs[rank % len(rngs)])

@@ -74,7 +74,9 @@ def wrap(model: nn.Module, d: Dist, *, find_unused_parameters: bool = False) -> 
     if not d.enabled:
         return model
     ids = [d.device.index] if d.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def mean_over_ranks(values: dict[str, float], d: Dist) -> dict[str, float]:

@@ -109,8 +109,10 @@ class Progress:
             rate = self.done / (time.perf_counter() - self.t0)
             eta = (self.total - iteration) / rate if rate > 0 else math.inf
             numbers = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-            print(f"[{self.desc}] {iteration}/{self.total}  {numbers}  {rate:.2f} it/s  ETA {_clock(eta)}",
-                  flush=True)
+            print(
+                f"[{self.desc}] {iteration}/{self.total}  {numbers}  {rate:.2f} it/s  ETA {_clock(eta)}",
+                flush=True,
+            )
 
     def write(self, line: str) -> None:
         """Print a line without breaking the bar."""

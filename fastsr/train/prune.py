@@ -51,7 +51,9 @@ PRUNE_ARTEFACTS = ("rrdb.pt", "rrsb.pt", "rrsb.json", "val.png", "summary.json")
 @dataclass(frozen=True)
 class PruneConfig:
     iters: int = field(default=1000, metadata={"help": "training iterations of each network"})
-    last_k: int = field(default=100, metadata={"help": "DS is averaged over the last K iterations of the RRDB run"})
+    last_k: int = field(
+        default=100, metadata={"help": "DS is averaged over the last K iterations of the RRDB run"}
+    )
     num_feat: int = field(default=32, metadata={"help": "nf: channels between dense blocks"})
     num_grow_ch: int = field(default=16, metadata={"help": "gc: channels of conv1 … conv4 in a dense block"})
     num_block: int = field(default=2, metadata={"help": "RRDB / RRSB blocks in the body"})
@@ -59,10 +61,22 @@ class PruneConfig:
     crop: int = field(default=64, metadata={"help": "HR training crop side (multiple of scale)"})
     batch_size: int = field(default=4, metadata={"help": "crops per iteration"})
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
-    threshold: float = field(default=0.05, metadata={"help": "relative k-means gap under which nothing is pruned"})
+    threshold: float = field(
+        default=0.05, metadata={"help": "relative k-means gap under which nothing is pruned"}
+    )
     log_every: int = field(default=100, metadata={"help": "print the loss every N iterations"})
-    out: str = field(default="", metadata={"help": "run folder, new or empty (an existing one is refused unless --overwrite); empty: runs/prune-<timestamp>"})
-    overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier prune run: delete that run's own files (rrdb.pt, rrsb.pt, rrsb.json, val.png, summary.json) once start-up has passed; other files are kept"})
+    out: str = field(
+        default="",
+        metadata={
+            "help": "run folder, new or empty (an existing one is refused unless --overwrite); empty: runs/prune-<timestamp>"
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "a new run into --out that holds an earlier prune run: delete that run's own files (rrdb.pt, rrsb.pt, rrsb.json, val.png, summary.json) once start-up has passed; other files are kept"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seeds initialisation and crops (the same for both nets)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
     # One intra-op thread by default: this small net gains little from more, and on a shared CPU
@@ -90,8 +104,14 @@ class PruneConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_l1(net: nn.Module, cfg: PruneConfig, data: HRDataset, device: torch.device, name: str,
-             recorder: DissimilarityRecorder | None = None) -> dict:
+def train_l1(
+    net: nn.Module,
+    cfg: PruneConfig,
+    data: HRDataset,
+    device: torch.device,
+    name: str,
+    recorder: DissimilarityRecorder | None = None,
+) -> dict:
     """L1 training for cfg.iters iterations; the recorder (if any) is attached for the last K.
 
     Returns {"losses": [...], "its": iterations/s before the recorder was attached}."""
@@ -124,8 +144,9 @@ def train_l1(net: nn.Module, cfg: PruneConfig, data: HRDataset, device: torch.de
     return {"losses": losses, "its": its}
 
 
-def validation_scores(net: nn.Module | None, val: ValidationSet, scale: int, device: torch.device,
-                      crops: list[Tensor]) -> list[ImageScores]:
+def validation_scores(
+    net: nn.Module | None, val: ValidationSet, scale: int, device: torch.device, crops: list[Tensor]
+) -> list[ImageScores]:
     """Scores of ``net`` on every validation image (bicubic's too); appends centre crops of each
     SR output (or of bicubic and HR when ``net`` is None) to ``crops`` for the picture."""
     scores = []
@@ -141,7 +162,11 @@ def validation_scores(net: nn.Module | None, val: ValidationSet, scale: int, dev
         scores.append(score(sr, bicubic, hr, name=item["name"], crop_border=scale))
         side = min(VAL_CROP, *hr.shape[-2:])
         t, l = (hr.shape[-2] - side) // 2, (hr.shape[-1] - side) // 2
-        crops.append(torch.stack([x[:, t : t + side, l : l + side] for x in ([sr] if net is not None else [bicubic, hr])]))
+        crops.append(
+            torch.stack(
+                [x[:, t : t + side, l : l + side] for x in ([sr] if net is not None else [bicubic, hr])]
+            )
+        )
     return scores
 
 
@@ -156,15 +181,24 @@ def run(cfg: PruneConfig) -> dict:
         device = pick_device(cfg.device)
         out = Path(cfg.out or f"runs/prune-{time.strftime('%Y%m%d-%H%M%S')}")
         train_paths, val_paths = sample_image_paths("train"), sample_image_paths("val")
-        check_run_folder(out, artefacts=PRUNE_ARTEFACTS, overwrite=cfg.overwrite, resumable=False,
-                         folders=folders_of(train_paths + val_paths, "embedded sample photographs'"))
+        check_run_folder(
+            out,
+            artefacts=PRUNE_ARTEFACTS,
+            overwrite=cfg.overwrite,
+            resumable=False,
+            folders=folders_of(train_paths + val_paths, "embedded sample photographs'"),
+        )
         check_writable(out)
         data = HRDataset(train_paths, scale=cfg.scale, crop=cfg.crop)
         val = ValidationSet(val_paths, scale=cfg.scale)
         check_validation_images(val, cfg.scale)
-        open_run_folder(out, Dist(rank=0, world_size=1, device=device), overwrite=cfg.overwrite,
-                        artefacts=PRUNE_ARTEFACTS,
-                        banner=f"prune stage → {out}  ({device}, {torch.get_num_threads()} threads)\n  {cfg}")
+        open_run_folder(
+            out,
+            Dist(rank=0, world_size=1, device=device),
+            overwrite=cfg.overwrite,
+            artefacts=PRUNE_ARTEFACTS,
+            banner=f"prune stage → {out}  ({device}, {torch.get_num_threads()} threads)\n  {cfg}",
+        )
     t_start = time.perf_counter()
 
     # 1. RRDB, with DS recorded over its last K iterations.
@@ -176,8 +210,9 @@ def run(cfg: PruneConfig) -> dict:
     rrdb.save(out / "rrdb.pt")
 
     # 2. The rule → connection config.
-    rrsb_cfg = connection_config(recorder.average(), num_feat=cfg.num_feat, num_grow_ch=cfg.num_grow_ch,
-                                 threshold=cfg.threshold)
+    rrsb_cfg = connection_config(
+        recorder.average(), num_feat=cfg.num_feat, num_grow_ch=cfg.num_grow_ch, threshold=cfg.threshold
+    )
     save_config(out / "rrsb.json", rrsb_cfg)
 
     # 3. RRSB from scratch: same seed, so the same initialisation stream and the same crops.
@@ -187,21 +222,41 @@ def run(cfg: PruneConfig) -> dict:
     rrsb.save(out / "rrsb.pt")
 
     # 4. Validation, summary.json, val.png.
-    result = summarise(cfg, device, val, rrsb_cfg, {"rrdb": (rrdb, rrdb_log), "rrsb": (rrsb, rrsb_log)}, out,
-                       seconds=time.perf_counter() - t_start)
+    result = summarise(
+        cfg,
+        device,
+        val,
+        rrsb_cfg,
+        {"rrdb": (rrdb, rrdb_log), "rrsb": (rrsb, rrsb_log)},
+        out,
+        seconds=time.perf_counter() - t_start,
+    )
     print_summary(result, cfg, out, len(val))
     return result
 
 
-def summarise(cfg: PruneConfig, device: torch.device, val: ValidationSet, rrsb_cfg: dict, nets: dict, out: Path, *,
-              seconds: float) -> dict:
+def summarise(
+    cfg: PruneConfig,
+    device: torch.device,
+    val: ValidationSet,
+    rrsb_cfg: dict,
+    nets: dict,
+    out: Path,
+    *,
+    seconds: float,
+) -> dict:
     """Validate bicubic and both nets (``nets``: name → (net, training log)); write summary.json
     and val.png (bicubic | RRDB | RRSB | HR centre crops); return the summary."""
     tail = max(1, cfg.iters // 10)
     kept = sum(len(layer) for block in rrsb_cfg["connections"] for rdb in block for layer in rdb)
     total = cfg.num_block * 3 * sum(range(5))  # candidates x_1 … x_{l−1} per conv; x_0 not counted
-    result = {"config": dataclasses.asdict(cfg), "device": str(device), "seconds": seconds,
-              "kept_connections": kept, "total_connections": total}
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "device": str(device),
+        "seconds": seconds,
+        "kept_connections": kept,
+        "total_connections": total,
+    }
     reference: list[Tensor] = []  # per validation image: (2, 3, c, c) bicubic and HR centre crops
     bicubic_scores = validation_scores(None, val, cfg.scale, device, reference)
     result["bicubic"] = {"val_psnr_y": mean_scores(bicubic_scores)["bicubic_psnr"]}
@@ -221,15 +276,23 @@ def summarise(cfg: PruneConfig, device: torch.device, val: ValidationSet, rrsb_c
 
 def print_summary(result: dict, cfg: PruneConfig, out: Path, images: int) -> None:
     tail = max(1, cfg.iters // 10)
-    print(f"\nsummary ({cfg.iters} iterations each, {result['seconds']:.0f} s in all; final L1 = mean of the "
-          f"last {tail} iterations; PSNR on Y, {cfg.scale}-pixel border cropped, {images} held-out "
-          f"photographs)")
+    print(
+        f"\nsummary ({cfg.iters} iterations each, {result['seconds']:.0f} s in all; final L1 = mean of the "
+        f"last {tail} iterations; PSNR on Y, {cfg.scale}-pixel border cropped, {images} held-out "
+        f"photographs)"
+    )
     print(f"  {'':8s} {'it/s':>7s} {'final L1':>9s} {'PSNR-Y':>9s} {'params':>8s}")
     print(f"  {'bicubic':8s} {'':>7s} {'':>9s} {result['bicubic']['val_psnr_y']:9.2f}")
     for name in ("rrdb", "rrsb"):
         s = result[name]
-        print(f"  {name.upper():8s} {s['its']:7.2f} {s['final_l1']:9.4f} {s['val_psnr_y']:9.2f} {s['params']:8d}")
-    print(f"  kept connections: {result['kept_connections']} / {result['total_connections']} (x_1 … x_{{l−1}} "
-          "into conv l; x_0 always kept, not counted)")
-    print(f"  wrote {out}/rrdb.pt, rrsb.json, rrsb.pt, summary.json, val.png (bicubic | RRDB | RRSB | HR)",
-          flush=True)
+        print(
+            f"  {name.upper():8s} {s['its']:7.2f} {s['final_l1']:9.4f} {s['val_psnr_y']:9.2f} {s['params']:8d}"
+        )
+    print(
+        f"  kept connections: {result['kept_connections']} / {result['total_connections']} (x_1 … x_{{l−1}} "
+        "into conv l; x_0 always kept, not counted)"
+    )
+    print(
+        f"  wrote {out}/rrdb.pt, rrsb.json, rrsb.pt, summary.json, val.png (bicubic | RRDB | RRSB | HR)",
+        flush=True,
+    )

@@ -29,7 +29,13 @@ import torch
 from fastsr._io import atomic_write
 from fastsr.data import DistributedBatchSampler
 from fastsr.train import distributed
-from fastsr.train.checkpoint import load_training_state, restore, rng_state, save_training_state, set_rng_state
+from fastsr.train.checkpoint import (
+    load_training_state,
+    restore,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
 from fastsr.train.distributed import Dist
 from fastsr.train.logs import CSVLog, Progress, TensorBoard
 
@@ -37,8 +43,16 @@ Config = TypeVar("Config")
 
 
 # What a resumed run may change: its length and where and how it runs, not what it trains.
-RUNTIME_FIELDS = ("iters", "device", "threads", "workers", "val_every", "save_every", "log_every",
-                  "trust_prior_code")
+RUNTIME_FIELDS = (
+    "iters",
+    "device",
+    "threads",
+    "workers",
+    "val_every",
+    "save_every",
+    "log_every",
+    "trust_prior_code",
+)
 # Permissions of this invocation, not of the run: a resumed run takes them from its command line
 # alone, whatever the saved run was given.
 PERMISSION_FIELDS = ("trust_prior_code",)
@@ -82,8 +96,10 @@ def resume_or_start(cfg: Config, given: Iterable[str] | None = None) -> tuple[Co
     config_cls = type(cfg)
     fields = [f.name for f in dataclasses.fields(config_cls)]
     if getattr(cfg, "overwrite", False):
-        raise ValueError(f"--overwrite starts a new run over an old one; --resume {cfg.resume} continues a run: "
-                         "pass one of them")
+        raise ValueError(
+            f"--overwrite starts a new run over an old one; --resume {cfg.resume} continues a run: "
+            "pass one of them"
+        )
     given = given_fields(cfg) if given is None else set(given)
     state = load_training_state(cfg.resume)
     saved_config = state["config"] if isinstance(state.get("config"), dict) else {}
@@ -91,35 +107,53 @@ def resume_or_start(cfg: Config, given: Iterable[str] | None = None) -> tuple[Co
     missing = set(fields) - set(saved_config) - set(ADDED_FIELDS)
     if foreign or missing:
         differ = sorted(foreign | missing)
-        raise ValueError(f"resume: {cfg.resume} was not written by this trainer ({config_cls.__name__}); its "
-                         f"config differs in {differ[:6]}")
+        raise ValueError(
+            f"resume: {cfg.resume} was not written by this trainer ({config_cls.__name__}); its "
+            f"config differs in {differ[:6]}"
+        )
     sentinels = getattr(config_cls, "SENTINELS", {})
-    saved_values = {k: None if k in sentinels and v == sentinels[k] else v for k, v in saved_config.items()
-                    if k not in PERMISSION_FIELDS}
+    saved_values = {
+        k: None if k in sentinels and v == sentinels[k] else v
+        for k, v in saved_config.items()
+        if k not in PERMISSION_FIELDS
+    }
     try:
         saved = config_cls(**saved_values)
     except (TypeError, ValueError) as e:
         raise ValueError(f"resume: {cfg.resume} holds a config this trainer refuses: {e}") from None
-    changed = [name for name in fields if name in given and name not in RUNTIME_FIELDS + FOLDER_FIELDS
-               and getattr(cfg, name) != getattr(saved, name)]
+    changed = [
+        name
+        for name in fields
+        if name in given
+        and name not in RUNTIME_FIELDS + FOLDER_FIELDS
+        and getattr(cfg, name) != getattr(saved, name)
+    ]
     if changed:
-        flags = ", ".join(f"{flag(name)} {getattr(cfg, name)!r} (the run has {getattr(saved, name)!r})"
-                          for name in changed)
+        flags = ", ".join(
+            f"{flag(name)} {getattr(cfg, name)!r} (the run has {getattr(saved, name)!r})" for name in changed
+        )
         runtime = ", ".join(flag(name) for name in RUNTIME_FIELDS if name in fields)
-        raise ValueError(f"resume: {flags} would change what the run in {cfg.resume} trains; a resumed run keeps "
-                         f"its configuration and takes only {runtime}: drop {'it' if len(changed) == 1 else 'them'}, "
-                         "or start a new run with another --out")
+        raise ValueError(
+            f"resume: {flags} would change what the run in {cfg.resume} trains; a resumed run keeps "
+            f"its configuration and takes only {runtime}: drop {'it' if len(changed) == 1 else 'them'}, "
+            "or start a new run with another --out"
+        )
     if cfg.out:
         try:
             folder = resumed_run_folder(cfg.resume)
         except ValueError:
             folder = None  # a loose checkpoint: --out names the resumed run's new folder
         if folder is not None and Path(cfg.out).resolve() != folder.resolve():
-            raise ValueError(f"resume: --out {cfg.out} would move the run: a resumed run continues in its run "
-                             f"folder {folder} (--out only places a checkpoint that lies outside a run's "
-                             "checkpoints/ folder); copy the run folder to continue it elsewhere")
-    runtime_values = {name: getattr(cfg, name) if name in given else getattr(saved, name)
-                      for name in RUNTIME_FIELDS if name in fields}
+            raise ValueError(
+                f"resume: --out {cfg.out} would move the run: a resumed run continues in its run "
+                f"folder {folder} (--out only places a checkpoint that lies outside a run's "
+                "checkpoints/ folder); copy the run folder to continue it elsewhere"
+            )
+    runtime_values = {
+        name: getattr(cfg, name) if name in given else getattr(saved, name)
+        for name in RUNTIME_FIELDS
+        if name in fields
+    }
     runtime_values.update({name: getattr(cfg, name) for name in PERMISSION_FIELDS if name in fields})
     if "overwrite" in fields:
         runtime_values["overwrite"] = False
@@ -140,10 +174,19 @@ def restore_run(state: dict[str, Any], resume: str, **objects: Any) -> tuple[int
         iteration, extra = state["iteration"], state["extra"]
     except (KeyError, IndexError, TypeError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(f"resume: {resume} does not fit this run ({type(e).__name__}: {first[:300]})") from None
-    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0 or not isinstance(extra, dict):
-        raise ValueError(f"resume: {resume} must hold an iteration ≥ 0 and an 'extra' dict; got {iteration!r}, "
-                         f"{type(extra).__name__}")
+        raise ValueError(
+            f"resume: {resume} does not fit this run ({type(e).__name__}: {first[:300]})"
+        ) from None
+    if (
+        isinstance(iteration, bool)
+        or not isinstance(iteration, int)
+        or iteration < 0
+        or not isinstance(extra, dict)
+    ):
+        raise ValueError(
+            f"resume: {resume} must hold an iteration ≥ 0 and an 'extra' dict; got {iteration!r}, "
+            f"{type(extra).__name__}"
+        )
     return iteration, extra
 
 
@@ -165,8 +208,10 @@ def resumed_run_folder(resume: str) -> Path:
         return path
     if path.parent.name == "checkpoints":
         return path.parents[1]
-    raise ValueError(f"--resume {resume} is not in a run's checkpoints/ folder, so it names no run folder to "
-                     "continue in: pass --out <a new folder> for the resumed run")
+    raise ValueError(
+        f"--resume {resume} is not in a run's checkpoints/ folder, so it names no run folder to "
+        "continue in: pass --out <a new folder> for the resumed run"
+    )
 
 
 def continues_in_place(cfg: Any) -> bool:
@@ -217,13 +262,27 @@ def rng_preserved() -> Iterator[None]:
 
 # A trainer's own files in its run folder, as patterns relative to it: what --overwrite deletes
 # (with the temporary files of killed writes beside them), and never anything else.
-RUN_ARTEFACTS = ("checkpoints/last.pt", "generator.pt", "config.json", "summary.json", "train.csv", "val.csv",
-                 "samples/iter_*.png", "tensorboard/events.out.tfevents.*")
+RUN_ARTEFACTS = (
+    "checkpoints/last.pt",
+    "generator.pt",
+    "config.json",
+    "summary.json",
+    "train.csv",
+    "val.csv",
+    "samples/iter_*.png",
+    "tensorboard/events.out.tfevents.*",
+)
 
 
-def check_run_folder(out: Path, *, artefacts: Iterable[str], overwrite: bool,
-                     folders: Iterable[tuple[str, Any]] = (), files: Iterable[tuple[str, Any]] = (),
-                     resumable: bool = True) -> None:
+def check_run_folder(
+    out: Path,
+    *,
+    artefacts: Iterable[str],
+    overwrite: bool,
+    folders: Iterable[tuple[str, Any]] = (),
+    files: Iterable[tuple[str, Any]] = (),
+    resumable: bool = True,
+) -> None:
     """Refuse a new run's folder ``out`` (a ValueError) when
 
     - it is an existing file;
@@ -242,11 +301,20 @@ def check_run_folder(out: Path, *, artefacts: Iterable[str], overwrite: bool,
         if not folder:
             continue
         other = Path(folder).resolve()
-        relation = ("is" if here == other else "lies inside" if other in here.parents
-                    else "holds" if here in other.parents else None)
+        relation = (
+            "is"
+            if here == other
+            else "lies inside"
+            if other in here.parents
+            else "holds"
+            if here in other.parents
+            else None
+        )
         if relation:
-            raise ValueError(f"--out {out} {relation} the {flag} folder {folder}: a run folder must lie apart from "
-                             "the run's inputs (refused even with --overwrite); pick another --out")
+            raise ValueError(
+                f"--out {out} {relation} the {flag} folder {folder}: a run folder must lie apart from "
+                "the run's inputs (refused even with --overwrite); pick another --out"
+            )
     patterns = list(artefacts)
     for flag, file in files:
         if not file:
@@ -255,16 +323,20 @@ def check_run_folder(out: Path, *, artefacts: Iterable[str], overwrite: bool,
         if here in other.parents:
             relative = other.relative_to(here).as_posix()
             if any(fnmatch.fnmatch(relative, p) for p in patterns):
-                raise ValueError(f"{flag} {file} is one of the files a run in --out {out} writes ({relative}): it "
-                                 "would be overwritten (refused even with --overwrite); pick another --out")
+                raise ValueError(
+                    f"{flag} {file} is one of the files a run in --out {out} writes ({relative}): it "
+                    "would be overwritten (refused even with --overwrite); pick another --out"
+                )
     if out.is_dir() and not overwrite:
         entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
         if entries:
             shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
             resume = f"continue that run with --resume {out}, or " if resumable else ""
-            raise ValueError(f"--out {out} already holds files ({shown}); a new run never writes over them: "
-                             f"{resume}pass --overwrite to delete the earlier run's artefacts first "
-                             "(other files are kept), or pick another --out")
+            raise ValueError(
+                f"--out {out} already holds files ({shown}); a new run never writes over them: "
+                f"{resume}pass --overwrite to delete the earlier run's artefacts first "
+                "(other files are kept), or pick another --out"
+            )
 
 
 def sample_folders(*splits: str) -> list[tuple[str, str]]:
@@ -338,9 +410,11 @@ def check_validation_images(val, scale: int, where: str = "") -> None:
         H, W = item["hr"].shape[-2:]
         if min(H, W) < need:
             source = f" ({where})" if where else ""
-            raise ValueError(f"validation image {item['name']!r}{source} is {W}×{H} after the mod crop; each side "
-                             f"must be ≥ 2·{scale} + {SSIM_WINDOW} = {need} to be scored (the {scale}-pixel border "
-                             "crop, then SSIM's window): remove or enlarge it")
+            raise ValueError(
+                f"validation image {item['name']!r}{source} is {W}×{H} after the mod crop; each side "
+                f"must be ≥ 2·{scale} + {SSIM_WINDOW} = {need} to be scored (the {scale}-pixel border "
+                "crop, then SSIM's window): remove or enlarge it"
+            )
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -398,8 +472,9 @@ def summary(cfg: Any, d: Dist, *, start: int, seconds: float, val: dict | None) 
 # ---------------------------------------------------------------------------------------------
 
 
-def start_run(cfg: Config, given: Iterable[str] | None, name: str,
-              inputs: Callable[[Config], tuple[list, list]]) -> tuple[Config, dict[str, Any] | None, Path]:
+def start_run(
+    cfg: Config, given: Iterable[str] | None, name: str, inputs: Callable[[Config], tuple[list, list]]
+) -> tuple[Config, dict[str, Any] | None, Path]:
     """The first steps of a trainer's start-up: (config, saved state or None, run folder).
 
     Resume or start (:func:`resume_or_start`, ``given`` the fields the user set); set the thread
@@ -413,31 +488,51 @@ def start_run(cfg: Config, given: Iterable[str] | None, name: str,
     out = run_folder(cfg, name.format(**dataclasses.asdict(cfg)))
     if resumed is None or not continues_in_place(cfg):  # a new run, or a resumed one in a new folder
         folders, files = inputs(cfg)
-        check_run_folder(out, artefacts=RUN_ARTEFACTS, overwrite=cfg.overwrite, folders=folders, files=files,
-                         resumable=resumed is None)
+        check_run_folder(
+            out,
+            artefacts=RUN_ARTEFACTS,
+            overwrite=cfg.overwrite,
+            folders=folders,
+            files=files,
+            resumable=resumed is None,
+        )
     check_writable(out)
     torch.manual_seed(cfg.seed)
     return cfg, resumed, out
 
 
-def make_loader(dataset, batch_size: int, *, seed: int, d: Dist, start: int = 0,
-                workers: int = 0) -> tuple[DistributedBatchSampler, Iterator[dict]]:
+def make_loader(
+    dataset, batch_size: int, *, seed: int, d: Dist, start: int = 0, workers: int = 0
+) -> tuple[DistributedBatchSampler, Iterator[dict]]:
     """(sampler, batches): a DataLoader over a :class:`DistributedBatchSampler` (this rank's
     slice of the global batch of each iteration, from iteration ``start`` + 1 on), iterated.
 
     The loader has its own generator: ``iter(DataLoader)`` draws a base seed, which must not come
     from the global RNG that a checkpoint restores (it would shift every later dropout draw), so
     making a loader draws nothing from it, and batch ``i`` is a function of (seed, i) alone."""
-    sampler = DistributedBatchSampler(len(dataset), batch_size, seed=seed, rank=d.rank, world_size=d.world_size,
-                                      start_iter=start)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                         pin_memory=d.device.type == "cuda",
-                                         generator=torch.Generator().manual_seed(seed))
+    sampler = DistributedBatchSampler(
+        len(dataset), batch_size, seed=seed, rank=d.rank, world_size=d.world_size, start_iter=start
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=d.device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
+    )
     return sampler, iter(loader)
 
 
-def open_run_folder(out: Path, d: Dist, *, banner: str, overwrite: bool, artefacts: Iterable[str] = RUN_ARTEFACTS,
-                    config: Any = None, resumed_at: int | None = None) -> None:
+def open_run_folder(
+    out: Path,
+    d: Dist,
+    *,
+    banner: str,
+    overwrite: bool,
+    artefacts: Iterable[str] = RUN_ARTEFACTS,
+    config: Any = None,
+    resumed_at: int | None = None,
+) -> None:
     """The last step of start-up, once every rank has passed its checks (a barrier): rank 0
     deletes an earlier run's ``artefacts`` when ``overwrite``, creates ``out``, writes
     ``config.json`` (of ``config``, when given) and prints the ``banner`` (and where a resumed
@@ -472,8 +567,19 @@ class Checkpointer:
     every RNG stream preserved (a resumed run, which skips that validation, draws the same
     numbers), and keeps the means in ``extra["last_val"]``, which the next checkpoint saves."""
 
-    def __init__(self, out: Path, d: Dist, cfg: Any, *, models: dict, optimizers: dict, schedulers: dict,
-                 extra: dict, export: Callable[[Path], None], validate: Callable[[int], dict[str, float]]):
+    def __init__(
+        self,
+        out: Path,
+        d: Dist,
+        cfg: Any,
+        *,
+        models: dict,
+        optimizers: dict,
+        schedulers: dict,
+        extra: dict,
+        export: Callable[[Path], None],
+        validate: Callable[[int], dict[str, float]],
+    ):
         self.out, self.d, self.cfg = out, d, cfg
         self.models, self.optimizers, self.schedulers, self.extra = models, optimizers, schedulers, extra
         self.export, self._validate = export, validate
@@ -481,9 +587,16 @@ class Checkpointer:
     def save(self, iteration: int) -> None:
         rngs = distributed.gather(rng_state(), self.d)  # every rank's: dropout draws differ per rank
         if self.d.is_main:
-            save_training_state(self.out / "checkpoints" / "last.pt", config=dataclasses.asdict(self.cfg),
-                                iteration=iteration, models=self.models, optimizers=self.optimizers,
-                                schedulers=self.schedulers, extra=self.extra, rng=rngs)
+            save_training_state(
+                self.out / "checkpoints" / "last.pt",
+                config=dataclasses.asdict(self.cfg),
+                iteration=iteration,
+                models=self.models,
+                optimizers=self.optimizers,
+                schedulers=self.schedulers,
+                extra=self.extra,
+                rng=rngs,
+            )
             self.export(self.out / "generator.pt")
         distributed.barrier(self.d)
 

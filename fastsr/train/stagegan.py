@@ -74,52 +74,135 @@ STAGE_NAMES = ("stage0", "stage1", "stage2")
 @dataclass(frozen=True)
 class StageGANConfig:
     # data
-    data: str = field(default="samples", metadata={"help": "samples (embedded photographs, pseudo maps), facades (CMP Facades folder) or ab (pix2pix A|B files)"})
+    data: str = field(
+        default="samples",
+        metadata={
+            "help": "samples (embedded photographs, pseudo maps), facades (CMP Facades folder) or ab (pix2pix A|B files)"
+        },
+    )
     data_dir: str = field(default="", metadata={"help": "training folder for --data facades / ab"})
-    val_dir: str = field(default="", metadata={"help": "validation folder, same format; empty: the embedded validation photographs (samples) or required"})
-    photo_side: str = field(default="left", metadata={"help": "ab files: the half holding the photo (pix2pix facades: left)"})
-    map_mode: str = field(default="colour", metadata={"help": "colour (3-channel colour-coded maps, as pix2pix facades) or onehot (K-class maps)"})
-    num_classes: int = field(default=8, metadata={"help": "K: classes of the maps (12 for CMP Facades; pseudo classes for samples)"})
+    val_dir: str = field(
+        default="",
+        metadata={
+            "help": "validation folder, same format; empty: the embedded validation photographs (samples) or required"
+        },
+    )
+    photo_side: str = field(
+        default="left", metadata={"help": "ab files: the half holding the photo (pix2pix facades: left)"}
+    )
+    map_mode: str = field(
+        default="colour",
+        metadata={
+            "help": "colour (3-channel colour-coded maps, as pix2pix facades) or onehot (K-class maps)"
+        },
+    )
+    num_classes: int = field(
+        default=8,
+        metadata={"help": "K: classes of the maps (12 for CMP Facades; pseudo classes for samples)"},
+    )
     scale: int = field(default=4, metadata={"help": "upscaling factor: 4 or 8 (2 works too)"})
     size: int = field(default=64, metadata={"help": "training crop side S (paper: 256)"})
-    val_size: int = field(default=256, metadata={"help": "side of the validation centre crops (a multiple of 32)"})
+    val_size: int = field(
+        default=256, metadata={"help": "side of the validation centre crops (a multiple of 32)"}
+    )
     batch_size: int = field(default=1, metadata={"help": "crops per iteration per process (paper: 1)"})
     workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     # networks
     ngf: int = field(default=32, metadata={"help": "generator width (paper / pix2pix: 64)"})
     ndf: int = field(default=32, metadata={"help": "discriminator width (paper / pix2pix: 64)"})
     n_blocks: int = field(default=9, metadata={"help": "residual blocks of the stage-2 refiner"})
-    spsa_level: int = field(default=0, metadata={"help": "beyond the paper: an SPSA layer at depth k of stage 1's U-Net, stage 0's map as prior (0: none)"})
+    spsa_level: int = field(
+        default=0,
+        metadata={
+            "help": "beyond the paper: an SPSA layer at depth k of stage 1's U-Net, stage 0's map as prior (0: none)"
+        },
+    )
     # optimisation
     iters: int = field(default=3000, metadata={"help": "total iterations"})
-    decay_from: int = field(default=1500, metadata={"help": "the learning rate decays linearly to 0 from this iteration to --iters"})
+    decay_from: int = field(
+        default=1500,
+        metadata={"help": "the learning rate decays linearly to 0 from this iteration to --iters"},
+    )
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate (generators and discriminators)"})
     beta1: float = field(default=0.5, metadata={"help": "Adam β1"})
     l1_weight: float = field(default=100.0, metadata={"help": "λ, the L1 weight of every stage (eq. 10)"})
-    schedule: str = field(default="joint", metadata={"help": "joint (eq. 10: all stages, one summed loss) or sequential (stage 0, then 1, then 2)"})
-    stage_iters: int | None = field(default=None, metadata={"help": "sequential: iterations of stage 0 and of stage 1 (stage 2 trains to the end); default: a third of --iters each"})
-    eval_mode: bool = field(default=False, metadata={"help": "validate / infer with running BatchNorm statistics and no dropout (pix2pix --eval)"})
+    schedule: str = field(
+        default="joint",
+        metadata={
+            "help": "joint (eq. 10: all stages, one summed loss) or sequential (stage 0, then 1, then 2)"
+        },
+    )
+    stage_iters: int | None = field(
+        default=None,
+        metadata={
+            "help": "sequential: iterations of stage 0 and of stage 1 (stage 2 trains to the end); default: a third of --iters each"
+        },
+    )
+    eval_mode: bool = field(
+        default=False,
+        metadata={
+            "help": "validate / infer with running BatchNorm statistics and no dropout (pix2pix --eval)"
+        },
+    )
     # run
-    out: str = field(default="", metadata={"help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/stagegan-<timestamp>"})
-    overwrite: bool = field(default=False, metadata={"help": "a new run into --out that holds an earlier run: delete that run's own files (checkpoints/last.pt, generator.pt, config.json, summary.json, train.csv, val.csv, samples/iter_*.png, tensorboard events) once start-up has passed; other files are kept"})
-    resume: str = field(default="", metadata={"help": "run folder (or checkpoint) to continue with its saved config; of the flags typed with it, --iters, the intervals, --device, --threads, --workers and --trust-prior-code take effect, any other that would change the run is refused; a checkpoint outside a run's checkpoints/ folder needs --out"})
-    val_every: int = field(default=1000, metadata={"help": "validate (and write a sample grid) every N iterations"})
-    save_every: int = field(default=1000, metadata={"help": "write the training checkpoint every N iterations"})
+    out: str = field(
+        default="",
+        metadata={
+            "help": "run folder, new or empty (an existing run is refused: --resume it, or --overwrite it); empty: runs/stagegan-<timestamp>"
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "a new run into --out that holds an earlier run: delete that run's own files (checkpoints/last.pt, generator.pt, config.json, summary.json, train.csv, val.csv, samples/iter_*.png, tensorboard events) once start-up has passed; other files are kept"
+        },
+    )
+    resume: str = field(
+        default="",
+        metadata={
+            "help": "run folder (or checkpoint) to continue with its saved config; of the flags typed with it, --iters, the intervals, --device, --threads, --workers and --trust-prior-code take effect, any other that would change the run is refused; a checkpoint outside a run's checkpoints/ folder needs --out"
+        },
+    )
+    val_every: int = field(
+        default=1000, metadata={"help": "validate (and write a sample grid) every N iterations"}
+    )
+    save_every: int = field(
+        default=1000, metadata={"help": "write the training checkpoint every N iterations"}
+    )
     log_every: int = field(default=50, metadata={"help": "log losses every N iterations"})
-    seed: int = field(default=0, metadata={"help": "seeds initialisation, batches, dropout and the pseudo maps"})
+    seed: int = field(
+        default=0, metadata={"help": "seeds initialisation, batches, dropout and the pseudo maps"}
+    )
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
-    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch; default: PyTorch's"})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for PyTorch; default: PyTorch's"}
+    )
 
     def __post_init__(self):
-        for name, value, allowed in (("data", self.data, DATA), ("schedule", self.schedule, SCHEDULES),
-                                     ("map_mode", self.map_mode, ("colour", "onehot")),
-                                     ("photo_side", self.photo_side, ("left", "right"))):
+        for name, value, allowed in (
+            ("data", self.data, DATA),
+            ("schedule", self.schedule, SCHEDULES),
+            ("map_mode", self.map_mode, ("colour", "onehot")),
+            ("photo_side", self.photo_side, ("left", "right")),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
         if self.scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8; got {self.scale}")
-        for name in ("num_classes", "size", "batch_size", "ngf", "ndf", "n_blocks", "iters", "val_every",
-                     "save_every", "log_every", "stage_iters", "threads"):
+        for name in (
+            "num_classes",
+            "size",
+            "batch_size",
+            "ngf",
+            "ndf",
+            "n_blocks",
+            "iters",
+            "val_every",
+            "save_every",
+            "log_every",
+            "stage_iters",
+            "threads",
+        ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
         for name in ("workers", "spsa_level", "decay_from", "l1_weight"):
@@ -127,8 +210,10 @@ class StageGANConfig:
                 raise ValueError(f"{name} must be ≥ 0; got {getattr(self, name)}")
         for name in ("size", "val_size"):
             if getattr(self, name) % 32:
-                raise ValueError(f"{name} must be a multiple of 32 (the U-Nets halve it at least 5 times); "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be a multiple of 32 (the U-Nets halve it at least 5 times); "
+                    f"got {getattr(self, name)}"
+                )
         if self.data != "samples" and not self.data_dir:
             raise ValueError(f"--data {self.data} needs --data-dir")
         if self.data != "samples" and not self.val_dir:
@@ -158,17 +243,28 @@ def build_data(cfg: StageGANConfig) -> tuple[StageGANDataset, StageGANValidation
         train = StageGANDataset.from_ab_folder(cfg.data_dir, photo_side=cfg.photo_side, **t)
         val = StageGANValidationSet.from_ab_folder(cfg.val_dir, photo_side=cfg.photo_side, **v)
     if cfg.map_mode == "onehot" and train.num_classes != cfg.num_classes:
-        raise ValueError(f"num_classes must match the data's {train.num_classes} classes; got {cfg.num_classes}")
+        raise ValueError(
+            f"num_classes must match the data's {train.num_classes} classes; got {cfg.num_classes}"
+        )
     return train, val
 
 
 def build_networks(cfg: StageGANConfig, map_channels: int) -> tuple[StageGAN, nn.ModuleDict]:
-    net = StageGAN(scale=cfg.scale, image_size=cfg.size, ngf=cfg.ngf, map_mode=cfg.map_mode,
-                   map_channels=map_channels, n_blocks=cfg.n_blocks, spsa_level=cfg.spsa_level)
-    discriminators = nn.ModuleDict({
-        name: NLayerDiscriminator(in_ch, ndf=cfg.ndf, n_layers=3)
-        for name, in_ch in net.discriminator_in_channels.items()
-    })
+    net = StageGAN(
+        scale=cfg.scale,
+        image_size=cfg.size,
+        ngf=cfg.ngf,
+        map_mode=cfg.map_mode,
+        map_channels=map_channels,
+        n_blocks=cfg.n_blocks,
+        spsa_level=cfg.spsa_level,
+    )
+    discriminators = nn.ModuleDict(
+        {
+            name: NLayerDiscriminator(in_ch, ndf=cfg.ndf, n_layers=3)
+            for name, in_ch in net.discriminator_in_channels.items()
+        }
+    )
     return net, discriminators
 
 
@@ -211,8 +307,13 @@ def map_picture(map_: Tensor, map_mode: str) -> Tensor:
 
 
 @torch.no_grad()
-def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int, device: torch.device,
-             grid_path: Path | None) -> dict[str, float]:
+def validate(
+    upscaler: StageGANUpscaler,
+    val: StageGANValidationSet,
+    scale: int,
+    device: torch.device,
+    grid_path: Path | None,
+) -> dict[str, float]:
     """Mean PSNR / SSIM (:func:`fastsr.inference.score`: 8-bit, Y, border = scale) and GSM of
     each stage's output and of bicubic (MR); a sample grid MR | stage-0 map | stage 1 | stage 2 | HR."""
     sums = {f"{m}_{n}": 0.0 for n in ("bicubic", "stage1", "stage2") for m in ("psnr", "ssim", "gsm")}
@@ -220,7 +321,11 @@ def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int,
     for item in val:
         hr, mr = item["hr"].to(device), item["mr"][None].to(device)  # (3, S, S), (1, 3, S, S)
         out = upscaler.stages(mr)  # dict of (1, C, S, S) in net range
-        images = {"bicubic": mr[0], "stage1": from_net(out["stage1"][0]), "stage2": from_net(out["stage2"][0])}
+        images = {
+            "bicubic": mr[0],
+            "stage1": from_net(out["stage1"][0]),
+            "stage2": from_net(out["stage2"][0]),
+        }
         for n in ("stage1", "stage2"):
             s = score(images[n], mr[0], hr, name=item["name"], crop_border=scale)
             sums[f"psnr_{n}"] += s.psnr
@@ -230,8 +335,15 @@ def validate(upscaler: StageGANUpscaler, val: StageGANValidationSet, scale: int,
         for n, img in images.items():
             sums[f"gsm_{n}"] += float(gsm(quantize(img), quantize(hr), crop_border=scale))
         if grid_path is not None and len(rows) < 4:
-            rows.append([mr[0], map_picture(out["map"][0], upscaler.net.map_mode), images["stage1"],
-                         images["stage2"], hr])
+            rows.append(
+                [
+                    mr[0],
+                    map_picture(out["map"][0], upscaler.net.map_mode),
+                    images["stage1"],
+                    images["stage2"],
+                    hr,
+                ]
+            )
     if grid_path is not None and rows:
         save_grid(grid_path, rows)
     return {k: v / len(val) for k, v in sums.items()}
@@ -273,16 +385,26 @@ def build_optimizers(cfg: StageGANConfig, net: StageGAN, Ds: nn.ModuleDict) -> t
     return optimizers, schedulers
 
 
-def stage_pairs(net: StageGAN, outs: dict[str, Tensor], mr: Tensor, hr: Tensor, map_gt: Tensor
-                ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+def stage_pairs(
+    net: StageGAN, outs: dict[str, Tensor], mr: Tensor, hr: Tensor, map_gt: Tensor
+) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """(condition, fake, real) per stage, as the paper's Fig. 4 conditions each discriminator."""
     cond = net.map_condition(outs["map"])  # (B, M, S, S): what stage 1 read
     mr_cond = torch.cat([mr, cond], dim=1)  # (B, 3 + M, S, S)
-    return {"stage0": (mr, cond, map_gt), "stage1": (mr_cond, outs["stage1"], hr), "stage2": (outs["stage1"], outs["stage2"], hr)}
+    return {
+        "stage0": (mr, cond, map_gt),
+        "stage1": (mr_cond, outs["stage1"], hr),
+        "stage2": (outs["stage1"], outs["stage2"], hr),
+    }
 
 
-def generator_step(Ds: nn.ModuleDict, optimizer: torch.optim.Optimizer, pairs: dict, stages: tuple[str, ...],
-                   l1_weight: float) -> dict[str, float]:
+def generator_step(
+    Ds: nn.ModuleDict,
+    optimizer: torch.optim.Optimizer,
+    pairs: dict,
+    stages: tuple[str, ...],
+    l1_weight: float,
+) -> dict[str, float]:
     """Σ_s BCE(D_s(c_s ‖ fake_s), 1) + λ·L1(fake_s, real_s) over the active stages, the
     discriminators frozen. ``Ds`` unwrapped: this step updates none of their weights."""
     Ds.requires_grad_(False)
@@ -299,8 +421,13 @@ def generator_step(Ds: nn.ModuleDict, optimizer: torch.optim.Optimizer, pairs: d
     return logs
 
 
-def discriminator_step(Ds: nn.ModuleDict, D: dict[str, nn.Module], optimizer: torch.optim.Optimizer, pairs: dict,
-                       stages: tuple[str, ...]) -> dict[str, float]:
+def discriminator_step(
+    Ds: nn.ModuleDict,
+    D: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    pairs: dict,
+    stages: tuple[str, ...],
+) -> dict[str, float]:
     """Σ_s ½·[BCE(D_s(c_s ‖ real_s), 1) + BCE(D_s(c_s ‖ fake_s.detach()), 0)] over the active
     stages; ``D`` the (DDP-wrapped) discriminators of ``Ds``."""
     Ds.requires_grad_(True)
@@ -308,8 +435,10 @@ def discriminator_step(Ds: nn.ModuleDict, D: dict[str, nn.Module], optimizer: to
     for s in stages:
         c, fake, real = pairs[s]
         c = c.detach()
-        l_d = 0.5 * (bce(D[s](torch.cat([c, real], 1)), real=True)
-                     + bce(D[s](torch.cat([c, fake.detach()], 1)), real=False))
+        l_d = 0.5 * (
+            bce(D[s](torch.cat([c, real], 1)), real=True)
+            + bce(D[s](torch.cat([c, fake.detach()], 1)), real=False)
+        )
         loss = loss + l_d
         logs[f"{s}_d"] = l_d.item()
     optimizer.zero_grad(set_to_none=True)
@@ -334,9 +463,18 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
         optimizers, schedulers = build_optimizers(cfg, net, Ds)
         start, extra = 0, {}
         if resumed is not None:
-            start, extra = restore_run(resumed, cfg.resume, models=models, optimizers=optimizers,
-                                       schedulers=schedulers, rank=d.rank, world_size=d.world_size)
-        sampler, loader = make_loader(train, cfg.batch_size, seed=cfg.seed, d=d, start=start, workers=cfg.workers)
+            start, extra = restore_run(
+                resumed,
+                cfg.resume,
+                models=models,
+                optimizers=optimizers,
+                schedulers=schedulers,
+                rank=d.rank,
+                world_size=d.world_size,
+            )
+        sampler, loader = make_loader(
+            train, cfg.batch_size, seed=cfg.seed, d=d, start=start, workers=cfg.workers
+        )
         if net.stage1.spsa is not None and not bool(net.stage1.spsa.alpha_initialized):
             with torch.no_grad():  # SPSA's α from the first batch, before DDP broadcasts rank 0's
                 first = train[sampler.global_batch(start)[0]]
@@ -344,29 +482,56 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
         sequential = cfg.schedule == "sequential"  # frozen stages: parameters without gradients
         G = distributed.wrap(net, d, find_unused_parameters=sequential)
         D = {k: distributed.wrap(m, d, find_unused_parameters=sequential) for k, m in Ds.items()}
-        open_run_folder(out, d, overwrite=cfg.overwrite, config=cfg,
-                        resumed_at=start if resumed is not None else None,
-                        banner=f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
-                               f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation "
-                               f"images, ×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})")
-        logs = RunLogs(out, d, start=start, total=cfg.iters, resumed=resumed is not None, desc="stagegan",
-                       every=cfg.log_every)
+        open_run_folder(
+            out,
+            d,
+            overwrite=cfg.overwrite,
+            config=cfg,
+            resumed_at=start if resumed is not None else None,
+            banner=f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
+            f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation "
+            f"images, ×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})",
+        )
+        logs = RunLogs(
+            out,
+            d,
+            start=start,
+            total=cfg.iters,
+            resumed=resumed is not None,
+            desc="stagegan",
+            every=cfg.log_every,
+        )
 
     def run_validation(iteration: int) -> dict[str, float]:
         # The upscaler seeds its own dropout (torch's RNG forked); the checkpointer keeps every stream.
         means = validate(upscaler, val, cfg.scale, device, out / "samples" / f"iter_{iteration:07d}.png")
-        logs.val(iteration, means, f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
-                 f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
-                 f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}")
+        logs.val(
+            iteration,
+            means,
+            f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
+            f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
+            f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}",
+        )
         return means
 
-    checkpointer = Checkpointer(out, d, cfg, models=models, optimizers=optimizers, schedulers=schedulers,
-                                extra=extra, validate=run_validation, export=lambda path: save_model(path, upscaler))
+    checkpointer = Checkpointer(
+        out,
+        d,
+        cfg,
+        models=models,
+        optimizers=optimizers,
+        schedulers=schedulers,
+        extra=extra,
+        validate=run_validation,
+        export=lambda path: save_model(path, upscaler),
+    )
     net.train()
     for iteration in range(start + 1, cfg.iters + 1):
         batch = next(loader)
         mr, hr = to_net(batch["mr"].to(device)), to_net(batch["hr"].to(device))  # (B, 3, S, S) each
-        map_gt = to_net(batch["map"].to(device)) if cfg.map_mode == "colour" else batch["map"].to(device)  # (B, M, S, S)
+        map_gt = (
+            to_net(batch["map"].to(device)) if cfg.map_mode == "colour" else batch["map"].to(device)
+        )  # (B, M, S, S)
         stages = active_stages(cfg, iteration)
         for s in STAGE_NAMES:
             getattr(net, s).requires_grad_(s in stages)
@@ -380,8 +545,11 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
         logs.step(iteration, {k: v for k, v in losses.items() if k.endswith("_l1")})
         if due(iteration, cfg.log_every, cfg.iters):
             losses = distributed.mean_over_ranks(losses, d)
-            logs.train(iteration, {f"{s}_{k}": losses.get(f"{s}_{k}", "") for s in STAGE_NAMES
-                                   for k in ("gan", "l1", "d")}, lr_used)
+            logs.train(
+                iteration,
+                {f"{s}_{k}": losses.get(f"{s}_{k}", "") for s in STAGE_NAMES for k in ("gan", "l1", "d")},
+                lr_used,
+            )
         checkpointer.end_of_iteration(iteration)  # the checkpoint, then the validation
     result = finish(cfg, d, logs, checkpointer, start=start)
     if result:
@@ -391,9 +559,15 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
 
 def print_summary(result: dict, cfg: StageGANConfig, out: Path, start: int, images: int) -> None:
     v = result["val"]
-    print(f"\nstagegan: {cfg.iters - start} iterations in {result['seconds']:.0f} s ({result['its']:.2f} it/s); "
-          f"validation ({images} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
-          f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}", flush=True)
+    print(
+        f"\nstagegan: {cfg.iters - start} iterations in {result['seconds']:.0f} s ({result['its']:.2f} it/s); "
+        f"validation ({images} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
+        f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}",
+        flush=True,
+    )
     for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
         print(f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f}")
-    print(f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json", flush=True)
+    print(
+        f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json",
+        flush=True,
+    )

@@ -94,8 +94,15 @@ def test_read_image_16_bit_grey(tmp_path):
         torch.testing.assert_close(img[c], expected, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("name, reason", [("truncated.png", "truncated"), ("empty.png", "empty"),
-                                          ("text.png", "not an image"), ("missing.png", "no such file")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("truncated.png", "truncated"),
+        ("empty.png", "empty"),
+        ("text.png", "not an image"),
+        ("missing.png", "no such file"),
+    ],
+)
 def test_read_image_errors(folder, name, reason):
     path, _ = folder
     with pytest.raises(ImageReadError, match=reason) as info:
@@ -153,8 +160,12 @@ def _find(image, crop):
     """All (top, left) where ``crop`` (C, h, w) sits in ``image`` (C, H, W) exactly."""
     h, w = crop.shape[1:]
     H, W = image.shape[1:]
-    return [(t, l) for t in range(H - h + 1) for l in range(W - w + 1)
-            if torch.equal(image[:, t : t + h, l : l + w], crop)]
+    return [
+        (t, l)
+        for t in range(H - h + 1)
+        for l in range(W - w + 1)
+        if torch.equal(image[:, t : t + h, l : l + w], crop)
+    ]
 
 
 def _undo(x, hflip, vflip, rot90):
@@ -184,7 +195,9 @@ def test_crop_shapes_and_paired_alignment(folder, scale, crop):
         assert item["hr"].is_contiguous() and item["lr"].is_contiguous()
         [(t, l)] = _find(image, item["hr"])
         assert t % scale == 0 and l % scale == 0 and t + crop <= H and l + crop <= W
-        torch.testing.assert_close(item["lr"], whole_lr[:, t // scale : t // scale + c, l // scale : l // scale + c])
+        torch.testing.assert_close(
+            item["lr"], whole_lr[:, t // scale : t // scale + c, l // scale : l // scale + c]
+        )
         # the crop's own imresize agrees away from its border (kernel reach: 2 LR pixels)
         own = imresize(item["hr"][None], 1 / scale)[0]
         torch.testing.assert_close(item["lr"][:, 2:-2, 2:-2], own[:, 2:-2, 2:-2], rtol=0, atol=1e-5)
@@ -197,7 +210,9 @@ def test_lr_is_quantized_by_default(folder):
     whole_lr = _quantize(imresize(image[None], 0.25)[0])
     item = ds[(0, 7)]
     [(t, l)] = _find(image, item["hr"])
-    torch.testing.assert_close(item["lr"], whole_lr[:, t // 4 : t // 4 + 8, l // 4 : l // 4 + 8], rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        item["lr"], whole_lr[:, t // 4 : t // 4 + 8, l // 4 : l // 4 + 8], rtol=0, atol=1e-7
+    )
     assert torch.equal((item["lr"] * 255).round() / 255, item["lr"])
 
 
@@ -215,13 +230,17 @@ def test_augment_same_on_hr_lr_prior(folder, tmp_path_factory):
         assert item["prior"].shape == (4, 32, 32) and item["prior"].dtype == torch.float32
         torch.testing.assert_close(item["prior"][:3], item["hr"], rtol=0, atol=0)
         torch.testing.assert_close(item["prior"][3], item["hr"][0] * item["hr"][1], rtol=0, atol=0)
-        found = [(f, pos) for f in itertools.product((False, True), repeat=3)
-                 for pos in _find(image, _undo(item["hr"], *f))]
+        found = [
+            (f, pos)
+            for f in itertools.product((False, True), repeat=3)
+            for pos in _find(image, _undo(item["hr"], *f))
+        ]
         assert len(found) == 1
         f, (t, l) = found[0]
         seen.add(f)
-        torch.testing.assert_close(_undo(item["lr"], *f), whole_lr[:, t // 4 : t // 4 + 8, l // 4 : l // 4 + 8],
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            _undo(item["lr"], *f), whole_lr[:, t // 4 : t // 4 + 8, l // 4 : l // 4 + 8], rtol=0, atol=0
+        )
     assert len(seen) == 8  # every combination of hflip, vflip, rot90 occurs
 
 
@@ -270,7 +289,9 @@ def test_sampler_deterministic_and_resumable():
 
 def test_sampler_rank_slices():
     world, bs = 3, 2
-    samplers = [DistributedBatchSampler(7, bs, seed=1, rank=r, world_size=world, start_iter=4) for r in range(world)]
+    samplers = [
+        DistributedBatchSampler(7, bs, seed=1, rank=r, world_size=world, start_iter=4) for r in range(world)
+    ]
     per_rank = [_take(s, 5) for s in samplers]
     for i in range(5):
         global_batch = samplers[0].global_batch(4 + i)
@@ -290,8 +311,11 @@ def test_dataloader_workers_match_direct_reads(folder):
     sampler = DistributedBatchSampler(len(ds), 3, seed=5)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=2)
     batches = list(itertools.islice(loader, 4))
-    resumed = list(itertools.islice(DataLoader(ds, batch_sampler=DistributedBatchSampler(len(ds), 3, seed=5,
-                                                                                         start_iter=2)), 2))
+    resumed = list(
+        itertools.islice(
+            DataLoader(ds, batch_sampler=DistributedBatchSampler(len(ds), 3, seed=5, start_iter=2)), 2
+        )
+    )
     for i, batch in enumerate(batches):
         items = [ds[key] for key in sampler.batch(i)]
         assert batch["hr"].shape == (3, 3, 32, 32) and batch["lr"].shape == (3, 3, 8, 8)
@@ -335,7 +359,9 @@ def test_validation_set_mod_crop(folder, tmp_path_factory):
     assert len(vs) == 1 and vs.names == ["bitmap"]
     item = vs[0]
     torch.testing.assert_close(item["hr"], image[:, :36, :60], rtol=0, atol=0)
-    torch.testing.assert_close(item["lr"], _quantize(imresize(image[:, :36, :60][None], 0.25)[0]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        item["lr"], _quantize(imresize(image[:, :36, :60][None], 0.25)[0]), rtol=0, atol=0
+    )
     assert item["lr"].shape == (3, 9, 15)
     torch.testing.assert_close(item["prior"], image[:1, :36, :60].expand(2, -1, -1), rtol=0, atol=0)
     vs3 = ValidationSet(path / "rgb.png", scale=3, quantize_lr=False)

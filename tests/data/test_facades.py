@@ -72,12 +72,17 @@ OWN_PALETTE = np.random.default_rng(99).integers(0, 256, size=(K, 3)).astype(np.
 def cmp_folder(tmp_path):
     """base/ and extended/ as in the CMP download, plus broken files; {stem: indices}."""
     truth = {}
-    for sub, stem, (h, w), seed in (("base", "cmp_b0001", (72, 88), 1), ("base", "cmp_b0002", (64, 64), 2),
-                                    ("extended", "cmp_x0001", (80, 70), 3)):
+    for sub, stem, (h, w), seed in (
+        ("base", "cmp_b0001", (72, 88), 1),
+        ("base", "cmp_b0002", (64, 64), 2),
+        ("extended", "cmp_x0001", (80, 70), 3),
+    ):
         (tmp_path / sub).mkdir(exist_ok=True)
         idx = _labels(h, w, seed)
         _save_jpg(tmp_path / sub / f"{stem}.jpg", _photo(idx, seed))
-        _save_label_png(tmp_path / sub / f"{stem}.png", idx, OWN_PALETTE if stem == "cmp_x0001" else CMP_PALETTE)
+        _save_label_png(
+            tmp_path / sub / f"{stem}.png", idx, OWN_PALETTE if stem == "cmp_x0001" else CMP_PALETTE
+        )
         truth[stem] = idx
     base = tmp_path / "base"
     good = _labels(64, 64, 9)
@@ -133,8 +138,16 @@ def _find(img, crop):
 
 def test_jet_palette_is_matlab_jet():
     # MATLAB jet(8) and jet(12) × 255, written out
-    jet8 = [[0, 0, 255], [0, 128, 255], [0, 255, 255], [128, 255, 128], [255, 255, 0], [255, 128, 0],
-            [255, 0, 0], [128, 0, 0]]
+    jet8 = [
+        [0, 0, 255],
+        [0, 128, 255],
+        [0, 255, 255],
+        [128, 255, 128],
+        [255, 255, 0],
+        [255, 128, 0],
+        [255, 0, 0],
+        [128, 0, 0],
+    ]
     assert jet_palette(8).tolist() == jet8
     assert jet_palette(12).tolist() == [list(c) for c in CMP_PALETTE]
     assert jet_palette(12)[0].tolist() == [0, 0, 170] and jet_palette(12)[7].tolist() == [255, 255, 0]
@@ -207,7 +220,7 @@ def test_same_key_same_item_and_no_flip_without_augment(cmp_folder):
     plain, _ = _load(StageGANDataset.from_facades, folder, scale=4, size=32, augment=False)
     photo = read_image(folder / "base" / "cmp_b0001.jpg")
     for seed in range(8):
-        (top, left, hflip), = _find(photo, plain[(0, seed)]["hr"])
+        ((top, left, hflip),) = _find(photo, plain[(0, seed)]["hr"])
         assert not hflip
 
 
@@ -233,7 +246,9 @@ def test_validation_set_gives_centre_crops(cmp_folder):
         top, left = (h - 32) // 2, (w - 32) // 2
         item = vs[i]
         assert torch.equal(item["hr"], photo[:, top : top + 32, left : left + 32])
-        assert torch.equal(item["map"].argmax(0) + 1, torch.from_numpy(truth[stem][top : top + 32, left : left + 32]).long())
+        assert torch.equal(
+            item["map"].argmax(0) + 1, torch.from_numpy(truth[stem][top : top + 32, left : left + 32]).long()
+        )
         again = vs[i]
         assert all(torch.equal(item[k], again[k]) for k in ("hr", "mr", "lr", "map"))
     assert vs[-1]["name"] == vs.names[-1]
@@ -289,7 +304,7 @@ def test_ab_onehot_recovers_indices_from_colours(ab_folder):
     photo = read_image(folder / "1.jpg")[:, :, :64]
     for seed in range(6):
         item = ds[(0, seed)]
-        (top, left, hflip), = _find(photo, item["hr"])
+        ((top, left, hflip),) = _find(photo, item["hr"])
         window = truth["1"][top : top + 32, left : left + 32]
         window = torch.from_numpy((window[:, ::-1] if hflip else window).copy()).long()
         torch.testing.assert_close(item["map"].sum(0), torch.ones(32, 32), rtol=0, atol=0)
@@ -359,7 +374,11 @@ def test_samples_val_split_and_loader(sample_pairs):
     ds = StageGANDataset(sample_pairs, scale=4, size=64)
     sampler = DistributedBatchSampler(len(ds), 3, seed=0)
     batch = next(iter(DataLoader(ds, batch_sampler=sampler)))
-    assert batch["hr"].shape == (3, 3, 64, 64) and batch["map"].shape == (3, 3, 64, 64) and len(batch["name"]) == 3
+    assert (
+        batch["hr"].shape == (3, 3, 64, 64)
+        and batch["map"].shape == (3, 3, 64, 64)
+        and len(batch["name"]) == 3
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,8 +387,9 @@ def test_samples_val_split_and_loader(sample_pairs):
 
 
 def _pair(k=K, h=40, w=40):
-    return SemanticPair("p", torch.zeros(3, h, w, dtype=torch.uint8), torch.zeros(h, w, dtype=torch.uint8),
-                        jet_palette(k))
+    return SemanticPair(
+        "p", torch.zeros(3, h, w, dtype=torch.uint8), torch.zeros(h, w, dtype=torch.uint8), jet_palette(k)
+    )
 
 
 @pytest.mark.parametrize(
@@ -401,8 +421,12 @@ def test_key_and_pair_errors(tmp_path):
     with pytest.raises(ValueError, match="top, left must place a 32×32 crop"):
         ds.crop(0, 9, 0)
     with pytest.raises(ValueError, match="labels must be class indices below K = 3"):
-        SemanticPair("p", torch.zeros(3, 4, 4, dtype=torch.uint8), torch.full((4, 4), 3, dtype=torch.uint8),
-                     jet_palette(3))
+        SemanticPair(
+            "p",
+            torch.zeros(3, 4, 4, dtype=torch.uint8),
+            torch.full((4, 4), 3, dtype=torch.uint8),
+            jet_palette(3),
+        )
     with pytest.raises(ValueError, match="photo must be a \\(3, H, W\\) uint8 tensor"):
         SemanticPair("p", torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.uint8), jet_palette(3))
     with pytest.raises(FileNotFoundError, match="folder must be an existing directory"):

@@ -88,7 +88,14 @@ def test_folder_scans_find_every_format_pillow_reads(tmp_path):
     (tmp_path / ".hidden.png").write_bytes(b"")
     (tmp_path / "sub").mkdir()
     Image.fromarray(pixels((4, 4, 3), np.uint8)).save(tmp_path / "sub" / "g.png")
-    assert [p.name for p in list_image_files(tmp_path)] == ["a.png", "b.tif", "c.webp", "d.bmp", "e.jpg", "f.gif"]
+    assert [p.name for p in list_image_files(tmp_path)] == [
+        "a.png",
+        "b.tif",
+        "c.webp",
+        "d.bmp",
+        "e.jpg",
+        "f.gif",
+    ]
     assert [p.name for p in list_image_files(tmp_path, recursive=True)][-1] == "g.png"
     assert {".png", ".tif", ".tiff", ".webp", ".jpg", ".bmp", ".gif"} <= set(image_suffixes())
 

@@ -44,7 +44,9 @@ def test_npy_folder_prior(tmp_path):
     torch.testing.assert_close(out[0], torch.from_numpy(a[:, :20, :28]), rtol=0, atol=0)
     out = prior(torch.rand(2, 3, 20, 20, dtype=torch.float64), ["b", "a"])
     assert out.dtype == torch.float64
-    torch.testing.assert_close(out[0], torch.from_numpy(b.astype(np.float16).astype(np.float64)), rtol=0, atol=0)
+    torch.testing.assert_close(
+        out[0], torch.from_numpy(b.astype(np.float16).astype(np.float64)), rtol=0, atol=0
+    )
     torch.testing.assert_close(out.sum(1), torch.ones(2, 20, 20, dtype=torch.float64), rtol=0, atol=2e-3)
 
 
@@ -79,7 +81,9 @@ COLOURS = np.array([[0.9, 0.1, 0.1], [0.1, 0.2, 0.8], [0.95, 0.95, 0.9]])  # red
 
 def _blocks(seed=0, noise=0.0):
     """(3, 30, 30): three vertical stripes of COLOURS, plus Gaussian noise."""
-    img = np.repeat(COLOURS[:, None, :], 10, axis=0).reshape(30, 3).T[:, None, :].repeat(30, axis=1)  # (3, 30, 30)
+    img = (
+        np.repeat(COLOURS[:, None, :], 10, axis=0).reshape(30, 3).T[:, None, :].repeat(30, axis=1)
+    )  # (3, 30, 30)
     img = img + noise * np.random.default_rng(seed).normal(size=img.shape)
     return torch.from_numpy(img).float()
 
@@ -109,7 +113,9 @@ def test_colour_prior_probabilities():
     out = prior(mr)
     assert out.shape == (2, 5, 9, 11)
     torch.testing.assert_close(out.sum(1), torch.ones(2, 9, 11), rtol=0, atol=1e-6)
-    torch.testing.assert_close(out.double(), _reference(mr, prior.centroids, prior.temperature), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        out.double(), _reference(mr, prior.centroids, prior.temperature), rtol=0, atol=1e-5
+    )
     # a pixel of centroid k's colour is assigned to k
     pure = prior.centroids.T[None, :, :, None]  # (1, 3, S, 1)
     assert torch.equal(prior(pure).argmax(1).flatten(), torch.arange(5))
@@ -193,19 +199,29 @@ def test_module_prior_torchscript_round_trip(tmp_path):
     expected = F.conv2d(2 * mr - 1, conv.weight, conv.bias, padding=1).softmax(1)
     torch.testing.assert_close(prior(mr), expected)
     spec = json.loads(json.dumps(prior.spec()))
-    assert spec == {"kind": "module", "path": str(tmp_path / "seg.pt"), "num_classes": 8,
-                    "input_range": [-1.0, 1.0], "outputs": "logits"}
+    assert spec == {
+        "kind": "module",
+        "path": str(tmp_path / "seg.pt"),
+        "num_classes": 8,
+        "input_range": [-1.0, 1.0],
+        "outputs": "logits",
+    }
     rebuilt = prior_from_spec(spec, trust_code=True)
     assert isinstance(rebuilt, ModulePrior)
     torch.testing.assert_close(rebuilt(mr), expected)
-    minimal = prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt")}, trust_code=True)  # defaults: 8, [0, 1], logits
+    minimal = prior_from_spec(
+        {"kind": "module", "path": str(tmp_path / "seg.pt")}, trust_code=True
+    )  # defaults: 8, [0, 1], logits
     torch.testing.assert_close(minimal(mr), F.conv2d(mr, conv.weight, conv.bias, padding=1).softmax(1))
     assert minimal.to("cpu") is minimal
     with pytest.raises(FileNotFoundError, match=r"prior module .*missing\.pt does not exist"):
         ModulePrior.load(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match=r"bad\.pt must be a Stage-GAN model file, a TorchScript file or a "
-                                         r"torch.export program; got a file of another kind"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad\.pt must be a Stage-GAN model file, a TorchScript file or a "
+        r"torch.export program; got a file of another kind",
+    ):
         ModulePrior.load(tmp_path / "bad.pt", trust_code=True)
 
 
@@ -216,10 +232,13 @@ def test_module_prior_torch_export_round_trip(tmp_path):
     torch.export.save(torch.export.export(conv, (mr,), dynamic_shapes=dims), str(tmp_path / "seg.pt2"))
     with pytest.raises(ValueError, match=r"seg\.pt2 is a torch.export program: loading it runs the code"):
         prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt2")})
-    prior = prior_from_spec({"kind": "module", "path": str(tmp_path / "seg.pt2"), "input_range": [-1, 1]},
-                            trust_code=True)
+    prior = prior_from_spec(
+        {"kind": "module", "path": str(tmp_path / "seg.pt2"), "input_range": [-1, 1]}, trust_code=True
+    )
     for x in (mr, torch.rand(1, 3, 5, 6)):
-        torch.testing.assert_close(prior(x), F.conv2d(2 * x - 1, conv.weight, conv.bias, padding=1).softmax(1))
+        torch.testing.assert_close(
+            prior(x), F.conv2d(2 * x - 1, conv.weight, conv.bias, padding=1).softmax(1)
+        )
     (tmp_path / "bad.pt2").write_bytes(b"not a zip")  # the suffix does not make it a program
     with pytest.raises(ValueError, match=r"bad\.pt2 must be a Stage-GAN model file.*another kind"):
         ModulePrior.load(tmp_path / "bad.pt2", trust_code=True)

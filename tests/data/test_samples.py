@@ -4,8 +4,7 @@ import importlib.util
 
 import pytest
 
-from fastsr.data import read_image, sample_image_paths
-from fastsr.data import samples
+from fastsr.data import read_image, sample_image_paths, samples
 
 TRAIN = ["china.jpg", "flower.jpg", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]
 VAL = ["chelsea.png", "coffee.png"]
@@ -35,7 +34,8 @@ def test_unknown_split():
 
 def test_missing_scikit_image(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(samples.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "skimage" else real(name, *a))
+    monkeypatch.setattr(
+        samples.importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a)
+    )
     with pytest.raises(ModuleNotFoundError, match="pip install scikit-image"):
         sample_image_paths("val")

@@ -48,7 +48,12 @@ def _python_function(obj):
 
 def _is_tl_call(node: ast.Call, names: tuple[str, ...]) -> bool:
     f = node.func
-    return isinstance(f, ast.Attribute) and f.attr in names and isinstance(f.value, ast.Name) and f.value.id == "tl"
+    return (
+        isinstance(f, ast.Attribute)
+        and f.attr in names
+        and isinstance(f.value, ast.Name)
+        and f.value.id == "tl"
+    )
 
 
 def _names(node: ast.AST) -> set[str]:
@@ -139,8 +144,9 @@ def accesses(fn, module_globals: dict, _seen=None) -> tuple[dict[str, set[str]],
     return {p: {p} for p in stored & keep}, {p: {p} for p in loaded & keep}
 
 
-def problems(tuner, pointers: set[str], aliases: dict[str, tuple[str, ...]] | None,
-             module_globals: dict) -> list[str]:
+def problems(
+    tuner, pointers: set[str], aliases: dict[str, tuple[str, ...]] | None, module_globals: dict
+) -> list[str]:
     """Violations for one autotuned kernel (see the module docstring)."""
     name = _python_function(tuner).__name__
     stored, loaded = accesses(tuner, module_globals)
@@ -174,7 +180,13 @@ def check_module(module) -> list[str]:
 
     tuners = []  # module-level autotuners, also inside module-level dicts / lists
     for value in vars(module).values():
-        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        items = (
+            value.values()
+            if isinstance(value, dict)
+            else value
+            if isinstance(value, (list, tuple))
+            else [value]
+        )
         tuners += [v for v in items if isinstance(v, Autotuner)]
     declared = getattr(module, "ALIASES", None)
     specs = module.aot_specs(all_configs=False)

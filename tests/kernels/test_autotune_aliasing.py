@@ -16,7 +16,6 @@ pytest.importorskip("triton")
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
-
 from alias_check import problems  # noqa: E402  (tests/kernels is on sys.path under pytest)
 
 CHECK = Path(__file__).with_name("alias_check.py")

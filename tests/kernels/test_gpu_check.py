@@ -54,7 +54,9 @@ def test_no_cuda_path_exits_cleanly(tmp_path, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the command runs the real checks on a GPU")
 def test_the_command_without_a_gpu(tmp_path):
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA device" in proc.stdout and "Traceback" not in proc.stderr
     assert json.loads(out.read_text())["status"] == "no-cuda"

@@ -59,7 +59,8 @@ def _compile_toys() -> dict:
     return dict(
         plain=report.measure(_spec(32, 32), 90),
         replicated=report.measure(_spec(8, 8), 90),
-        sass_plain=sass, ptx_plain=compiled.asm["ptx"],
+        sass_plain=sass,
+        ptx_plain=compiled.asm["ptx"],
     )
 
 
@@ -157,9 +158,13 @@ def test_occupancy_limits():
 def test_alternative_loops_are_ordered_by_size_and_weighted():
     """Two branches of a uniform if (the dense conv's interior / border loops): ptxas may lay the
     bigger one out first; the report orders them smallest first and weights them."""
+
     def loop(label, n):
-        return [f"{label}:"] + ["        /*0000*/                   IMAD R1, R2, R3, R4 ;"] * (n - 1) + [
-            f"        /*0000*/               @P0 BRA `({label}) ;"]
+        return (
+            [f"{label}:"]
+            + ["        /*0000*/                   IMAD R1, R2, R3, R4 ;"] * (n - 1)
+            + [f"        /*0000*/               @P0 BRA `({label}) ;"]
+        )
 
     sass = "\n".join(["        /*0000*/                   MOV R1, R2 ;", *loop(".L_x_0", 30), *loop(".L_x_1", 20),
                       "        /*0000*/                   EXIT ;"])  # fmt: skip
@@ -180,7 +185,10 @@ def test_old_style_fp32_specs_get_both_fp32_paths():
            dict(kernel="k", dtype="fp32", constexprs=dict(PRECISION="tf32"))]  # fmt: skip
     got = report._normalise(old)
     assert [(s["dtype"], s["constexprs"]["PRECISION"]) for s in got] == [
-        ("fp16", "ieee"), ("tf32", "tf32"), ("fp32", "ieee")]
+        ("fp16", "ieee"),
+        ("tf32", "tf32"),
+        ("fp32", "ieee"),
+    ]
     new = [dict(kernel="k", dtype="fp32", constexprs=dict(PRECISION="ieee")),
            dict(kernel="k", dtype="tf32", constexprs=dict(PRECISION="tf32"))]  # fmt: skip
     assert report._normalise(new) == new

@@ -178,9 +178,7 @@ def test_loading_an_uninitialised_state_and_reset_parameters_reinitialise():
     layer.load_state_dict(blank)
     assert not layer.alpha_initialized
     layer(x, seg)
-    torch.testing.assert_close(
-        layer.alpha.detach(), x.abs().mean() / transform_conv(layer, seg).abs().mean()
-    )
+    torch.testing.assert_close(layer.alpha.detach(), x.abs().mean() / transform_conv(layer, seg).abs().mean())
 
     set_gamma(layer, 1.0)
     layer.reset_parameters()

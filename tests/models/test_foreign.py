@@ -32,8 +32,16 @@ def esrgan_names(sd):
         if p[0] == "body":
             k = f"RRDB_trunk.{p[1]}.RDB{p[2][3:]}.{p[3]}.{p[4]}"
         else:
-            k = {"conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2", "conv_hr": "HRconv"}.get(
-                p[0], p[0]) + "." + p[1]
+            k = (
+                {
+                    "conv_body": "trunk_conv",
+                    "conv_up1": "upconv1",
+                    "conv_up2": "upconv2",
+                    "conv_hr": "HRconv",
+                }.get(p[0], p[0])
+                + "."
+                + p[1]
+            )
         out[k] = v
     return out
 
@@ -42,8 +50,14 @@ def old_arch_names(sd, num_block=NB):
     """ESRGAN's old arch (RRDB_ESRGAN_x4_old_arch.pth), as transer_RRDB_models.py reads it:
     model.0 conv_first · model.1.sub.N.RDBK.convJ.0 · model.1.sub.<nb> trunk · model.3, model.6
     up-convs · model.8 HR conv · model.10 last conv."""
-    top = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}", "conv_up1": "model.3",
-           "conv_up2": "model.6", "conv_hr": "model.8", "conv_last": "model.10"}
+    top = {
+        "conv_first": "model.0",
+        "conv_body": f"model.1.sub.{num_block}",
+        "conv_up1": "model.3",
+        "conv_up2": "model.6",
+        "conv_hr": "model.8",
+        "conv_last": "model.10",
+    }
     out = {}
     for k, v in sd.items():
         p = k.split(".")
@@ -61,7 +75,11 @@ def write_safetensors(path, tensors):
     names = {torch.float32: "F32", torch.float16: "F16"}
     for name, t in tensors.items():
         raw = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": names[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     text = json.dumps(header).encode()
@@ -69,7 +87,10 @@ def write_safetensors(path, tensors):
 
 
 LAYOUTS = {
-    "basicsr params_ema": lambda sd: {"params_ema": sd, "params": {k: torch.zeros_like(v) for k, v in sd.items()}},
+    "basicsr params_ema": lambda sd: {
+        "params_ema": sd,
+        "params": {k: torch.zeros_like(v) for k, v in sd.items()},
+    },
     "basicsr params": lambda sd: {"params": sd},
     "ddp module.": lambda sd: {"params": {"module." + k: v for k, v in sd.items()}},
     "bare": lambda sd: sd,
@@ -85,8 +106,15 @@ def test_x4_layouts_load_and_reproduce_the_reference(tmp_path, layout):
     torch.save(LAYOUTS[layout](ref.state_dict()), path)
     file = read_model_file(path)
     assert file.kind == "rrdbnet" and file.prior is None
-    assert file.config == {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": NF, "num_block": NB,
-                           "num_grow_ch": GC, "connections": None}
+    assert file.config == {
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "scale": 4,
+        "num_feat": NF,
+        "num_block": NB,
+        "num_grow_ch": GC,
+        "connections": None,
+    }
     net = load_model(path)
     x = torch.rand(2, 3, 9, 7)
     with torch.no_grad():
@@ -141,7 +169,7 @@ def test_damaged_safetensors_are_refused(tmp_path):
     data = bytearray(path.read_bytes())
     n = struct.unpack("<Q", data[:8])[0]
     header = json.loads(data[8 : 8 + n])
-    header["conv_first.weight"]["data_offsets"][1] += 10 ** 9  # past the end of the data
+    header["conv_first.weight"]["data_offsets"][1] += 10**9  # past the end of the data
     text = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(text)) + text + bytes(data[8 + n :]))
     with pytest.raises(ValueError, match=r"m\.safetensors is a corrupted or unreadable .*outside the data"):
@@ -151,10 +179,13 @@ def test_damaged_safetensors_are_refused(tmp_path):
 def test_what_is_not_supported_is_named(tmp_path):
     ref = reference()
     sd = ref.state_dict()
-    sparse = dict(sd, **{"body.0.rdb1.conv3.weight": sd["body.0.rdb1.conv3.weight"][:, :NF + GC]})
+    sparse = dict(sd, **{"body.0.rdb1.conv3.weight": sd["body.0.rdb1.conv3.weight"][:, : NF + GC]})
     torch.save(sparse, tmp_path / "rrsb.pth")
-    with pytest.raises(ValueError, match=r"rrsb\.pth: body\.0\.rdb1\.conv3 is 24 input channels, not a dense "
-                                         r"block's 32.*sparse RRSB nets load only from fastsr's model files"):
+    with pytest.raises(
+        ValueError,
+        match=r"rrsb\.pth: body\.0\.rdb1\.conv3 is 24 input channels, not a dense "
+        r"block's 32.*sparse RRSB nets load only from fastsr's model files",
+    ):
         load_model(tmp_path / "rrsb.pth")
     no_up = {k: v for k, v in sd.items() if not k.startswith("conv_up")}
     torch.save(no_up, tmp_path / "noup.pth")
@@ -173,8 +204,17 @@ def test_upscale_runs_a_real_esrgan_checkpoint(tmp_path):
     torch.save({"params_ema": ref.state_dict()}, tmp_path / "RealESRGAN_x4plus.pth")
     pixels = np.random.default_rng(0).integers(0, 255, (7, 9, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "photo.png")
-    assert upscale.main([str(tmp_path / "RealESRGAN_x4plus.pth"), str(tmp_path / "photo.png"), "-o",
-                         str(tmp_path / "out")]) == 0
+    assert (
+        upscale.main(
+            [
+                str(tmp_path / "RealESRGAN_x4plus.pth"),
+                str(tmp_path / "photo.png"),
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     out = np.asarray(Image.open(tmp_path / "out" / "photo_x4.png"))
     with torch.no_grad():
         expected = ref(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0].clamp(0, 1)

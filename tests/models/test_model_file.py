@@ -74,7 +74,12 @@ def test_every_generator_round_trips_through_one_format(tmp_path, kind):
 
 def test_save_model_keeps_the_prior_spec(tmp_path):
     g = generators()["spsagan"]
-    spec = {"kind": "colour_clusters", "centroids": [[0.0, 0.0, 0.0]] * 8, "temperature": 0.1, "num_classes": 8}
+    spec = {
+        "kind": "colour_clusters",
+        "centroids": [[0.0, 0.0, 0.0]] * 8,
+        "temperature": 0.1,
+        "num_classes": 8,
+    }
     save_model(tmp_path / "g.pt", g, spec)
     assert read_model_file(tmp_path / "g.pt").prior == spec
 
@@ -83,12 +88,23 @@ def test_older_layouts_still_read(tmp_path):
     g = generators()
     old = {
         "RRDBNet.save": {"config": g["rrdbnet"].config(), "params": g["rrdbnet"].state_dict()},
-        "SPSAGenerator.save": {"format": "fastsr.spsagan.generator/1", "config": g["spsagan"].config(),
-                               "params": g["spsagan"].state_dict()},
-        "StageGAN.save": {"format": "fastsr.stagegan/1", "config": g["stagegan"].net.config(),
-                          "params": g["stagegan"].net.state_dict()},
-        "fastsr.model/1": {"format": MODEL_FORMAT, "kind": "spsagan", "config": g["spsagan"].config(),
-                           "state_dict": g["spsagan"].state_dict(), "prior": None},  # fastsr 0.1's trainers
+        "SPSAGenerator.save": {
+            "format": "fastsr.spsagan.generator/1",
+            "config": g["spsagan"].config(),
+            "params": g["spsagan"].state_dict(),
+        },
+        "StageGAN.save": {
+            "format": "fastsr.stagegan/1",
+            "config": g["stagegan"].net.config(),
+            "params": g["stagegan"].net.state_dict(),
+        },
+        "fastsr.model/1": {
+            "format": MODEL_FORMAT,
+            "kind": "spsagan",
+            "config": g["spsagan"].config(),
+            "state_dict": g["spsagan"].state_dict(),
+            "prior": None,
+        },  # fastsr 0.1's trainers
     }
     for layout, state in old.items():
         path = tmp_path / "old.pt"
@@ -99,20 +115,28 @@ def test_older_layouts_still_read(tmp_path):
         with pytest.warns(NoDigestWarning):
             model = load_model(path)
         expected = g[file.kind]
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+        assert all(
+            torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values())
+        )
 
 
 @pytest.mark.filterwarnings("ignore::fastsr._io.NoDigestWarning")
-@pytest.mark.parametrize("state, message", [
-    ({"format": "fastsr.train/1"}, "is a training checkpoint; pass its run's generator.pt"),
-    ({"format": "fastsr.rrsb/1"}, "is an RRSB connection config"),
-    ({"params_ema": {"w": torch.zeros(1)}}, "BasicSR checkpoint"),
-    ({"w": torch.zeros(1)}, "bare state dict"),
-    ({"format": MODEL_FORMAT, "kind": "vdsr", "config": {}, "params": {}}, "unknown model kind 'vdsr'"),
-    ({"format": MODEL_FORMAT, "kind": "rrdbnet", "params": {}}, "needs a 'config' dict and 'params'"),
-    ({"format": MODEL_FORMAT, "kind": "rrdbnet", "config": {}, "params": {"w": 1}}, "'params' must hold tensors"),
-    ({"format": "other/1"}, "must be a 'fastsr.model/1' model file; got format 'other/1'"),
-])
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"format": "fastsr.train/1"}, "is a training checkpoint; pass its run's generator.pt"),
+        ({"format": "fastsr.rrsb/1"}, "is an RRSB connection config"),
+        ({"params_ema": {"w": torch.zeros(1)}}, "BasicSR checkpoint"),
+        ({"w": torch.zeros(1)}, "bare state dict"),
+        ({"format": MODEL_FORMAT, "kind": "vdsr", "config": {}, "params": {}}, "unknown model kind 'vdsr'"),
+        ({"format": MODEL_FORMAT, "kind": "rrdbnet", "params": {}}, "needs a 'config' dict and 'params'"),
+        (
+            {"format": MODEL_FORMAT, "kind": "rrdbnet", "config": {}, "params": {"w": 1}},
+            "'params' must hold tensors",
+        ),
+        ({"format": "other/1"}, "must be a 'fastsr.model/1' model file; got format 'other/1'"),
+    ],
+)
 def test_what_is_not_a_model_file_is_named(tmp_path, state, message):
     path = tmp_path / "x.pt"
     torch.save(state, path)
@@ -124,7 +148,15 @@ def test_what_is_not_a_model_file_is_named(tmp_path, state, message):
 @pytest.mark.filterwarnings("ignore::fastsr._io.NoDigestWarning")
 def test_config_and_params_that_do_not_fit_are_errors(tmp_path):
     g = generators()["rrdbnet"]
-    torch.save({"format": MODEL_FORMAT, "kind": "rrdbnet", "config": {**g.config(), "num_feat": 16},
-                "params": g.state_dict(), "prior": None}, tmp_path / "x.pt")
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "kind": "rrdbnet",
+            "config": {**g.config(), "num_feat": 16},
+            "params": g.state_dict(),
+            "prior": None,
+        },
+        tmp_path / "x.pt",
+    )
     with pytest.raises(ValueError, match=r"x\.pt: its params do not fit its config"):
         load_model(tmp_path / "x.pt")

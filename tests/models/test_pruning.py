@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from fastsr.ops.dense_block import check_connections, dense_block_reference
 from fastsr.models.pruning import (
     CONFIG_FORMAT,
     DissimilarityRecorder,
@@ -19,6 +18,7 @@ from fastsr.models.pruning import (
     prune_layer,
     save_config,
 )
+from fastsr.ops.dense_block import check_connections, dense_block_reference
 
 NF, GC = 6, 4
 
@@ -250,8 +250,13 @@ def test_recorder_averages_the_last_k_forwards():
         for x in inputs:
             net(x).sum().backward()  # training-style forwards; recording must not break autograd
     assert rec.count == 5 and len(rec.samples) == 3
-    expected = np.mean([np.concatenate([np.ravel(v) for b in net.ds_by_hand(x) for r in b for v in r if v])
-                        for x in inputs[-3:]], axis=0)
+    expected = np.mean(
+        [
+            np.concatenate([np.ravel(v) for b in net.ds_by_hand(x) for r in b for v in r if v])
+            for x in inputs[-3:]
+        ],
+        axis=0,
+    )
     got = rec.average()
     assert len(got) == 2 and all(len(b) == 3 for b in got)
     assert all([len(layer) for layer in rdb] == [0, 1, 2, 3, 4] for b in got for rdb in b)

@@ -8,12 +8,12 @@ import os
 
 import pytest
 import torch
-
-from fastsr import RRDB, RRDBNet, ResidualDenseBlock, load_basicsr_state_dict
-from fastsr._io import NoDigestWarning
-from fastsr.models import SPSAGenerator, load_model
 from rrdb_reference import DENSE, RefRDB, RefRRDB, RefRRDBNet, randomized
 from triton_marks import TRITON
+
+from fastsr import RRDB, ResidualDenseBlock, RRDBNet, load_basicsr_state_dict
+from fastsr._io import NoDigestWarning
+from fastsr.models import SPSAGenerator, load_model
 
 NF, GC, NB = 16, 8, 2  # small widths, two blocks
 # Two blocks × three RDBs of kept inputs: all-dense, x_0-only and mixed RDBs.
@@ -316,14 +316,22 @@ def test_from_checkpoint_rejects_foreign_files():
     x = make_input(4)
     assert_same(RRDBNet.from_checkpoint({"params_ema": ref.state_dict()})(x), ref(x))  # BasicSR's: detected
     with pytest.raises(ValueError, match=r"unknown keys \['conv_extra.weight'\]"):
-        RRDBNet.from_checkpoint({"params_ema": dict(ref.state_dict(), **{"conv_extra.weight": torch.zeros(1)})})
+        RRDBNet.from_checkpoint(
+            {"params_ema": dict(ref.state_dict(), **{"conv_extra.weight": torch.zeros(1)})}
+        )
     bad = {"config": dict(RRDBNet(num_block=1).config(), width=3), "params": {}}
     with pytest.raises(ValueError, match=r"does not build a RRDBNet.*'width'"):
         RRDBNet.from_checkpoint(bad)
     spsa = SPSAGenerator(scale=4, num_feat=NF, num_block=1, num_grow_ch=GC, use_spsa=False)
     with pytest.raises(ValueError, match="holds a 'spsagan' generator, not an RRDBNet"):
-        RRDBNet.from_checkpoint({"format": "fastsr.model/1", "kind": "spsagan", "config": spsa.config(),
-                                 "params": spsa.state_dict()})
+        RRDBNet.from_checkpoint(
+            {
+                "format": "fastsr.model/1",
+                "kind": "spsagan",
+                "config": spsa.config(),
+                "params": spsa.state_dict(),
+            }
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,9 +339,7 @@ def test_from_checkpoint_rejects_foreign_files():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "connections", [None, [[], [], [1], [2], [1, 2, 3]]], ids=["dense", "sparse"]
-)
+@pytest.mark.parametrize("connections", [None, [[], [], [1], [2], [1, 2, 3]]], ids=["dense", "sparse"])
 def test_esrgan_initialisation(connections):
     torch.manual_seed(0)
     rdb = ResidualDenseBlock(64, 32, connections)

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsr import RRDBNet
-from fastsr.ops.imresize import imresize
-from fastsr.models import SPSAGenerator, VGGStyleDiscriminator
 from fastsr._io import NoDigestWarning
+from fastsr.models import SPSAGenerator, VGGStyleDiscriminator
+from fastsr.ops.imresize import imresize
 
 NF, NB, GC, S = 16, 1, 8, 8  # small widths: num_feat, num_block, num_grow_ch, seg_channels
 H, W = 8, 8  # LR size
@@ -241,7 +241,9 @@ def test_checkpoint_round_trip(tmp_path):
     assert (raw["format"], raw["kind"]) == ("fastsr.model/1", "spsagan") and raw["config"] == net.config()
     # fastsr 0.1's SPSAGenerator.save layout still loads
     old = tmp_path / "old.pth"
-    torch.save({"format": "fastsr.spsagan.generator/1", "config": raw["config"], "params": raw["params"]}, old)
+    torch.save(
+        {"format": "fastsr.spsagan.generator/1", "config": raw["config"], "params": raw["params"]}, old
+    )
     with pytest.warns(NoDigestWarning):
         torch.testing.assert_close(SPSAGenerator.from_checkpoint(old)(lr, prior), out, rtol=1e-10, atol=1e-10)
     back = SPSAGenerator.from_checkpoint(path, backend="reference")
@@ -273,10 +275,17 @@ def test_from_checkpoint_rejects_foreign_files(tmp_path):
     RRDBNet(3, 3, 4, NF, NB, GC).save(rrdb)  # a model file, of another kind
     with pytest.raises(ValueError, match="holds a 'rrdbnet' generator, not an SPSAGenerator"):
         SPSAGenerator.from_checkpoint(rrdb)
-    assert SPSAGenerator(scale=4, num_feat=NF, num_block=NB, num_grow_ch=GC).load_psnr_weights(rrdb)  # its weights fit
+    assert SPSAGenerator(scale=4, num_feat=NF, num_block=NB, num_grow_ch=GC).load_psnr_weights(
+        rrdb
+    )  # its weights fit
     with pytest.raises(ValueError, match=r"not an ESRGAN / Real-ESRGAN RRDBNet: unknown keys \['spsa\."):
         SPSAGenerator.from_checkpoint(make(4).state_dict())  # a bare state dict has no config
-    bad = {"format": "fastsr.model/1", "kind": "spsagan", "config": {**make(4).config(), "depth": 3}, "params": {}}
+    bad = {
+        "format": "fastsr.model/1",
+        "kind": "spsagan",
+        "config": {**make(4).config(), "depth": 3},
+        "params": {},
+    }
     with pytest.raises(ValueError, match=r"unknown keys \['depth'\]"):
         SPSAGenerator.from_checkpoint(bad)
 
@@ -344,7 +353,9 @@ def basicsr_discriminator_forward(d, x, stages, pooled=False):
     feat = lrelu(bn(F.conv2d(feat, d.conv0_1.weight, stride=2, padding=1), d.bn0_1))
     for k in range(1, stages):
         feat = lrelu(bn(F.conv2d(feat, getattr(d, f"conv{k}_0").weight, padding=1), getattr(d, f"bn{k}_0")))
-        feat = lrelu(bn(F.conv2d(feat, getattr(d, f"conv{k}_1").weight, stride=2, padding=1), getattr(d, f"bn{k}_1")))
+        feat = lrelu(
+            bn(F.conv2d(feat, getattr(d, f"conv{k}_1").weight, stride=2, padding=1), getattr(d, f"bn{k}_1"))
+        )
     if pooled:
         feat = feat.mean((2, 3))
     feat = lrelu(F.linear(feat.reshape(feat.shape[0], -1), d.linear1.weight, d.linear1.bias))

@@ -14,9 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsr import SPSA
-from fastsr.models import NLayerDiscriminator, ResnetGenerator, StageGAN, UnetGenerator
 from fastsr._io import NoDigestWarning
-from fastsr.models import StageGANUpscaler, init_weights
+from fastsr.models import (
+    NLayerDiscriminator,
+    ResnetGenerator,
+    StageGAN,
+    StageGANUpscaler,
+    UnetGenerator,
+    init_weights,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -604,8 +610,7 @@ def small_stagegan(**kw):
         {"scale": 8},
         {"scale": 8, "map_mode": "onehot", "map_channels": 8},
         {"scale": 4, "spsa_level": 3},
-        {"scale": 4, "map_mode": "onehot", "map_channels": 5, "spsa_level": 2, "qk_channels": 4,
-         "heads": 2},
+        {"scale": 4, "map_mode": "onehot", "map_channels": 5, "spsa_level": 2, "qk_channels": 4, "heads": 2},
     ],
     ids=["x4", "x8", "x8-onehot", "x4-spsa", "x4-onehot-spsa"],
 )

@@ -26,7 +26,9 @@ def torchvision_vgg19_state_dict(seed=0):
         if v == "M":
             index += 1
             continue
-        state[f"features.{index}.weight"] = torch.randn(v, in_ch, 3, 3, generator=g) * (2 / (9 * in_ch)) ** 0.5
+        state[f"features.{index}.weight"] = (
+            torch.randn(v, in_ch, 3, 3, generator=g) * (2 / (9 * in_ch)) ** 0.5
+        )
         state[f"features.{index}.bias"] = 0.1 * torch.randn(v, generator=g)
         index, in_ch = index + 2, v  # conv, ReLU
     for i, (n_out, n_in) in zip((0, 3, 6), ((4096, 512 * 7 * 7), (4096, 4096), (1000, 4096))):

@@ -7,15 +7,13 @@ atol. Triton cases run under the interpreter on CPU (tests/conftest.py sets TRIT
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_marks import DEVICE, TRITON
 
 from fastsr.ops import dense_block
 from fastsr.ops.dense_block import check_connections
-from triton_marks import DEVICE, TRITON
-
 
 PATTERNS = {
     "dense": None,
@@ -80,9 +78,7 @@ def test_gradcheck_float64_sparse():
     kept = check_connections(PATTERNS["sparse"])
     tensors, _ = _make(kept, nf=4, gc=2, B=1, H=4, W=3, dtype=torch.float64)
     xs = [t.requires_grad_() for t in tensors]
-    assert torch.autograd.gradcheck(
-        lambda x, *p: dense_block(x, p[:5], p[5:], kept, backend="torch"), xs
-    )
+    assert torch.autograd.gradcheck(lambda x, *p: dense_block(x, p[:5], p[5:], kept, backend="torch"), xs)
 
 
 @pytest.mark.parametrize("backend", ["torch", TRITON])

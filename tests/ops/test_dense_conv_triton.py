@@ -17,7 +17,6 @@ Tests are skipped only when Triton is missing or the interpreter is off.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,9 +54,7 @@ def _dense_conv(buffer, channels, weight, bias, activation, residual, residual_s
 def _reference64(*args):
     buffer, channels, weight, bias, activation, residual, scale = args
     res = residual.double() if residual is not None else None
-    return _dense_conv(
-        buffer.double(), channels, weight.double(), bias.double(), activation, res, scale
-    )
+    return _dense_conv(buffer.double(), channels, weight.double(), bias.double(), activation, res, scale)
 
 
 def _same_precision_error(args, ref64, dtype) -> float:
@@ -101,9 +98,7 @@ LAYERS = {
     # Odd widths (Cin = 36: K tail; Cout = 24: N tail), activation and a separate residual.
     "odd-cout24": (24, 12, [(0, 24), (48, 60)], 24, (40, 5), None, True, "separate", 0.5),
     # Cout = 80 > 64: two output-channel blocks; channels out of order.
-    "cout80-two-nblocks": (
-        16, 8, [(40, 48), (0, 16), (24, 32)], 80, (80, 0), None, False, None, 1.0
-    ),
+    "cout80-two-nblocks": (16, 8, [(40, 48), (0, 16), (24, 32)], 80, (80, 0), None, False, None, 1.0),
     # In place: x0 ← 0.2·conv([x1..x4]) + x0 (residual aliases the written channels exactly).
     "inplace-x0": (32, 16, [(32, 96)], 32, "buffer", 0, False, "x0", 0.2),
 }
@@ -207,19 +202,34 @@ def _buffer(dtype=torch.float32):
         (dict(buffer=_buffer()[:, :, :, :3]), ValueError, "buffer must be contiguous"),
         (dict(buffer=torch.zeros(192, 3, 4)), ValueError, r"buffer must be a 4-d tensor"),
         (dict(channels=torch.arange(64.0)), TypeError, "channels must have dtype"),
-        (dict(channels=torch.arange(64, dtype=torch.int32) + 130), ValueError,
-         r"channels must lie in \[0, 192\)"),  # fmt: skip
-        (dict(channels=torch.arange(70, dtype=torch.int32)), ValueError,
-         r"weight must be \(Cout, Cin, 3, 3\) with Cin = len\(channels\) = 70"),  # fmt: skip
-        (dict(channels=torch.arange(64, dtype=torch.int32) + 40), ValueError,
-         "written channels \\[64, 96\\) overlap the channels read"),  # fmt: skip
-        (dict(weight=torch.zeros(32, 64, 3, 3, dtype=torch.float16)), TypeError,
-         "weight must have dtype torch.float32"),  # fmt: skip
+        (
+            dict(channels=torch.arange(64, dtype=torch.int32) + 130),
+            ValueError,
+            r"channels must lie in \[0, 192\)",
+        ),  # fmt: skip
+        (
+            dict(channels=torch.arange(70, dtype=torch.int32)),
+            ValueError,
+            r"weight must be \(Cout, Cin, 3, 3\) with Cin = len\(channels\) = 70",
+        ),  # fmt: skip
+        (
+            dict(channels=torch.arange(64, dtype=torch.int32) + 40),
+            ValueError,
+            "written channels \\[64, 96\\) overlap the channels read",
+        ),  # fmt: skip
+        (
+            dict(weight=torch.zeros(32, 64, 3, 3, dtype=torch.float16)),
+            TypeError,
+            "weight must have dtype torch.float32",
+        ),  # fmt: skip
         (dict(bias=torch.zeros(31)), ValueError, r"bias must be \(Cout,\) = \(32,\); got \(31,\)"),
         (dict(out_offset=170), ValueError, "out_offset \\+ Cout must fit in out's 192 channels"),
         (dict(out=torch.zeros(2, 32, 3, 4)), ValueError, r"out must be \(B, C_out, H, W\)"),
-        (dict(residual=torch.zeros(1, 32, 4, 3)), ValueError,
-         r"residual must be \(B, Cout, H, W\) = \(1, 32, 3, 4\)"),  # fmt: skip
+        (
+            dict(residual=torch.zeros(1, 32, 4, 3)),
+            ValueError,
+            r"residual must be \(B, Cout, H, W\) = \(1, 32, 3, 4\)",
+        ),  # fmt: skip
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -314,7 +324,9 @@ _FORCED = [(layer, torch.float32) for layer in _LAYERS_FORCED] + [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("layer", "dtype"), _FORCED, ids=lambda x: x if isinstance(x, str) else str(x).split(".")[-1])
+@pytest.mark.parametrize(
+    ("layer", "dtype"), _FORCED, ids=lambda x: x if isinstance(x, str) else str(x).split(".")[-1]
+)
 @pytest.mark.parametrize("config", range(4), ids=lambda i: f"gpu-config-{i}")
 def test_every_gpu_config_at_odd_shapes(monkeypatch, config, layer, dtype):
     import triton

@@ -24,10 +24,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_marks import DEVICE, TRITON
 
 import fastsr
 from fastsr import spsa_attention, spsa_attention_reference
-from triton_marks import DEVICE, TRITON
 
 spsa_module = importlib.import_module("fastsr.ops.spsa")
 
@@ -99,9 +99,7 @@ def _run(fn, inputs, grad_out):
 
 
 def _run64(inputs, grad_out, scale):
-    return _run(
-        lambda *xs: _spsa64(*xs, scale=scale), [x.double() for x in inputs], grad_out.double()
-    )
+    return _run(lambda *xs: _spsa64(*xs, scale=scale), [x.double() for x in inputs], grad_out.double())
 
 
 def _run_same_precision(inputs, grad_out, scale):
@@ -120,7 +118,7 @@ def _reference_error(sames, ref64, dtype):
     if not ref64.numel():
         return 0.0
     errors = [(ref64.to(dtype).double() - ref64).abs().max().item()]
-    for k, same in enumerate(sames):
+    for same in sames:
         diff = (same.double() - ref64).abs()
         finite = torch.isfinite(diff)
         errors.append(diff[finite].max().item() if finite.any() else 0.0)
@@ -150,9 +148,7 @@ def _assert_within_rule(got, sames, ref64, dtype, names=NAMES, atol=None):
 
 
 def _check_backend(backend, inputs, grad_out, scale, dtype):
-    got = _run(
-        lambda *xs: spsa_attention(*xs, scale=scale, backend=backend), inputs, grad_out
-    )
+    got = _run(lambda *xs: spsa_attention(*xs, scale=scale, backend=backend), inputs, grad_out)
     _assert_within_rule(
         got, _run_same_precision(inputs, grad_out, scale), _run64(inputs, grad_out, scale), dtype
     )
@@ -272,9 +268,7 @@ def test_tiled_path_across_tiles(monkeypatch, shape, tile_elements, tiles, dtype
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "mult, scale", [(100.0, 1.0), (30.0, 10.0)], ids=["inputs-x100", "mixed"]
-)
+@pytest.mark.parametrize("mult, scale", [(100.0, 1.0), (30.0, 10.0)], ids=["inputs-x100", "mixed"])
 @pytest.mark.parametrize("backend", ["torch", TRITON])
 def test_large_scores(backend, mult, scale):
     """Scores of magnitude ~1e4: most p and q underflow; results stay finite and accurate."""
@@ -295,10 +289,12 @@ def _exact_large_scores(B, H, Lq, Lk, D, Dv, seed):
     def quarters(*shape):
         return torch.randint(-8, 9, shape, generator=g).double() / 4
 
-    q_fea, q_seg = (torch.cat([torch.full((B, H, Lq, 1), 64.0), quarters(B, H, Lq, D - 1)], -1)
-                    for _ in range(2))
-    k_fea, k_seg = (torch.cat([torch.full((B, H, Lk, 1), 128.0), quarters(B, H, Lk, D - 1)], -1)
-                    for _ in range(2))
+    q_fea, q_seg = (
+        torch.cat([torch.full((B, H, Lq, 1), 64.0), quarters(B, H, Lq, D - 1)], -1) for _ in range(2)
+    )
+    k_fea, k_seg = (
+        torch.cat([torch.full((B, H, Lk, 1), 128.0), quarters(B, H, Lk, D - 1)], -1) for _ in range(2)
+    )
     v = torch.randn(B, H, Lk, Dv, generator=g, dtype=torch.float64)
     grad_out = torch.randn(B, H, Lq, Dv, generator=g, dtype=torch.float64)
     inputs = [x.to(DEVICE, torch.float32) for x in (q_fea, k_fea, q_seg, k_seg, v)]
@@ -343,9 +339,7 @@ def test_both_attentions_underflow_to_zero(backend, dtype):
     # those keys contribute nothing: no gradient reaches their values or keys
     for name, g in zip(("d_k_fea", "d_k_seg", "d_v"), got[2::2]):
         assert (g[:, :, [0, 5]] == 0).all(), f"{name} is non-zero at the underflowed keys"
-    _assert_within_rule(
-        got, _run_same_precision(inputs, grad_out, 1.0), _run64(inputs, grad_out, 1.0), dtype
-    )
+    _assert_within_rule(got, _run_same_precision(inputs, grad_out, 1.0), _run64(inputs, grad_out, 1.0), dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +371,11 @@ def test_identical_inputs_reduce_to_softmax_attention(backend, dtype, scale):
     _assert_within_rule(got, same, ref64, dtype, names=("out", "d_q", "d_k", "d_v"))
     zero = [torch.zeros_like(r) for r in ref64[1:3]]
     _assert_within_rule(
-        [dqs, dks], [zero], zero, dtype, names=("d_q_seg", "d_k_seg"),
+        [dqs, dks],
+        [zero],
+        zero,
+        dtype,
+        names=("d_q_seg", "d_k_seg"),
         atol=ATOL[dtype] * max(1.0, ref64[1].abs().max().item(), ref64[2].abs().max().item()),
     )
 
@@ -428,8 +426,19 @@ BAD_INPUTS = [
     "inputs, exc, match",
     BAD_INPUTS,
     ids=[
-        "rank-q_fea", "rank-v", "B-k_fea", "H-q_seg", "Lq-q_seg", "Lk-v", "Dkf-k_fea", "Dks-k_seg",
-        "device-meta", "dtype-mixed", "int-q_fea", "int-k_seg", "not-a-tensor",
+        "rank-q_fea",
+        "rank-v",
+        "B-k_fea",
+        "H-q_seg",
+        "Lq-q_seg",
+        "Lk-v",
+        "Dkf-k_fea",
+        "Dks-k_seg",
+        "device-meta",
+        "dtype-mixed",
+        "int-q_fea",
+        "int-k_seg",
+        "not-a-tensor",
     ],
 )
 @pytest.mark.parametrize("backend", ["auto", "torch", "reference", "triton"])
@@ -516,8 +525,13 @@ def test_broadcast_keys_and_values(backend):
     """Keys and values shared by all heads through expand() (stride 0 along H)."""
     inputs, grad_out = _make_inputs(2, 3, 37, 41, 8, 5, 16, seed=7)
     shared = [x[:, :1] for x in inputs]
-    views = [inputs[0], shared[1].expand_as(inputs[1]), inputs[2], shared[3].expand_as(inputs[3]),
-             shared[4].expand_as(inputs[4])]
+    views = [
+        inputs[0],
+        shared[1].expand_as(inputs[1]),
+        inputs[2],
+        shared[3].expand_as(inputs[3]),
+        shared[4].expand_as(inputs[4]),
+    ]
     dense = [x.contiguous() for x in views]
     got = _run(lambda *xs: spsa_attention(*xs, backend=backend), views, grad_out)
     _assert_within_rule(

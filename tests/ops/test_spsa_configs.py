@@ -15,10 +15,10 @@ import contextlib
 
 import pytest
 import torch
-
-from fastsr import spsa_attention
 from test_spsa import _assert_within_rule, _make_inputs, _run, _run64, _run_same_precision
 from triton_marks import TRITON_MARKS
+
+from fastsr import spsa_attention
 
 pytestmark = TRITON_MARKS
 
@@ -83,9 +83,7 @@ def test_every_gpu_config_matches_float64(dtype, tf32, suffix, i):
     with _allow_tf32(tf32):
         assert spsa_triton._path(dtype)[0] == suffix  # the path these configs belong to
         with spsa_triton.forced_configs(configs):
-            got = _run(
-                lambda *xs: spsa_attention(*xs, scale=scale, backend="triton"), inputs, grad_out
-            )
+            got = _run(lambda *xs: spsa_attention(*xs, scale=scale, backend="triton"), inputs, grad_out)
         # The same-precision yardstick runs under the same allow_tf32 setting (PyTorch's
         # matmuls use TF32 then on a GPU; on the CPU the flag changes nothing).
         sames = _run_same_precision(inputs, grad_out, scale)

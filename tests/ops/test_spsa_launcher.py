@@ -14,10 +14,10 @@ import contextlib
 
 import pytest
 import torch
-
-from fastsr import spsa_attention
 from test_spsa import _assert_within_rule, _spsa64
 from triton_marks import DEVICE, TRITON_MARKS
+
+from fastsr import spsa_attention
 
 spsa_triton = pytest.importorskip("fastsr.ops._spsa_triton")
 kernels = pytest.importorskip("fastsr.kernels.spsa")

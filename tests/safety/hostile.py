@@ -53,15 +53,42 @@ def _rewrite_zip(src: Path, dst: Path, replace) -> None:
 def make_hostile_files(folder: Path, sentinel: Path, how: str = "open") -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     evil = Payload(sentinel, how)
-    files = {name: folder / name for name in ("top-level.pt", "nested.pt", "nested-ckpt.pt", "basicsr.pth",
-                                              "legacy.pt", "raw.pkl", "raw-p0.pkl", "tampered.pt2",
-                                              "tampered-ts.pt")}
-    model_file = {"format": "fastsr.model/1", "kind": "spsagan", "config": {"scale": 2},
-                  "params": {"conv_first.weight": evil}, "prior": None}
+    files = {
+        name: folder / name
+        for name in (
+            "top-level.pt",
+            "nested.pt",
+            "nested-ckpt.pt",
+            "basicsr.pth",
+            "legacy.pt",
+            "raw.pkl",
+            "raw-p0.pkl",
+            "tampered.pt2",
+            "tampered-ts.pt",
+        )
+    }
+    model_file = {
+        "format": "fastsr.model/1",
+        "kind": "spsagan",
+        "config": {"scale": 2},
+        "params": {"conv_first.weight": evil},
+        "prior": None,
+    }
     torch.save(evil, files["top-level.pt"])
     torch.save(model_file, files["nested.pt"])
-    torch.save({"format": "fastsr.train/1", "config": {}, "iteration": 1, "models": {}, "optimizers": {},
-                "schedulers": {}, "rng": [{"numpy": evil}], "extra": {}}, files["nested-ckpt.pt"])
+    torch.save(
+        {
+            "format": "fastsr.train/1",
+            "config": {},
+            "iteration": 1,
+            "models": {},
+            "optimizers": {},
+            "schedulers": {},
+            "rng": [{"numpy": evil}],
+            "extra": {},
+        },
+        files["nested-ckpt.pt"],
+    )
     torch.save({"params_ema": {"conv_first.weight": evil}}, files["basicsr.pth"])
     torch.save(model_file, files["legacy.pt"], _use_new_zipfile_serialization=False)
     files["raw.pkl"].write_bytes(pickle.dumps(evil, protocol=2))

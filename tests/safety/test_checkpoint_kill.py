@@ -32,9 +32,15 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks its write
 def write(path: Path, iteration: int) -> None:
     """A checkpoint whose every value says which write it is."""
     model = {"w": torch.full((NUMEL,), float(iteration))}
-    save_training_state(path, config={"iteration": iteration}, iteration=iteration,
-                        models={"net": _Holder(model)}, optimizers={}, schedulers={},
-                        extra={"tag": f"write {iteration}"})
+    save_training_state(
+        path,
+        config={"iteration": iteration},
+        iteration=iteration,
+        models={"net": _Holder(model)},
+        optimizers={},
+        schedulers={},
+        extra={"tag": f"write {iteration}"},
+    )
 
 
 class _Holder:

@@ -73,10 +73,12 @@ def test_the_payloads_work(hostile, tmp_path):
     """Control: the files do run code when unpickled the unsafe way."""
     files, sentinel = hostile
     for how in HOW:
-        for name, load in (("raw.pkl", lambda p: pickle.loads(p.read_bytes())),
-                           ("nested.pt", lambda p: torch.load(p, weights_only=False)),
-                           ("legacy.pt", lambda p: torch.load(p, weights_only=False)),
-                           ("tampered.pt2", lambda p: torch.export.load(str(p)))):
+        for name, load in (
+            ("raw.pkl", lambda p: pickle.loads(p.read_bytes())),
+            ("nested.pt", lambda p: torch.load(p, weights_only=False)),
+            ("legacy.pt", lambda p: torch.load(p, weights_only=False)),
+            ("tampered.pt2", lambda p: torch.export.load(str(p))),
+        ):
             assert not sentinel.exists()
             try:
                 with warnings.catch_warnings():
@@ -105,9 +107,19 @@ def _api_entry_points(model_files):
     }
 
 
-ENTRY_POINTS = ("load_model", "load_training_state", "RRDBNet.from_checkpoint", "load_basicsr_state_dict",
-                "SPSAGenerator.from_checkpoint", "SPSAGenerator.load_psnr_weights", "StageGAN.from_checkpoint",
-                "VGG19FeatureExtractor", "ModulePrior.load", "prior_from_spec", "load_config")
+ENTRY_POINTS = (
+    "load_model",
+    "load_training_state",
+    "RRDBNet.from_checkpoint",
+    "load_basicsr_state_dict",
+    "SPSAGenerator.from_checkpoint",
+    "SPSAGenerator.load_psnr_weights",
+    "StageGAN.from_checkpoint",
+    "VGG19FeatureExtractor",
+    "ModulePrior.load",
+    "prior_from_spec",
+    "load_config",
+)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -119,7 +131,9 @@ def test_api_loaders_refuse_every_hostile_file(hostile, model_files, entry):
             with pytest.raises(ValueError) as info:
                 load(files[how][name])
             message = str(info.value)
-            assert files[how][name].name in message, f"{entry}({name}): the error must name the file: {message}"
+            assert files[how][name].name in message, (
+                f"{entry}({name}): the error must name the file: {message}"
+            )
             assert "weights_only=False" not in message and "\n" not in message
             assert not sentinel.exists(), f"{entry}({how}/{name}) ran the file's code"
 
@@ -127,15 +141,20 @@ def test_api_loaders_refuse_every_hostile_file(hostile, model_files, entry):
 def test_programs_are_refused_before_they_are_read(hostile):
     files, sentinel = hostile
     for name, what in (("tampered.pt2", "torch.export"), ("tampered-ts.pt", "TorchScript")):
-        with pytest.raises(ValueError, match=f"is a {what} program: loading it runs the code.*--trust-prior-code"):
+        with pytest.raises(
+            ValueError, match=f"is a {what} program: loading it runs the code.*--trust-prior-code"
+        ):
             ModulePrior.load(files["open"][name])
     assert not sentinel.exists()
 
 
 def test_a_program_named_inside_a_model_file_is_never_loaded_without_trust(hostile, model_files):
     _, sentinel = hostile
-    with pytest.raises(ValueError, match=r"names-program\.pt: its saved prior cannot be used: .*tampered\.pt2 "
-                                         r"is a torch.export program"):
+    with pytest.raises(
+        ValueError,
+        match=r"names-program\.pt: its saved prior cannot be used: .*tampered\.pt2 "
+        r"is a torch.export program",
+    ):
         load_model(model_files["names-program"])
     assert not sentinel.exists()
     # the user's own prior replaces it: the saved one is then never built
@@ -193,8 +212,14 @@ def test_a_program_prior_needs_trust_by_name(hostile, model_files, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 8, 1)), str(benign))
-    args = [str(model_files["good"]), str(model_files["image"]), "-o", str(tmp_path / "out"), "--prior-module",
-            str(benign)]
+    args = [
+        str(model_files["good"]),
+        str(model_files["image"]),
+        "-o",
+        str(tmp_path / "out"),
+        "--prior-module",
+        str(benign),
+    ]
     code, err = _run_tool("fastsr.upscale", *args)
     assert code == 2 and "runs the code inside it" in err and "--trust-prior-code" in err
     code, err = _run_tool("fastsr.upscale", *args, "--trust-prior-code")
@@ -206,17 +231,26 @@ def test_a_program_prior_needs_trust_by_name(hostile, model_files, tmp_path):
 def test_hostile_model_file_through_python_m(hostile, model_files, tmp_path, module):
     """The real command line, in a fresh interpreter."""
     files, sentinel = hostile
-    args = [str(files["system"]["nested.pt"])] + (["--hr", str(model_files["image"])] if module == "fastsr.eval"
-                                                    else [str(model_files["image"]), "-o", str(tmp_path / "o")])
+    args = [str(files["system"]["nested.pt"])] + (
+        ["--hr", str(model_files["image"])]
+        if module == "fastsr.eval"
+        else [str(model_files["image"]), "-o", str(tmp_path / "o")]
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("FASTSR_DEBUG", None)
-    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "refused to load" in done.stderr
     assert not sentinel.exists()
     # FASTSR_DEBUG=1: the traceback instead of the line (still no code run)
-    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=dict(env, FASTSR_DEBUG="1"), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=dict(env, FASTSR_DEBUG="1"),
+        timeout=120,
+    )
     assert done.returncode != 0 and "Traceback" in done.stderr
     assert not sentinel.exists()

@@ -57,8 +57,15 @@ def training_checkpoint(tmp_path: Path) -> Path:
     opt.step()
     sched = torch.optim.lr_scheduler.StepLR(opt, 10)
     path = tmp_path / "last.pt"
-    save_training_state(path, config={"a": 1}, iteration=3, models={"g": net}, optimizers={"g": opt},
-                        schedulers={"g": sched}, extra={"note": "x"})
+    save_training_state(
+        path,
+        config={"a": 1},
+        iteration=3,
+        models={"g": net},
+        optimizers={"g": opt},
+        schedulers={"g": sched},
+        extra={"note": "x"},
+    )
     return path
 
 
@@ -78,8 +85,9 @@ def saved_files(tmp_path: Path) -> dict[str, tuple[Path, callable]]:
     }
 
 
-@pytest.mark.parametrize("kind", ["model file", "training checkpoint", "RRDBNet.save", "SPSAGenerator.save",
-                                  "StageGAN.save"])
+@pytest.mark.parametrize(
+    "kind", ["model file", "training checkpoint", "RRDBNet.save", "SPSAGenerator.save", "StageGAN.save"]
+)
 def test_zeroed_bytes_inside_the_weights_are_refused(tmp_path, kind):
     path, read = saved_files(tmp_path)[kind]
     read(path)  # intact: loads
@@ -133,7 +141,9 @@ def test_no_bit_flip_loads_changed_content(tmp_path, kind):
         except (ValueError, NoDigestWarning):
             refused += 1
             continue
-        assert state_digest(state) == digest and state["digest"] == digest, f"flip at byte {pos} loaded changed content"
+        assert state_digest(state) == digest and state["digest"] == digest, (
+            f"flip at byte {pos} loaded changed content"
+        )
         assert not tensor_start <= pos < tensor_end, f"a flip inside the weights (byte {pos}) was not refused"
     assert refused >= 50  # every flip in the weights, and most others
 
@@ -178,13 +188,22 @@ def test_old_training_checkpoints_with_numpy_rng_states_still_load(tmp_path):
 
 
 def test_digest_covers_every_tensor_byte_and_plain_value():
-    base = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "cfg": {"a": 1, "b": [1.5, None]}, 3: "x"}
+    base = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "cfg": {"a": 1, "b": [1.5, None]},
+        3: "x",
+    }
     d = state_digest(base)
     assert d == state_digest({3: "x", "cfg": {"b": [1.5, None], "a": 1}, "w": base["w"].t().contiguous().t()})
-    for changed in ({**base, "w": base["w"].clone().index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(5.5))},
-                    {**base, "w": base["w"].double()}, {**base, "w": base["w"].reshape(3, 2)},
-                    {**base, "cfg": {"a": 2, "b": [1.5, None]}}, {**base, "cfg": {"a": 1, "b": (1.5, None)}},
-                    {**base, 3: "y"}, {**base, "extra": None}):
+    for changed in (
+        {**base, "w": base["w"].clone().index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(5.5))},
+        {**base, "w": base["w"].double()},
+        {**base, "w": base["w"].reshape(3, 2)},
+        {**base, "cfg": {"a": 2, "b": [1.5, None]}},
+        {**base, "cfg": {"a": 1, "b": (1.5, None)}},
+        {**base, 3: "y"},
+        {**base, "extra": None},
+    ):
         assert state_digest(changed) != d
     assert state_digest({**base, "digest": "anything"}) == d  # the digest leaves itself out
 

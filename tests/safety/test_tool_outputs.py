@@ -24,8 +24,11 @@ TINY = dict(num_feat=16, num_block=1, num_grow_ch=8)
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run(tool, *args) -> tuple[int, str]:
@@ -56,8 +59,9 @@ def one_error_line(err: str, prog: str) -> str:
 def test_upscale_never_replaces_an_input_or_the_model(work):
     before = fingerprint(work)
     # the output folder is the input folder, and the names collide: -o . --suffix ""
-    code, err = run(upscale, work / "model.pt", work / "a.png", work / "b.png", "-o", work, "--suffix", "",
-                    "--overwrite")
+    code, err = run(
+        upscale, work / "model.pt", work / "a.png", work / "b.png", "-o", work, "--suffix", "", "--overwrite"
+    )
     assert code == 1 and err.count("is never overwritten") == 2
     # an output named like the model file
     (work / "m").mkdir()
@@ -99,7 +103,9 @@ def test_eval_csv_never_replaces_inputs_the_model_or_earlier_results(work, targe
     code, err = run(eval_tool, work / "model.pt", "--hr", work / "a.png", "--csv", work / target)
     assert code == 2 and "--csv" in one_error_line(err, "fastsr.eval")
     assert fingerprint(work) == before
-    code, err = run(eval_tool, work / "model.pt", "--hr", work / "a.png", "--csv", work / target, "--overwrite")
+    code, err = run(
+        eval_tool, work / "model.pt", "--hr", work / "a.png", "--csv", work / target, "--overwrite"
+    )
     if target == "earlier.csv":
         assert code == 0 and (work / target).read_text().startswith("name,width")
     else:
@@ -110,8 +116,17 @@ def test_eval_csv_never_replaces_inputs_the_model_or_earlier_results(work, targe
 def test_visualize_never_replaces_its_image_or_the_model(work, target):
     before = fingerprint(work)
     for extra in ([], ["--overwrite"]):
-        code, err = run(visualize, "attention", work / "model.pt", work / "a.png", "--pixel", "3,3", "-o",
-                        work / target, *extra)
+        code, err = run(
+            visualize,
+            "attention",
+            work / "model.pt",
+            work / "a.png",
+            "--pixel",
+            "3,3",
+            "-o",
+            work / target,
+            *extra,
+        )
         assert code == 2 and "-o" in one_error_line(err, "fastsr.visualize")
     assert fingerprint(work) == before
 
@@ -121,14 +136,20 @@ def test_bad_model_files_are_one_line_naming_what_the_file_is(work, bad):
     from fastsr.train.checkpoint import save_training_state
 
     path = work / "bad.pt"
-    expected = {"missing": "does not exist", "text": "is not a readable fastsr model file",
-                "checkpoint": "is a training checkpoint; pass its run's generator.pt"}[bad]
+    expected = {
+        "missing": "does not exist",
+        "text": "is not a readable fastsr model file",
+        "checkpoint": "is a training checkpoint; pass its run's generator.pt",
+    }[bad]
     if bad == "text":
         path.write_text("hello")
     elif bad == "checkpoint":
         save_training_state(path, config={}, iteration=0, models={}, optimizers={}, schedulers={})
-    for tool, args in ((upscale, [path, work / "a.png", "-o", work / "out"]), (eval_tool, [path, "--hr", work / "a.png"]),
-                       (visualize, ["attention", path, work / "a.png", "--pixel", "1,1", "-o", work / "v.png"])):
+    for tool, args in (
+        (upscale, [path, work / "a.png", "-o", work / "out"]),
+        (eval_tool, [path, "--hr", work / "a.png"]),
+        (visualize, ["attention", path, work / "a.png", "--pixel", "1,1", "-o", work / "v.png"]),
+    ):
         code, err = run(tool, *args)
         prog = tool.__name__
         assert code == 2 and expected in one_error_line(err, prog), err
@@ -154,8 +175,17 @@ def test_a_failing_prior_program_fails_one_image_and_the_batch_goes_on(work):
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(Picky()), str(work / "picky.pt"))
     Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(work / "wide.png")  # 80 wide at ×2
-    code, err = run(upscale, work / "model.pt", work / "a.png", work / "wide.png", "-o", work / "out",
-                    "--prior-module", work / "picky.pt", "--trust-prior-code")
+    code, err = run(
+        upscale,
+        work / "model.pt",
+        work / "a.png",
+        work / "wide.png",
+        "-o",
+        work / "out",
+        "--prior-module",
+        work / "picky.pt",
+        "--trust-prior-code",
+    )
     assert code == 1, err
     assert "wide.png" in one_error_line(err, "fastsr.upscale") and "70 pixels wide" in err
     assert (work / "out" / "a_x2.png").is_file() and not (work / "out" / "wide_x2.png").exists()

@@ -33,13 +33,77 @@ from fastsr.train.__main__ import main
 from fastsr.train.checkpoint import load_training_state
 
 REPO = Path(__file__).resolve().parents[2]
-SPSAGAN = ["spsagan", "--num-feat", "8", "--num-block", "1", "--num-grow-ch", "4", "--crop", "32", "--batch-size",
-           "2", "--log-every", "1", "--val-every", "1000", "--save-every", "1000", "--threads", "1", "--ema", "0.9",
-           "--iters", "2", "--device", "cpu"]
-STAGEGAN = ["stagegan", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--size", "32", "--val-size", "32",
-            "--num-classes", "4", "--iters", "1", "--log-every", "1", "--threads", "1", "--device", "cpu"]
-PRUNE = ["prune", "--iters", "2", "--last-k", "1", "--num-block", "1", "--num-feat", "8", "--num-grow-ch", "4",
-         "--crop", "32", "--batch-size", "2", "--log-every", "2", "--device", "cpu"]
+SPSAGAN = [
+    "spsagan",
+    "--num-feat",
+    "8",
+    "--num-block",
+    "1",
+    "--num-grow-ch",
+    "4",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--log-every",
+    "1",
+    "--val-every",
+    "1000",
+    "--save-every",
+    "1000",
+    "--threads",
+    "1",
+    "--ema",
+    "0.9",
+    "--iters",
+    "2",
+    "--device",
+    "cpu",
+]
+STAGEGAN = [
+    "stagegan",
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--n-blocks",
+    "2",
+    "--size",
+    "32",
+    "--val-size",
+    "32",
+    "--num-classes",
+    "4",
+    "--iters",
+    "1",
+    "--log-every",
+    "1",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
+PRUNE = [
+    "prune",
+    "--iters",
+    "2",
+    "--last-k",
+    "1",
+    "--num-block",
+    "1",
+    "--num-feat",
+    "8",
+    "--num-grow-ch",
+    "4",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--log-every",
+    "2",
+    "--device",
+    "cpu",
+]
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -57,8 +121,15 @@ class Payload:
 def smooth_image(path: Path, side: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:side, 0:side] / side
-    channels = [0.5 + 0.15 * sum(np.sin(2 * np.pi * (a * xx + b * yy) + rng.uniform(0, 6))
-                                 for a, b in rng.uniform(0.5, 3, size=(3, 2))) for _ in range(3)]
+    channels = [
+        0.5
+        + 0.15
+        * sum(
+            np.sin(2 * np.pi * (a * xx + b * yy) + rng.uniform(0, 6))
+            for a, b in rng.uniform(0.5, 3, size=(3, 2))
+        )
+        for _ in range(3)
+    ]
     Image.fromarray((np.clip(np.stack(channels, -1), 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
@@ -71,13 +142,25 @@ def image_dir(tmp_path_factory) -> Path:
 
 
 def spsagan_args(image_dir: Path, out: Path, *extra) -> list[str]:
-    return [*SPSAGAN, "--train-dir", str(image_dir), "--val-dir", str(image_dir), "--out", str(out), *map(str, extra)]
+    return [
+        *SPSAGAN,
+        "--train-dir",
+        str(image_dir),
+        "--val-dir",
+        str(image_dir),
+        "--out",
+        str(out),
+        *map(str, extra),
+    ]
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder``, by relative path."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def call(argv: list, capsys) -> tuple[int, str]:
@@ -93,7 +176,7 @@ def one_error_line(err: str, stage: str) -> str:
     assert len(lines) == 1 and "Traceback" not in err, err
     prefix = f"python -m fastsr.train {stage}: error: "
     assert lines[0].startswith(prefix), lines[0]
-    return lines[0][len(prefix):]
+    return lines[0][len(prefix) :]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +206,9 @@ def stage_args(stage: str, image_dir: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("stage", ["spsagan", "stagegan", "prune"])
-def test_a_second_run_is_refused_and_overwrite_deletes_only_the_runs_own_files(stage, image_dir, tmp_path, capsys):
+def test_a_second_run_is_refused_and_overwrite_deletes_only_the_runs_own_files(
+    stage, image_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     args = stage_args(stage, image_dir, out)
     assert call(args, capsys)[0] == 0
@@ -188,9 +273,22 @@ def test_spsagan_refuses_to_overwrite_its_pretrained_generator(image_dir, psnr_g
     run_dir = psnr_generator.parent
     before = fingerprint(run_dir)
     for pretrained in (psnr_generator, run_dir):  # the file, or its run folder (→ its generator.pt)
-        code, err = call(spsagan_args(image_dir, run_dir, "--stage", "gan", "--random-vgg", "--pretrained", pretrained,
-                                      "--overwrite"), capsys)
-        assert code == 2 and "--pretrained" in one_error_line(err, "spsagan") and "would be overwritten" in err
+        code, err = call(
+            spsagan_args(
+                image_dir,
+                run_dir,
+                "--stage",
+                "gan",
+                "--random-vgg",
+                "--pretrained",
+                pretrained,
+                "--overwrite",
+            ),
+            capsys,
+        )
+        assert (
+            code == 2 and "--pretrained" in one_error_line(err, "spsagan") and "would be overwritten" in err
+        )
     assert fingerprint(run_dir) == before
 
 
@@ -199,8 +297,10 @@ def test_stagegan_refuses_its_data_folder_as_run_folder(tmp_path, capsys):
     data.mkdir()
     smooth_image(data / "pair.png", 64, 0)
     before = fingerprint(data)
-    code, err = call([*STAGEGAN, "--data", "ab", "--data-dir", data, "--val-dir", data, "--out", data, "--overwrite"],
-                     capsys)
+    code, err = call(
+        [*STAGEGAN, "--data", "ab", "--data-dir", data, "--val-dir", data, "--out", data, "--overwrite"],
+        capsys,
+    )
     assert code == 2 and "is the --data-dir folder" in one_error_line(err, "stagegan")
     assert fingerprint(data) == before
 
@@ -239,8 +339,11 @@ def test_prune_refuses_a_validation_image_too_small_to_score(tmp_path, monkeypat
     (tmp_path / "val").mkdir()
     smooth_image(tmp_path / "val" / "tiny.png", 16, 1)
     train = sample_image_paths("train")
-    monkeypatch.setattr(prune_stage, "sample_image_paths", lambda split: train if split == "train" else
-                        [tmp_path / "val" / "tiny.png"])
+    monkeypatch.setattr(
+        prune_stage,
+        "sample_image_paths",
+        lambda split: train if split == "train" else [tmp_path / "val" / "tiny.png"],
+    )
     code, err = call([*PRUNE, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "validation image 'tiny' is 16×16" in one_error_line(err, "prune")
     assert not (tmp_path / "run").exists()
@@ -265,8 +368,9 @@ def test_a_loose_checkpoint_resumes_only_into_a_new_out(psnr_generator, tmp_path
 
 @pytest.mark.parametrize("stage", ["psnr", "gan"])
 @pytest.mark.parametrize("fault", ["missing", "misshaped"])
-def test_npy_priors_of_every_image_are_checked_before_training(stage, fault, image_dir, psnr_generator, tmp_path,
-                                                               capsys):
+def test_npy_priors_of_every_image_are_checked_before_training(
+    stage, fault, image_dir, psnr_generator, tmp_path, capsys
+):
     priors = tmp_path / "priors"
     priors.mkdir()
     np.save(priors / "img0.npy", np.full((8, 64, 64), 1 / 8, dtype=np.float32))
@@ -294,7 +398,9 @@ def test_the_main_job_refuses_an_earlier_one_before_training(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("stage", ["spsagan", "stagegan"])
-def test_the_checkpoint_is_written_before_the_validation_of_its_iteration(stage, image_dir, tmp_path, monkeypatch):
+def test_the_checkpoint_is_written_before_the_validation_of_its_iteration(
+    stage, image_dir, tmp_path, monkeypatch
+):
     def failing_validation(*args, **kwargs):
         raise RuntimeError("validation failed")
 
@@ -313,23 +419,52 @@ def test_the_checkpoint_is_written_before_the_validation_of_its_iteration(stage,
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["missing resume", "missing pretrained", "non-JSON connections", "empty data folder",
-                                  "device tpu", "device cuda:99", "overwrite with resume", "out under a file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing resume",
+        "missing pretrained",
+        "non-JSON connections",
+        "empty data folder",
+        "device tpu",
+        "device cuda:99",
+        "overwrite with resume",
+        "out under a file",
+    ],
+)
 def test_user_errors_are_one_line(case, image_dir, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (tmp_path / "c.json").write_text("{not json")
     argv, expected = {
         "missing resume": (["spsagan", "--resume", tmp_path / "nowhere"], "no training checkpoint"),
-        "missing pretrained": (spsagan_args(image_dir, tmp_path / "r", "--stage", "gan", "--random-vgg",
-                                            "--pretrained", tmp_path / "nope.pt"), "does not exist"),
-        "non-JSON connections": (spsagan_args(image_dir, tmp_path / "r", "--connections", tmp_path / "c.json"),
-                                 "c.json"),
+        "missing pretrained": (
+            spsagan_args(
+                image_dir,
+                tmp_path / "r",
+                "--stage",
+                "gan",
+                "--random-vgg",
+                "--pretrained",
+                tmp_path / "nope.pt",
+            ),
+            "does not exist",
+        ),
+        "non-JSON connections": (
+            spsagan_args(image_dir, tmp_path / "r", "--connections", tmp_path / "c.json"),
+            "c.json",
+        ),
         "empty data folder": (spsagan_args(empty, tmp_path / "r"), f"--train-dir {empty} holds no images"),
-        "device tpu": (spsagan_args(image_dir, tmp_path / "r", "--device", "tpu"), "device must be cpu, cuda"),
+        "device tpu": (
+            spsagan_args(image_dir, tmp_path / "r", "--device", "tpu"),
+            "device must be cpu, cuda",
+        ),
         "device cuda:99": ([*STAGEGAN, "--device", "cuda:99", "--out", tmp_path / "r"], "cuda:99"),
         "overwrite with resume": (["spsagan", "--resume", tmp_path, "--overwrite"], "pass one of them"),
-        "out under a file": (spsagan_args(image_dir, tmp_path / "c.json" / "r"), "c.json is a file, not a folder"),
+        "out under a file": (
+            spsagan_args(image_dir, tmp_path / "c.json" / "r"),
+            "c.json is a file, not a folder",
+        ),
     }[case]
     code, err = call(argv, capsys)
     assert code == 2 and expected in one_error_line(err, argv[0])
@@ -345,7 +480,9 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(damage, psnr_generator, tmp_
         state["models"]["generator"] = {k: v[..., :1] for k, v in state["models"]["generator"].items()}
     else:
         del state["extra"]
-    save_state(tmp_path / "odd" / "checkpoints" / "last.pt", state)  # a valid digest: the content is as written
+    save_state(
+        tmp_path / "odd" / "checkpoints" / "last.pt", state
+    )  # a valid digest: the content is as written
     code, err = call(["spsagan", "--resume", tmp_path / "odd"], capsys)
     line = one_error_line(err, "spsagan")
     assert code == 2 and str(tmp_path / "odd") in line
@@ -376,14 +513,34 @@ def evil(tmp_path) -> tuple[dict[str, Path], Path]:
     payload = Payload(sentinel)
     run_dir = tmp_path / "evil-run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    checkpoint = {"format": "fastsr.train/1", "config": {}, "iteration": 1, "models": {}, "optimizers": {},
-                  "schedulers": {}, "rng": [{"numpy": payload}], "extra": {}}
+    checkpoint = {
+        "format": "fastsr.train/1",
+        "config": {},
+        "iteration": 1,
+        "models": {},
+        "optimizers": {},
+        "schedulers": {},
+        "rng": [{"numpy": payload}],
+        "extra": {},
+    }
     torch.save(checkpoint, run_dir / "checkpoints" / "last.pt")
-    files = {"checkpoint": tmp_path / "evil-ckpt.pt", "run": run_dir, "generator": tmp_path / "evil-g.pt",
-             "vgg": tmp_path / "evil-vgg.pth"}
+    files = {
+        "checkpoint": tmp_path / "evil-ckpt.pt",
+        "run": run_dir,
+        "generator": tmp_path / "evil-g.pt",
+        "vgg": tmp_path / "evil-vgg.pth",
+    }
     torch.save(checkpoint, files["checkpoint"])
-    torch.save({"format": "fastsr.model/1", "kind": "spsagan", "config": {"scale": 4},
-                "state_dict": {"conv_first.weight": payload}, "prior": None}, files["generator"])
+    torch.save(
+        {
+            "format": "fastsr.model/1",
+            "kind": "spsagan",
+            "config": {"scale": 4},
+            "state_dict": {"conv_first.weight": payload},
+            "prior": None,
+        },
+        files["generator"],
+    )
     torch.save({"features.0.weight": payload}, files["vgg"])
     return files, sentinel
 
@@ -396,8 +553,16 @@ def test_hostile_pickles_are_refused_in_one_line(flag, evil, image_dir, psnr_gen
         "--resume file": ["spsagan", "--resume", files["checkpoint"]],
         "--resume folder": ["spsagan", "--resume", files["run"]],
         "--pretrained": spsagan_args(image_dir, tmp_path / "r", *gan, "--pretrained", files["generator"]),
-        "--vgg-weights": spsagan_args(image_dir, tmp_path / "r", "--stage", "gan", "--pretrained", psnr_generator,
-                                      "--vgg-weights", files["vgg"]),
+        "--vgg-weights": spsagan_args(
+            image_dir,
+            tmp_path / "r",
+            "--stage",
+            "gan",
+            "--pretrained",
+            psnr_generator,
+            "--vgg-weights",
+            files["vgg"],
+        ),
     }[flag]
     code, err = call(argv, capsys)
     line = one_error_line(err, "spsagan")
@@ -409,8 +574,14 @@ def test_hostile_pickles_are_refused_in_one_line(flag, evil, image_dir, psnr_gen
 def test_a_hostile_checkpoint_through_a_real_command_line(evil):
     files, sentinel = evil
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTSR_DEBUG")}
-    done = subprocess.run([sys.executable, "-m", "fastsr.train", "spsagan", "--resume", str(files["checkpoint"])],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsr.train", "spsagan", "--resume", str(files["checkpoint"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "refused to load" in one_error_line(done.stderr, "spsagan")
     assert not sentinel.exists()
@@ -425,8 +596,9 @@ def torchscript_prior(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_torchscript_prior_needs_trust_and_a_resume_asks_again(torchscript_prior, image_dir, tmp_path, monkeypatch,
-                                                                 capsys):
+def test_a_torchscript_prior_needs_trust_and_a_resume_asks_again(
+    torchscript_prior, image_dir, tmp_path, monkeypatch, capsys
+):
     sentinel = tmp_path / "LOADED"
     real_load = torch.jit.load
 
@@ -456,8 +628,18 @@ def test_a_torchscript_prior_needs_trust_and_a_resume_asks_again(torchscript_pri
 
 def test_a_hostile_pickle_named_as_prior_module_is_refused(evil, image_dir, tmp_path, capsys):
     files, sentinel = evil
-    code, err = call(spsagan_args(image_dir, tmp_path / "r", "--prior", "module", "--prior-module",
-                                  files["generator"], "--trust-prior-code"), capsys)
+    code, err = call(
+        spsagan_args(
+            image_dir,
+            tmp_path / "r",
+            "--prior",
+            "module",
+            "--prior-module",
+            files["generator"],
+            "--trust-prior-code",
+        ),
+        capsys,
+    )
     assert code == 2 and "refused to load" in one_error_line(err, "spsagan")
     assert not sentinel.exists()
 

@@ -40,9 +40,15 @@ def test_save_load_restore_round_trip(tmp_path):
     net, opt, sch = trained(0)
     seed_all(11)
     draws()  # somewhere in the middle of every stream
-    path = checkpoint.save_training_state(tmp_path / "checkpoints" / "last.pt", config={"lr": 1e-2}, iteration=7,
-                                          models={"net": net}, optimizers={"net": opt}, schedulers={"net": sch},
-                                          extra={"best": 1.5})
+    path = checkpoint.save_training_state(
+        tmp_path / "checkpoints" / "last.pt",
+        config={"lr": 1e-2},
+        iteration=7,
+        models={"net": net},
+        optimizers={"net": opt},
+        schedulers={"net": sch},
+        extra={"best": 1.5},
+    )
     expected = draws()  # what the run would have drawn next
 
     seed_all(99)  # another process: other weights, other streams
@@ -65,8 +71,9 @@ def test_each_rank_takes_its_own_rng_state_and_wraps_around(tmp_path):
     for seed in (1, 2):
         torch.manual_seed(seed)
         states.append(checkpoint.rng_state())
-    checkpoint.save_training_state(tmp_path / "last.pt", config={}, iteration=1, models={}, optimizers={},
-                                   schedulers={}, rng=states)
+    checkpoint.save_training_state(
+        tmp_path / "last.pt", config={}, iteration=1, models={}, optimizers={}, schedulers={}, rng=states
+    )
     state = checkpoint.load_training_state(tmp_path / "last.pt")
     for rank, world_size, seed in ((0, 2, 1), (1, 2, 2), (3, 4, 2)):
         checkpoint.restore(state, models={}, optimizers={}, schedulers={}, rank=rank, world_size=world_size)
@@ -78,8 +85,9 @@ def test_each_rank_takes_its_own_rng_state_and_wraps_around(tmp_path):
 
 def test_restore_refuses_other_names(tmp_path):
     net, opt, sch = trained(0)
-    checkpoint.save_training_state(tmp_path / "last.pt", config={}, iteration=1, models={"net": net},
-                                   optimizers={}, schedulers={})
+    checkpoint.save_training_state(
+        tmp_path / "last.pt", config={}, iteration=1, models={"net": net}, optimizers={}, schedulers={}
+    )
     state = checkpoint.load_training_state(tmp_path / "last.pt")
     with pytest.raises(ValueError, match=r"checkpoint's models are \['net'\]; this run has \['other'\]"):
         checkpoint.restore(state, models={"other": net}, optimizers={}, schedulers={})

@@ -111,7 +111,9 @@ class FixedConv(nn.Module):
     def __init__(self):
         super().__init__()
         g = torch.Generator().manual_seed(3)
-        self.weight = nn.Parameter(torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64), requires_grad=False)
+        self.weight = nn.Parameter(
+            torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64), requires_grad=False
+        )
 
     def forward(self, x):
         return F.conv2d(x, self.weight, padding=1)

@@ -40,8 +40,24 @@ def test_no_flags_give_the_defaults_and_nothing_typed():
 
 
 def test_flags_parse_as_their_hints_say():
-    cfg, given = parse(["--count", "7", "--rate", "2", "--name", "x", "--no-on", "--off", "--width", "16",
-                        "--weight", "0", "--label", "y"])
+    cfg, given = parse(
+        [
+            "--count",
+            "7",
+            "--rate",
+            "2",
+            "--name",
+            "x",
+            "--no-on",
+            "--off",
+            "--width",
+            "16",
+            "--weight",
+            "0",
+            "--label",
+            "y",
+        ]
+    )
     assert cfg == Toy(count=7, rate=2.0, name="x", on=False, off=True, width=16, weight=0.0, label="y")
     assert type(cfg.rate) is float and type(cfg.width) is int and type(cfg.weight) is float
     assert given == {f.name for f in dataclasses.fields(Toy)}
@@ -59,7 +75,7 @@ def test_a_value_of_the_wrong_type_is_refused(argv):
 
 
 def test_unsupported_hints_are_refused():
-    assert flag_type("x", int | None) is int and flag_type("x", typing.Optional[float]) is float
+    assert flag_type("x", int | None) is int and flag_type("x", typing.Optional[float]) is float  # noqa: UP045 (the old spelling is what is tested)
     with pytest.raises(TypeError, match="config field x"):
         flag_type("x", list[int])
     with pytest.raises(TypeError, match="config field x"):
@@ -79,6 +95,9 @@ def test_every_stage_field_gets_a_flag_of_its_hints_type(stage):
         if hints[f.name] is bool:
             assert isinstance(action, argparse.BooleanOptionalAction), f.name
         else:
-            assert action.type in (int, float, str) and action.type in (hints[f.name], *typing.get_args(hints[f.name]))
+            assert action.type in (int, float, str) and action.type in (
+                hints[f.name],
+                *typing.get_args(hints[f.name]),
+            )
     cfg = config_from_args(config_cls, parser.parse_args([]))
     assert cfg == config_cls()

@@ -24,14 +24,34 @@ from fastsr.train.stagegan import StageGANConfig
 
 CPU = Dist(rank=0, world_size=1, device=torch.device("cpu"))
 # The saved run: nothing here equals a default that a test types.
-SAVED = dict(num_feat=8, num_block=1, num_grow_ch=4, crop=32, batch_size=2, iters=10, log_every=7, val_every=5,
-             save_every=5, lr=1e-3, seed=3, threads=1, device="cpu")
+SAVED = dict(
+    num_feat=8,
+    num_block=1,
+    num_grow_ch=4,
+    crop=32,
+    batch_size=2,
+    iters=10,
+    log_every=7,
+    val_every=5,
+    save_every=5,
+    lr=1e-3,
+    seed=3,
+    threads=1,
+    device="cpu",
+)
 
 
 def saved_run(folder: Path, config: dict) -> Path:
     """A run folder whose checkpoint holds ``config`` (no weights: the rules read the config)."""
-    save_training_state(folder / "checkpoints" / "last.pt", config=config, iteration=5, models={},
-                        optimizers={}, schedulers={}, extra={"prior": {"kind": "colour"}})
+    save_training_state(
+        folder / "checkpoints" / "last.pt",
+        config=config,
+        iteration=5,
+        models={},
+        optimizers={},
+        schedulers={},
+        extra={"prior": {"kind": "colour"}},
+    )
     return folder
 
 
@@ -67,10 +87,33 @@ def test_untyped_flags_are_the_saved_runs(run_dir, resumed):
 
 def test_typed_runtime_flags_take_effect_even_at_their_defaults(run_dir, resumed):
     default = SPSAGANConfig()
-    cfg = resumed(["spsagan", "--resume", run_dir, "--iters", default.iters, "--log-every", default.log_every,
-                   "--val-every", 3, "--threads", 2, "--workers", 1, "--device", "auto"])
-    assert (cfg.iters, cfg.log_every, cfg.val_every, cfg.threads, cfg.workers, cfg.device) == \
-        (default.iters, default.log_every, 3, 2, 1, "auto")
+    cfg = resumed(
+        [
+            "spsagan",
+            "--resume",
+            run_dir,
+            "--iters",
+            default.iters,
+            "--log-every",
+            default.log_every,
+            "--val-every",
+            3,
+            "--threads",
+            2,
+            "--workers",
+            1,
+            "--device",
+            "auto",
+        ]
+    )
+    assert (cfg.iters, cfg.log_every, cfg.val_every, cfg.threads, cfg.workers, cfg.device) == (
+        default.iters,
+        default.log_every,
+        3,
+        2,
+        1,
+        "auto",
+    )
     assert cfg.save_every == 5 and cfg.num_feat == 8 and cfg.lr == 1e-3  # untyped: the saved run's
 
 
@@ -79,13 +122,16 @@ def test_a_typed_flag_with_the_saved_value_is_accepted(run_dir, resumed):
     assert cfg.num_feat == 8 and cfg.iters == 10
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["--num-feat", "64"], "--num-feat 64 (the run has 8)"),
-    (["--stage", "gan"], "--stage 'gan' (the run has 'psnr')"),
-    (["--train-dir", "elsewhere"], "--train-dir 'elsewhere' (the run has '')"),
-    (["--lr", "0.5", "--seed", "0"], "--lr 0.5 (the run has 0.001), --seed 0 (the run has 3)"),
-    (["--pixel-weight", "1.0", "--global-skip"], "--global-skip True (the run has False)"),
-])
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--num-feat", "64"], "--num-feat 64 (the run has 8)"),
+        (["--stage", "gan"], "--stage 'gan' (the run has 'psnr')"),
+        (["--train-dir", "elsewhere"], "--train-dir 'elsewhere' (the run has '')"),
+        (["--lr", "0.5", "--seed", "0"], "--lr 0.5 (the run has 0.001), --seed 0 (the run has 3)"),
+        (["--pixel-weight", "1.0", "--global-skip"], "--global-skip True (the run has False)"),
+    ],
+)
 def test_typed_flags_that_would_change_the_run_are_refused(run_dir, argv, named, capsys):
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     assert main(["spsagan", "--resume", str(run_dir), *argv]) == 2
@@ -95,7 +141,9 @@ def test_typed_flags_that_would_change_the_run_are_refused(run_dir, argv, named,
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
 
 
-def test_typed_out_elsewhere_is_refused_but_names_a_loose_checkpoints_folder(run_dir, tmp_path, resumed, capsys):
+def test_typed_out_elsewhere_is_refused_but_names_a_loose_checkpoints_folder(
+    run_dir, tmp_path, resumed, capsys
+):
     assert main(["spsagan", "--resume", str(run_dir), "--out", str(tmp_path / "moved")]) == 2
     assert "--out" in capsys.readouterr().err and not (tmp_path / "moved").exists()
     assert resumed(["spsagan", "--resume", run_dir, "--out", run_dir]).out == str(run_dir)  # the same folder
@@ -116,17 +164,30 @@ def test_the_python_api_refuses_changed_fields_and_takes_runtime_ones(run_dir):
     with pytest.raises(ValueError, match="--num-feat 64"):
         resume_or_start(SPSAGANConfig(resume=str(run_dir), num_feat=64), given={"num_feat"})
     assert resume_or_start(SPSAGANConfig(resume=str(run_dir), iters=400_000))[0].iters == 10
-    assert resume_or_start(SPSAGANConfig(resume=str(run_dir), iters=400_000), given={"iters"})[0].iters == 400_000
+    assert (
+        resume_or_start(SPSAGANConfig(resume=str(run_dir), iters=400_000), given={"iters"})[0].iters
+        == 400_000
+    )
     with pytest.raises(ValueError, match="was not written by this trainer"):
         resume_or_start(StageGANConfig(resume=str(run_dir)))
 
 
 def test_older_checkpoints_sentinels_read_as_the_stage_defaults(tmp_path):
-    old = {**dataclasses.asdict(SPSAGANConfig(**SAVED)), "lr": 0.0, "lr_halve_every": 0, "pixel_weight": -1.0,
-           "qk_channels": 0, "threads": 0}
+    old = {
+        **dataclasses.asdict(SPSAGANConfig(**SAVED)),
+        "lr": 0.0,
+        "lr_halve_every": 0,
+        "pixel_weight": -1.0,
+        "qk_channels": 0,
+        "threads": 0,
+    }
     cfg, _ = resume_or_start(SPSAGANConfig(resume=str(saved_run(tmp_path / "old", old))))
     assert (cfg.lr, cfg.lr_halve_every, cfg.pixel_weight, cfg.qk_channels, cfg.threads) == (None,) * 5
-    assert (cfg.resolved().lr, cfg.resolved().lr_halve_every, cfg.resolved().pixel_weight) == (2e-4, 200_000, 1.0)
+    assert (cfg.resolved().lr, cfg.resolved().lr_halve_every, cfg.resolved().pixel_weight) == (
+        2e-4,
+        200_000,
+        1.0,
+    )
 
 
 def test_stage_defaults_are_resolved_once_from_none():
@@ -134,8 +195,14 @@ def test_stage_defaults_are_resolved_once_from_none():
     assert (psnr.lr, psnr.lr_halve_every, psnr.pixel_weight) == (2e-4, 200_000, 1.0)
     assert (gan.lr, gan.lr_halve_every, gan.pixel_weight) == (1e-4, 100_000, 1e-2)
     given = SPSAGANConfig(stage="gan", lr=3e-3, lr_halve_every=7, pixel_weight=0.0).resolved()
-    assert (given.lr, given.lr_halve_every, given.pixel_weight) == (3e-3, 7, 0.0)  # 0 is a weight, not "default"
-    assert SPSAGANConfig().qk_channels is None and SPSAGANConfig().resolved().qk_channels is None  # the model's
+    assert (given.lr, given.lr_halve_every, given.pixel_weight) == (
+        3e-3,
+        7,
+        0.0,
+    )  # 0 is a weight, not "default"
+    assert (
+        SPSAGANConfig().qk_channels is None and SPSAGANConfig().resolved().qk_channels is None
+    )  # the model's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,19 +238,35 @@ def test_the_checkpointer_writes_the_checkpoint_then_validates(tmp_path):
 
     def validate(iteration):
         ckpt = tmp_path / "checkpoints" / "last.pt"
-        events.append(("validate", iteration, load_training_state(ckpt)["iteration"] if ckpt.exists() else None))
+        events.append(
+            ("validate", iteration, load_training_state(ckpt)["iteration"] if ckpt.exists() else None)
+        )
         draws()  # validation must leave every stream as it was
         return {"psnr": float(iteration)}
 
-    checkpointer = Checkpointer(tmp_path, CPU, Schedule(), models={"net": net}, optimizers={"net": opt},
-                                schedulers={}, extra={}, export=export, validate=validate)
+    checkpointer = Checkpointer(
+        tmp_path,
+        CPU,
+        Schedule(),
+        models={"net": net},
+        optimizers={"net": opt},
+        schedulers={},
+        extra={},
+        export=export,
+        validate=validate,
+    )
     seed_all(0)
     expected = draws()
     seed_all(0)
     for iteration in range(1, 7):
         checkpointer.end_of_iteration(iteration)
-    assert events == [("validate", 2, None), ("export", "generator.pt"), ("validate", 4, 3),
-                      ("export", "generator.pt"), ("validate", 6, 6)]
+    assert events == [
+        ("validate", 2, None),
+        ("export", "generator.pt"),
+        ("validate", 4, 3),
+        ("export", "generator.pt"),
+        ("validate", 6, 6),
+    ]
     got = draws()
     assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]  # validation drew nothing from them
     # the checkpoint at 6 was written before the validation at 6: it holds the one at 4
@@ -193,8 +276,17 @@ def test_the_checkpointer_writes_the_checkpoint_then_validates(tmp_path):
 
 
 def test_validation_leaves_the_torch_stream_alone(tmp_path):
-    checkpointer = Checkpointer(tmp_path, CPU, Schedule(save_every=100), models={}, optimizers={}, schedulers={},
-                                extra={}, export=lambda p: None, validate=lambda i: {"x": float(torch.rand(()))})
+    checkpointer = Checkpointer(
+        tmp_path,
+        CPU,
+        Schedule(save_every=100),
+        models={},
+        optimizers={},
+        schedulers={},
+        extra={},
+        export=lambda p: None,
+        validate=lambda i: {"x": float(torch.rand(()))},
+    )
     torch.manual_seed(1)
     expected = torch.rand(4)
     torch.manual_seed(1)
@@ -240,7 +332,11 @@ def test_the_loader_is_a_function_of_seed_and_iteration():
 
 def test_the_loader_gives_each_rank_its_half_of_the_global_batch():
     _, whole = make_loader(Keys(), 4, seed=7, d=CPU)
-    halves = [make_loader(Keys(), 2, seed=7, d=Dist(rank=r, world_size=2, device=torch.device("cpu")))[1]
-              for r in range(2)]
+    halves = [
+        make_loader(Keys(), 2, seed=7, d=Dist(rank=r, world_size=2, device=torch.device("cpu")))[1]
+        for r in range(2)
+    ]
     for _ in range(3):
-        torch.testing.assert_close(torch.cat([next(h)["key"] for h in halves]), next(whole)["key"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            torch.cat([next(h)["key"] for h in halves]), next(whole)["key"], rtol=0, atol=0
+        )

@@ -39,9 +39,21 @@ def image_dir(tmp_path_factory) -> Path:
 
 
 def tiny(image_dir: Path, out: Path, **changes) -> SPSAGANConfig:
-    base = dict(train_dir=str(image_dir), val_dir=str(image_dir), num_feat=8, num_block=1, num_grow_ch=4,
-                crop=32, batch_size=2, log_every=1, val_every=1000, save_every=1000, threads=1, ema=0.9,
-                out=str(out))
+    base = dict(
+        train_dir=str(image_dir),
+        val_dir=str(image_dir),
+        num_feat=8,
+        num_block=1,
+        num_grow_ch=4,
+        crop=32,
+        batch_size=2,
+        log_every=1,
+        val_every=1000,
+        save_every=1000,
+        threads=1,
+        ema=0.9,
+        out=str(out),
+    )
     return SPSAGANConfig(**{**base, **changes})
 
 
@@ -66,8 +78,19 @@ def psnr_generator(image_dir, tmp_path_factory) -> Path:
 
 def test_gan_stage_lowers_the_generator_loss(image_dir, psnr_generator, tmp_path):
     # Pixel and perceptual losses only (the adversarial term is not meant to fall monotonically).
-    run(tiny(image_dir, tmp_path / "gan", stage="gan", pretrained=str(psnr_generator), random_vgg=True,
-             gan_weight=0.0, pixel_weight=1.0, lr=2e-3, iters=40))
+    run(
+        tiny(
+            image_dir,
+            tmp_path / "gan",
+            stage="gan",
+            pretrained=str(psnr_generator),
+            random_vgg=True,
+            gan_weight=0.0,
+            pixel_weight=1.0,
+            lr=2e-3,
+            iters=40,
+        )
+    )
     rows = read_csv(tmp_path / "gan" / "train.csv")
     total = [float(r["l_pix"]) + float(r["l_per"]) for r in rows]
     assert np.mean(total[-8:]) < 0.8 * np.mean(total[:8])
@@ -87,7 +110,10 @@ def test_resume_continues_exactly(image_dir, psnr_generator, tmp_path, stage):
     # The resumed run reads everything from the checkpoint; only the schedule is extended.
     run(SPSAGANConfig(resume=str(tmp_path / "split"), iters=6))
 
-    a, b = _state(tmp_path / "straight" / "checkpoints" / "last.pt"), _state(tmp_path / "split" / "checkpoints" / "last.pt")
+    a, b = (
+        _state(tmp_path / "straight" / "checkpoints" / "last.pt"),
+        _state(tmp_path / "split" / "checkpoints" / "last.pt"),
+    )
     assert a["iteration"] == b["iteration"] == 6
     for kind in ("models", "optimizers"):
         for name in a[kind]:
@@ -147,13 +173,16 @@ def test_gan_stage_errors_name_the_missing_flag(image_dir, psnr_generator, tmp_p
         run(tiny(image_dir, tmp_path / "b", stage="gan", pretrained=str(psnr_generator), iters=1))
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(stage="adversarial"), "stage must be one of"),
-    (dict(scale=3), "scale must be 2, 4 or 8"),
-    (dict(crop=30), "crop must be a multiple of scale"),
-    (dict(prior="npy"), "--prior-dir"),
-    (dict(ema=1.0), "ema must be in"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(stage="adversarial"), "stage must be one of"),
+        (dict(scale=3), "scale must be 2, 4 or 8"),
+        (dict(crop=30), "crop must be a multiple of scale"),
+        (dict(prior="npy"), "--prior-dir"),
+        (dict(ema=1.0), "ema must be in"),
+    ],
+)
 def test_config_errors(changes, message):
     with pytest.raises(ValueError, match=message):
         SPSAGANConfig(**changes)
@@ -174,17 +203,62 @@ def test_main_job_configs_are_reachable_from_the_command_line(tmp_path):
 def test_two_process_ddp_matches_one_process_with_the_global_batch(image_dir, tmp_path):
     """torchrun, 2 CPU processes (gloo), batch 2 each ≡ one process with batch 4: the sampler hands
     the ranks the two halves of the same global batch and DDP averages their gradients."""
-    common = ["spsagan", "--train-dir", str(image_dir), "--val-dir", str(image_dir), "--num-feat", "8",
-              "--num-block", "1", "--num-grow-ch", "4", "--crop", "32", "--iters", "4", "--log-every", "1",
-              "--threads", "1", "--ema", "0", "--lr", "1e-3"]
+    common = [
+        "spsagan",
+        "--train-dir",
+        str(image_dir),
+        "--val-dir",
+        str(image_dir),
+        "--num-feat",
+        "8",
+        "--num-block",
+        "1",
+        "--num-grow-ch",
+        "4",
+        "--crop",
+        "32",
+        "--iters",
+        "4",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--ema",
+        "0",
+        "--lr",
+        "1e-3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "fastsr.train", *common, "--batch-size", "2", "--out", str(tmp_path / "ddp")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "fastsr.train",
+            *common,
+            "--batch-size",
+            "2",
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "2 processes" in ddp.stdout
-    single = subprocess.run([sys.executable, "-m", "fastsr.train", *common, "--batch-size", "4",
-                             "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "fastsr.train", *common, "--batch-size", "4", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     a = _state(tmp_path / "ddp" / "checkpoints" / "last.pt")["models"]["generator"]
     b = _state(tmp_path / "one" / "checkpoints" / "last.pt")["models"]["generator"]

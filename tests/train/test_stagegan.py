@@ -19,8 +19,18 @@ from fastsr.data.priors import ModulePrior
 from fastsr.inference import bicubic_upscale, load_model, super_resolve
 from fastsr.train.stagegan import StageGANConfig, active_stages, build_networks, run
 
-TINY = dict(ngf=8, ndf=8, n_blocks=2, size=32, val_size=32, log_every=1, val_every=1000, save_every=1000,
-            threads=1, num_classes=4)
+TINY = dict(
+    ngf=8,
+    ndf=8,
+    n_blocks=2,
+    size=32,
+    val_size=32,
+    log_every=1,
+    val_every=1000,
+    save_every=1000,
+    threads=1,
+    num_classes=4,
+)
 
 
 def tiny(out: Path, **changes) -> StageGANConfig:
@@ -35,9 +45,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def psnr_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
     """An independent PSNR on Y (BasicSR's): 8-bit quantisation, Y = 16 + 65.481 R + 128.553 G +
     24.966 B on [0, 1] RGB, ``border`` pixels cropped, float64 numpy."""
+
     def y(img):
         rgb = np.round(img.detach().double().cpu().numpy().clip(0, 1) * 255) / 255  # (3, H, W)
         return (16 + 65.481 * rgb[0] + 128.553 * rgb[1] + 24.966 * rgb[2])[border:-border, border:-border]
+
     mse = np.mean((y(sr) - y(hr)) ** 2)
     return float(10 * np.log10(255**2 / mse))
 
@@ -86,11 +98,15 @@ def test_resume_continues_exactly(tmp_path, schedule):
 
 def test_sequential_schedule_trains_one_stage_at_a_time(tmp_path):
     cfg = tiny(tmp_path / "seq", iters=9, schedule="sequential")
-    assert [active_stages(cfg, i) for i in (1, 3, 4, 6, 7, 9)] == [("stage0",)] * 2 + [("stage1",)] * 2 + [("stage2",)] * 2
+    assert [active_stages(cfg, i) for i in (1, 3, 4, 6, 7, 9)] == [("stage0",)] * 2 + [("stage1",)] * 2 + [
+        ("stage2",)
+    ] * 2
     assert active_stages(tiny(tmp_path, iters=9), 5) == ("stage0", "stage1", "stage2")
     # Two iterations with three per stage touch stage 0 only.
     run(tiny(tmp_path / "seq", iters=2, schedule="sequential", stage_iters=3))
-    trained = torch.load(tmp_path / "seq" / "checkpoints" / "last.pt", weights_only=False)["models"]["generators"]
+    trained = torch.load(tmp_path / "seq" / "checkpoints" / "last.pt", weights_only=False)["models"][
+        "generators"
+    ]
     torch.manual_seed(cfg.seed)
     fresh, _ = build_networks(cfg, map_channels=3)
     for k, v in fresh.state_dict().items():
@@ -130,12 +146,31 @@ def test_spsagan_trains_on_a_stage_zero_prior(tmp_path):
     from fastsr.train.spsagan import run as run_spsagan
 
     run(tiny(tmp_path / "sg", iters=2, map_mode="onehot"))
-    small = dict(num_feat=8, num_block=1, num_grow_ch=4, crop=32, batch_size=2, threads=1, val_every=1000,
-                 save_every=1000, log_every=1, prior="module", prior_module=str(tmp_path / "sg" / "generator.pt"),
-                 prior_classes=4)
+    small = dict(
+        num_feat=8,
+        num_block=1,
+        num_grow_ch=4,
+        crop=32,
+        batch_size=2,
+        threads=1,
+        val_every=1000,
+        save_every=1000,
+        log_every=1,
+        prior="module",
+        prior_module=str(tmp_path / "sg" / "generator.pt"),
+        prior_classes=4,
+    )
     run_spsagan(SPSAGANConfig(iters=2, out=str(tmp_path / "psnr"), **small))
-    summary = run_spsagan(SPSAGANConfig(stage="gan", iters=2, pretrained=str(tmp_path / "psnr"), random_vgg=True,
-                                        out=str(tmp_path / "gan"), **small))
+    summary = run_spsagan(
+        SPSAGANConfig(
+            stage="gan",
+            iters=2,
+            pretrained=str(tmp_path / "psnr"),
+            random_vgg=True,
+            out=str(tmp_path / "gan"),
+            **small,
+        )
+    )
     model = load_model(tmp_path / "gan" / "generator.pt")
     assert model.needs_prior and isinstance(model.prior, ModulePrior)
     # the validation it reported is the exported model's, with the prior the file names
@@ -152,7 +187,9 @@ def test_spsa_in_stage_one(tmp_path):
     summary = run(tiny(tmp_path / "spsa", iters=2, spsa_level=2, map_mode="onehot"))
     # the reported validation is the exported upscaler's on the validation crops (PSNR recomputed)
     upscaler = load_model(tmp_path / "spsa" / "generator.pt").generator
-    val = StageGANValidationSet.from_samples("val", num_classes=4, seed=0, size=32, scale=4, map_mode="onehot")
+    val = StageGANValidationSet.from_samples(
+        "val", num_classes=4, seed=0, size=32, scale=4, map_mode="onehot"
+    )
     expected = {f"psnr_{n}": [] for n in ("bicubic", "stage1", "stage2")}
     for item in val:
         out = upscaler.stages(item["mr"][None])
@@ -161,17 +198,22 @@ def test_spsa_in_stage_one(tmp_path):
             expected[f"psnr_{n}"].append(psnr_y((out[n][0] + 1) / 2, item["hr"], 4))
     for k, v in expected.items():
         assert summary["val"][k] == pytest.approx(np.mean(v), abs=1e-4), k
-    state = torch.load(tmp_path / "spsa" / "checkpoints" / "last.pt", weights_only=False)["models"]["generators"]
+    state = torch.load(tmp_path / "spsa" / "checkpoints" / "last.pt", weights_only=False)["models"][
+        "generators"
+    ]
     assert any(".spsa." in k for k in state)
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(data="facades"), "--data-dir"),
-    (dict(data="ab", data_dir="x"), "--val-dir"),
-    (dict(size=48), "size must be a multiple of 32"),
-    (dict(schedule="staged"), "schedule must be one of"),
-    (dict(scale=3), "scale must be 2, 4 or 8"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(data="facades"), "--data-dir"),
+        (dict(data="ab", data_dir="x"), "--val-dir"),
+        (dict(size=48), "size must be a multiple of 32"),
+        (dict(schedule="staged"), "schedule must be one of"),
+        (dict(scale=3), "scale must be 2, 4 or 8"),
+    ],
+)
 def test_config_errors(changes, message):
     with pytest.raises(ValueError, match=message):
         StageGANConfig(**changes)
@@ -179,11 +221,46 @@ def test_config_errors(changes, message):
 
 @pytest.mark.slow
 def test_two_process_ddp_run(tmp_path):
-    args = ["stagegan", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--size", "32", "--val-size", "32",
-            "--num-classes", "4", "--iters", "3", "--log-every", "1", "--threads", "1", "--out", str(tmp_path / "ddp")]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "fastsr.train", *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    args = [
+        "stagegan",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--n-blocks",
+        "2",
+        "--size",
+        "32",
+        "--val-size",
+        "32",
+        "--num-classes",
+        "4",
+        "--iters",
+        "3",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "fastsr.train",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 processes" in done.stdout and "stage 2" in done.stdout
     assert len(read_csv(tmp_path / "ddp" / "train.csv")) == 3

@@ -17,7 +17,7 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fastsr.metrics import psnr, quantize, rgb_to_y, ssim
+from fastsr.metrics import _period2_energy, checkerboard, psnr, quantize, rgb_to_y, ssim
 
 
 def sk_psnr(a, b):
@@ -286,3 +286,64 @@ def test_rgb_to_y_and_quantize_errors():
         rgb_to_y(torch.zeros(8, 8, 3))
     with pytest.raises(TypeError, match="got numpy"):
         quantize(np.zeros(3, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkerboard energy
+# ---------------------------------------------------------------------------------------------
+
+
+def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.arange(h).view(h, 1).double(), torch.arange(w).view(1, w).double()
+
+
+def test_checkerboard_pattern_adds_its_squared_amplitude():
+    # E(smooth + a·m) = a² for each of the three period-2 patterns m: smooth parts (degree ≤ 6
+    # along each axis) cancel exactly in the demodulated binomial window.
+    ys, xs = _grid(40, 48)
+    smooth = 60 + 1.5 * ys + 0.7 * xs + 0.01 * ys**2 - 0.002 * xs**3 / 10
+    for m in (ys, xs, ys + xs):
+        pattern = 1 - 2 * (m % 2)  # ±1
+        assert _period2_energy(smooth[None, None]).item() == pytest.approx(0.0, abs=1e-18)
+        assert _period2_energy((smooth + 3 * pattern)[None, None]).item() == pytest.approx(9.0, rel=1e-12)
+
+
+def test_checkerboard_energy_is_the_spectral_energy_near_the_period_2_frequencies():
+    # Independent reference (Parseval): for an image of period N (N even), the valid windows of
+    # N + 7 pixels of its tiling are the circular case, and modulating by m shifts its spectrum
+    # by N/2, so E = Σ_m Σ_g |X(g)|² |B(g_y + s_y)|² |B(g_x + s_x)|² / N⁴, s = N/2 where m
+    # alternates along that axis, B the 8-tap binomial's frequency response.
+    g = torch.Generator().manual_seed(0)
+    n = 24
+    x = torch.rand(n, n, generator=g, dtype=torch.float64) * 255
+    tiled = x.repeat(2, 2)[: n + 7, : n + 7]
+    taps = torch.tensor([1.0, 7, 21, 35, 35, 21, 7, 1], dtype=torch.float64) / 128
+    f = torch.arange(n, dtype=torch.float64) / n
+    response = (
+        taps[:, None] * torch.exp(-2j * math.pi * torch.arange(8, dtype=torch.float64)[:, None] * f[None, :])
+    ).sum(0)
+    gain = response.abs() ** 2  # (n,): |B(k / N)|²
+    power = torch.fft.fft2(x).abs() ** 2  # (n, n): |X(g)|²
+    reference = 0.0
+    for sy, sx in ((n // 2, 0), (0, n // 2), (n // 2, n // 2)):
+        reference += (power * gain.roll(-sy)[:, None] * gain.roll(-sx)[None, :]).sum().item() / n**4
+    assert _period2_energy(tiled[None, None]).item() == pytest.approx(reference, rel=1e-10)
+
+
+def test_checkerboard_ratio():
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(3, 40, 40, generator=g, dtype=torch.float64) * 0.5 + 0.25
+    assert checkerboard(hr, hr) == pytest.approx(1.0)
+    assert checkerboard(hr * 0.5 + 0.25, hr) == pytest.approx(0.25)  # half the contrast: ¼ the energy
+    blurred = torch.nn.functional.avg_pool2d(hr[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+    assert checkerboard(blurred, hr) < 0.2  # a 3×3 box nearly removes the period-2 band
+    ys, xs = _grid(40, 40)
+    cb = hr + 0.05 * (1 - 2 * ((ys + xs) % 2))  # (3, 40, 40) with a checkerboard added
+    assert checkerboard(cb, hr) > 2.0
+    batch = torch.stack([hr, cb])
+    assert torch.allclose(
+        checkerboard(batch, torch.stack([hr, hr])), torch.tensor([1.0, checkerboard(cb, hr)]).double()
+    )
+    assert checkerboard(hr.numpy().transpose(1, 2, 0), hr.numpy().transpose(1, 2, 0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="need at least 8×8"):
+        checkerboard(hr[:, :12, :12], hr[:, :12, :12], crop_border=3)

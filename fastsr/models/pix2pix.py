@@ -48,6 +48,7 @@ NEGATIVE_SLOPE = 0.2  # pix2pix's LeakyReLU in the U-Net encoder and the PatchGA
 DROPOUT = 0.5
 MIN_DOWNS = 5  # the U-Net's fixed levels: outermost, ngf→2ngf, →4ngf, →8ngf, innermost
 PADDING_TYPES = ("reflect", "replicate", "zero")
+UPSAMPLES = ("transpose", "resize")  # pix2pix's transposed convs, or resize-then-convolve
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -87,6 +88,29 @@ def _conv_bias(norm_layer: NormLayer) -> bool:
     return norm_layer is nn.InstanceNorm2d
 
 
+def up_conv(in_ch: int, out_ch: int, *, upsample: str, kernel: int, bias: bool) -> nn.Module:
+    """A ×2 upsampling conv: pix2pix's transposed conv ("transpose": kernel×kernel, stride 2,
+    exactly ×2), or Odena et al.'s resize-convolution ("resize": nearest-neighbour ×2, then a
+    3×3 conv, padding 1; "Deconvolution and Checkerboard Artifacts", Distill 2016). A stride-2
+    transposed conv whose kernel is not a multiple of its stride (4×4 in the U-Net, 3×3 in the
+    ResNet) gives the output pixels of the four 2×2 phases different numbers of kernel taps:
+    the checkerboard, which training must learn to cancel; the resize-convolution treats every
+    pixel alike. Keys: ``N.weight`` (transpose) or ``N.1.weight`` (resize)."""
+    if upsample == "transpose":
+        output_padding = 1 if kernel % 2 else 0  # 3×3 with padding 1 needs it for exactly ×2
+        return nn.ConvTranspose2d(
+            in_ch, out_ch, kernel, stride=2, padding=1, output_padding=output_padding, bias=bias
+        )
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)
+    )
+
+
+def _check_upsample(upsample: str) -> None:
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {UPSAMPLES}; got {upsample!r}")
+
+
 def _check_image(name: str, x: Any, channels: int, multiple: int, why: str) -> None:
     """x must be a floating (B, channels, H, W) tensor with H and W positive multiples of
     `multiple` (`why` says what needs it)."""
@@ -124,6 +148,8 @@ class UnetSkipConnectionBlock(nn.Module):
         spsa: an SPSA layer applied to the encoder output (see :class:`UnetGenerator`); it sits
             outside ``model``, so the pix2pix keys do not move.
         out_tanh: the outermost level's final activation: tanh (pix2pix), or none (logits).
+        upsample: the up conv, "transpose" (pix2pix's 4×4 stride-2 transposed conv) or "resize"
+            (nearest ×2, then a 3×3 conv: no checkerboard; see :func:`up_conv`).
 
     ``model`` holds pix2pix's layers in pix2pix's order, so the parameter names are pix2pix's:
 
@@ -162,8 +188,10 @@ class UnetSkipConnectionBlock(nn.Module):
         use_dropout: bool = False,
         spsa: SPSA | None = None,
         out_tanh: bool = True,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
+        _check_upsample(upsample)
         if outermost and innermost:
             raise ValueError("a level cannot be both outermost and innermost")
         if (submodule is None) != innermost:
@@ -176,12 +204,16 @@ class UnetSkipConnectionBlock(nn.Module):
         in_ch = outer_ch if in_ch is None else in_ch
         bias = _conv_bias(norm_layer)
         up_in = inner_ch if innermost else 2 * inner_ch  # a submodule returns skip ‖ up
+
+        def up(bias: bool) -> nn.Module:
+            return up_conv(up_in, outer_ch, upsample=upsample, kernel=4, bias=bias)
+
         if outermost:
             layers = [
                 nn.Conv2d(in_ch, inner_ch, 4, stride=2, padding=1, bias=bias),
                 submodule,
                 nn.ReLU(),
-                nn.ConvTranspose2d(up_in, outer_ch, 4, stride=2, padding=1),  # bias: no norm
+                up(True),  # bias: no norm
                 nn.Tanh() if out_tanh else nn.Identity(),
             ]
             self._down, self._up = (0, 1), (2, 5)  # model index ranges of the two paths
@@ -190,7 +222,7 @@ class UnetSkipConnectionBlock(nn.Module):
                 nn.LeakyReLU(NEGATIVE_SLOPE),
                 nn.Conv2d(in_ch, inner_ch, 4, stride=2, padding=1, bias=bias),
                 nn.ReLU(),
-                nn.ConvTranspose2d(up_in, outer_ch, 4, stride=2, padding=1, bias=bias),
+                up(bias),
                 norm_layer(outer_ch),
             ]
             self._down, self._up = (0, 2), (2, 5)
@@ -201,7 +233,7 @@ class UnetSkipConnectionBlock(nn.Module):
                 norm_layer(inner_ch),
                 submodule,
                 nn.ReLU(),
-                nn.ConvTranspose2d(up_in, outer_ch, 4, stride=2, padding=1, bias=bias),
+                up(bias),
                 norm_layer(outer_ch),
             ]
             if use_dropout:
@@ -257,6 +289,8 @@ class UnetGenerator(nn.Module):
             runtime choice.
         out_tanh: end in tanh (pix2pix); False leaves the last transposed conv's output as is
             (logits, for a one-hot map). Either way the keys are the same.
+        upsample: the decoder's ×2 convs, "transpose" (pix2pix) or "resize" (nearest ×2 then
+            3×3: no checkerboard; the up convs' keys gain a ``.1``; see :func:`up_conv`).
 
     Parameters: pix2pix's, key for key (see the module docstring): ``model`` is the outermost
     :class:`UnetSkipConnectionBlock`, each level's submodule at ``model.1`` (outermost) or
@@ -288,11 +322,13 @@ class UnetGenerator(nn.Module):
         qk_channels: int | None = None,
         heads: int = 1,
         out_tanh: bool = True,
+        upsample: str = "transpose",
         backend: str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("ngf", ngf)):
             check_positive_int(name, value)
+        _check_upsample(upsample)
         if isinstance(num_downs, bool) or not isinstance(num_downs, int) or num_downs < MIN_DOWNS:
             raise ValueError(
                 f"num_downs must be an int ≥ {MIN_DOWNS} (pix2pix's U-Net has five fixed levels; "
@@ -319,7 +355,7 @@ class UnetGenerator(nn.Module):
             check_bool(name, value)
         check_choice("backend", backend, BACKENDS)
         self.in_ch, self.out_ch, self.num_downs, self.ngf = in_ch, out_ch, num_downs, ngf
-        self.use_dropout, self.out_tanh = use_dropout, out_tanh
+        self.use_dropout, self.out_tanh, self.upsample = use_dropout, out_tanh, upsample
         self.spsa_level, self.seg_channels = spsa_level, seg_channels
 
         def spsa_at(level: int) -> SPSA | None:
@@ -335,7 +371,7 @@ class UnetGenerator(nn.Module):
             )
 
         # Built innermost first, as pix2pix does; level L's encoder has ngf·min(2^(L−1), 8) ch.
-        kw = {"norm_layer": norm_layer}
+        kw = {"norm_layer": norm_layer, "upsample": upsample}
         c8 = ngf * 8
         block = UnetSkipConnectionBlock(c8, c8, innermost=True, **kw)  # the bottleneck: no SPSA
         for level in range(num_downs - 1, 4, -1):  # the ngf·8 middle levels, dropout here
@@ -378,7 +414,8 @@ class UnetGenerator(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_ch={self.in_ch}, out_ch={self.out_ch}, num_downs={self.num_downs}, "
-            f"ngf={self.ngf}, use_dropout={self.use_dropout}, spsa_level={self.spsa_level}"
+            f"ngf={self.ngf}, use_dropout={self.use_dropout}, spsa_level={self.spsa_level}, "
+            f"upsample={self.upsample!r}"
         )
 
     def forward(self, x: Tensor, prior: Tensor | None = None) -> Tensor:
@@ -466,6 +503,9 @@ class ResnetGenerator(nn.Module):
         use_dropout: Dropout(0.5) inside each residual block.
         padding_type: the residual blocks' padding, "reflect" (pix2pix's default), "replicate"
             or "zero". The first and last 7×7 convs always use a 3-pixel reflection pad.
+        upsample: the two ×2 convs, "transpose" (pix2pix's 3×3 stride-2 transposed convs) or
+            "resize" (nearest ×2 then 3×3: no checkerboard; keys ``model.19.1`` / ``model.22.1``;
+            see :func:`up_conv`).
 
     Layout (``model.N``, pix2pix's indices at n_blocks = 9): 0 ReflectionPad(3) · 1 7×7 conv ·
     2 norm · 3 ReLU · 4 / 7 3×3 stride-2 convs (ngf → 2ngf → 4ngf), 5 / 8 norms, 6 / 9
@@ -489,17 +529,19 @@ class ResnetGenerator(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         use_dropout: bool = False,
         padding_type: str = "reflect",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         for name, value in (("in_ch", in_ch), ("out_ch", out_ch), ("ngf", ngf)):
             check_positive_int(name, value)
+        _check_upsample(upsample)
         if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 0:
             raise ValueError(f"n_blocks must be a non-negative int; got {n_blocks!r}")
         check_bool("use_dropout", use_dropout)
         if padding_type not in PADDING_TYPES:
             raise ValueError(f"padding_type must be one of {PADDING_TYPES}; got {padding_type!r}")
         self.in_ch, self.out_ch, self.ngf, self.n_blocks = in_ch, out_ch, ngf, n_blocks
-        self.use_dropout, self.padding_type = use_dropout, padding_type
+        self.use_dropout, self.padding_type, self.upsample = use_dropout, padding_type, upsample
         bias = _conv_bias(norm_layer)
 
         layers: list[nn.Module] = [
@@ -526,7 +568,7 @@ class ResnetGenerator(nn.Module):
             )
         for c in (4 * ngf, 2 * ngf):  # two upsamplings
             layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                up_conv(c, c // 2, upsample=upsample, kernel=3, bias=bias),
                 norm_layer(c // 2),
                 nn.ReLU(),
             ]
@@ -541,7 +583,7 @@ class ResnetGenerator(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_ch={self.in_ch}, out_ch={self.out_ch}, ngf={self.ngf}, n_blocks={self.n_blocks}, "
-            f"use_dropout={self.use_dropout}, padding_type={self.padding_type!r}"
+            f"use_dropout={self.use_dropout}, padding_type={self.padding_type!r}, upsample={self.upsample!r}"
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -7,6 +7,9 @@ stage 0 as a segmentation-prior network.
     stage 1, U-Net:    mr ‖ map_condition(map) → hr            (B, 3 + M, H, W) → (B, 3, H, W)
                        [optional SPSA layer, prior = the map condition; not in the paper]
     stage 2, ResNet:   hr → refined hr                         (B, 3, H, W) → (B, 3, H, W)
+                       [optional, both: residual=True adds the stage's input image to its
+                       output (stage 1: mr, stage 2: hr); upsample="resize" decodes with
+                       resize-convolutions; neither is in the paper]
     discriminators:    PatchGAN on condition ‖ output          (B, C, 256, 256) → (B, 1, 30, 30)
 
 mr is the LR image upscaled with bicubic interpolation to the HR size ("middle resolution"), so
@@ -37,6 +40,7 @@ SCALES = (2, 4, 8)
 CONFIG_KEYS = (  # StageGAN.config(): the architecture, backend left out
     "image_channels", "scale", "image_size", "num_downs", "ngf", "map_mode", "map_channels",
     "use_dropout", "n_blocks", "refiner_dropout", "spsa_level", "qk_channels", "heads",
+    "residual", "upsample",
 )  # fmt: skip
 
 
@@ -74,6 +78,14 @@ class StageGAN(nn.Module):
             stage 0's map condition (M channels at the image size) as its prior — see
             :class:`UnetGenerator`. Not in the paper.
         qk_channels, heads: the SPSA layer's; qk_channels None = max(1, channels // 8).
+        residual: stages 1 and 2 predict a correction of their input image instead of the whole
+            image: stage 1 returns mr + G1([mr, cond]), stage 2 hr1 + G2(hr1), and the last conv
+            of G1 and of G2 starts at zero, so the untrained network returns bicubic. Not in the
+            paper (False, its networks): a short run then spends its iterations on detail
+            instead of first relearning what bicubic gives, and cannot drift in colour.
+        upsample: the decoders' ×2 convs in stages 0, 1 and 2: "transpose" (pix2pix's and the
+            paper's transposed convs) or "resize" (nearest ×2 then a 3×3 conv, which leaves no
+            checkerboard; :func:`fastsr.models.pix2pix.up_conv`).
         backend: the SPSA layer's backend; a runtime choice, not part of :meth:`config`.
 
     Submodules: stage0 = UnetGenerator(image_channels → M), stage1 = UnetGenerator(image_channels
@@ -85,7 +97,8 @@ class StageGAN(nn.Module):
         mr: (B, image_channels, H, W) in [-1, 1], H and W multiples of 2**num_downs.
         forward returns {"map": (B, M, H, W), "stage1": (B, image_channels, H, W),
         "stage2": (B, image_channels, H, W)}: the map (tanh colour map in [-1, 1], or logits),
-        the reconstruction and the refined image (both in [-1, 1]).
+        the reconstruction and the refined image (both in [-1, 1]; with ``residual`` they may
+        overshoot it, and the upscaler clamps).
     """
 
     def __init__(
@@ -104,10 +117,13 @@ class StageGAN(nn.Module):
         spsa_level: int = 0,
         qk_channels: int | None = None,
         heads: int = 1,
+        residual: bool = False,
+        upsample: str = "transpose",
         backend: str = "auto",
     ) -> None:
         super().__init__()
         check_positive_int("image_channels", image_channels)
+        check_bool("residual", residual)
         if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
         check_positive_int("image_size", image_size)
@@ -145,8 +161,9 @@ class StageGAN(nn.Module):
                 "spsa_level=0"
             )
         self.spsa_level, self.heads = spsa_level, heads
+        self.residual, self.upsample = residual, upsample
 
-        unet = {"num_downs": num_downs, "ngf": ngf, "use_dropout": use_dropout}
+        unet = {"num_downs": num_downs, "ngf": ngf, "use_dropout": use_dropout, "upsample": upsample}
         self.stage0 = UnetGenerator(image_channels, map_channels, out_tanh=(map_mode == "colour"), **unet)
         self.stage1 = UnetGenerator(
             image_channels + map_channels,
@@ -159,10 +176,27 @@ class StageGAN(nn.Module):
             **unet,
         )
         self.stage2 = ResnetGenerator(
-            image_channels, image_channels, ngf=ngf, n_blocks=n_blocks, use_dropout=refiner_dropout
+            image_channels,
+            image_channels,
+            ngf=ngf,
+            n_blocks=n_blocks,
+            use_dropout=refiner_dropout,
+            upsample=upsample,
         )
         spsa = self.stage1.spsa
         self.qk_channels = spsa.qk_channels if spsa is not None else qk_channels
+        self._zero_residual_heads()
+
+    def _zero_residual_heads(self) -> None:
+        """With ``residual``: the last conv of stages 1 and 2 at zero (each stage starts as the
+        identity on its input image; the conv's weights still get gradients)."""
+        if not self.residual:
+            return
+        for last in (self.stage1.model.model[3], self.stage2.model[-2]):  # U-Net up conv, 7×7 conv
+            conv = last[-1] if isinstance(last, nn.Sequential) else last
+            with torch.no_grad():
+                conv.weight.zero_()
+                conv.bias.zero_()
 
     @property
     def discriminator_in_channels(self) -> dict[str, int]:
@@ -180,12 +214,13 @@ class StageGAN(nn.Module):
     def reset_parameters(self) -> None:
         for stage in (self.stage0, self.stage1, self.stage2):
             stage.reset_parameters()
+        self._zero_residual_heads()
 
     def extra_repr(self) -> str:
         return (
             f"scale={self.scale}, image_size={self.image_size}, num_downs={self.num_downs}, "
             f"ngf={self.ngf}, map_mode={self.map_mode!r}, map_channels={self.map_channels}, "
-            f"spsa_level={self.spsa_level}"
+            f"spsa_level={self.spsa_level}, residual={self.residual}, upsample={self.upsample!r}"
         )
 
     def forward(self, mr: Tensor) -> dict[str, Tensor]:
@@ -197,7 +232,11 @@ class StageGAN(nn.Module):
         cond = self.map_condition(map_out).to(mr.dtype)  # (B, M, H, W); autocast may lower it
         prior = cond if self.spsa_level else None
         stage1 = self.stage1(torch.cat([mr, cond], 1), prior)  # (B, C, H, W) in [-1, 1]
+        if self.residual:
+            stage1 = mr + stage1  # (B, C, H, W) in [-2, 2]: a correction of the MR image
         stage2 = self.stage2(stage1)  # (B, C, H, W) in [-1, 1]
+        if self.residual:
+            stage2 = stage1 + stage2  # (B, C, H, W): a correction of stage 1's image
         return {"map": map_out, "stage1": stage1, "stage2": stage2}
 
     # -- checkpoints ----------------------------------------------------------------------------

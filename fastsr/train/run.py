@@ -89,7 +89,8 @@ def resume_or_start(cfg: Config, given: Iterable[str] | None = None) -> tuple[Co
       names no run folder and needs ``--out`` (:func:`run_folder`); ``--overwrite`` is refused.
 
     Checkpoints of fastsr versions before :data:`ADDED_FIELDS` existed resume with those fields'
-    defaults; saved values in the config class's ``SENTINELS`` (older fastsr's "stage default"
+    defaults, and before the fields of the config class's ``ADDED`` (a dict) with the values
+    given there: what those runs were trained with, where a default has changed since; saved values in the config class's ``SENTINELS`` (older fastsr's "stage default"
     markers, such as ``lr = 0.0``) read as None."""
     if not cfg.resume:
         return cfg, None
@@ -104,7 +105,8 @@ def resume_or_start(cfg: Config, given: Iterable[str] | None = None) -> tuple[Co
     state = load_training_state(cfg.resume)
     saved_config = state["config"] if isinstance(state.get("config"), dict) else {}
     foreign = set(saved_config) - set(fields)
-    missing = set(fields) - set(saved_config) - set(ADDED_FIELDS)
+    added = getattr(config_cls, "ADDED", {})
+    missing = set(fields) - set(saved_config) - set(ADDED_FIELDS) - set(added)
     if foreign or missing:
         differ = sorted(foreign | missing)
         raise ValueError(
@@ -112,7 +114,8 @@ def resume_or_start(cfg: Config, given: Iterable[str] | None = None) -> tuple[Co
             f"config differs in {differ[:6]}"
         )
     sentinels = getattr(config_cls, "SENTINELS", {})
-    saved_values = {
+    saved_values = {k: v for k, v in added.items() if k not in saved_config}
+    saved_values |= {
         k: None if k in sentinels and v == sentinels[k] else v
         for k, v in saved_config.items()
         if k not in PERMISSION_FIELDS

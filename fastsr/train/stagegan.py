@@ -48,8 +48,9 @@ from torch import Tensor, nn
 from fastsr.data.facades import StageGANDataset, StageGANValidationSet
 from fastsr.data.priors import prior_picture
 from fastsr.inference import save_model, score
-from fastsr.metrics import gsm, quantize
+from fastsr.metrics import checkerboard, gsm, quantize
 from fastsr.models import NLayerDiscriminator, StageGAN
+from fastsr.models.pix2pix import UPSAMPLES
 from fastsr.models.stagegan import StageGANUpscaler
 from fastsr.train import distributed
 from fastsr.train.logs import save_grid
@@ -111,6 +112,18 @@ class StageGANConfig:
     ngf: int = field(default=32, metadata={"help": "generator width (paper / pix2pix: 64)"})
     ndf: int = field(default=32, metadata={"help": "discriminator width (paper / pix2pix: 64)"})
     n_blocks: int = field(default=9, metadata={"help": "residual blocks of the stage-2 refiner"})
+    residual: bool = field(
+        default=True,
+        metadata={
+            "help": "beyond the paper: stages 1 and 2 predict a correction of their input image (bicubic, stage 1's output), starting as the identity; --no-residual: the paper's whole-image generators"
+        },
+    )
+    upsample: str = field(
+        default="resize",
+        metadata={
+            "help": "the generators' ×2 convs: resize (nearest ×2 then 3×3, no checkerboard; beyond the paper) or transpose (the paper's and pix2pix's transposed convs)"
+        },
+    )
     spsa_level: int = field(
         default=0,
         metadata={
@@ -184,6 +197,7 @@ class StageGANConfig:
             ("schedule", self.schedule, SCHEDULES),
             ("map_mode", self.map_mode, ("colour", "onehot")),
             ("photo_side", self.photo_side, ("left", "right")),
+            ("upsample", self.upsample, UPSAMPLES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
@@ -223,6 +237,8 @@ class StageGANConfig:
 
     # Older fastsr wrote these values for "the default" (None now); a resume reads them so.
     SENTINELS = {"stage_iters": 0, "threads": 0}
+    # Fields older fastsr did not have: its runs resume with the networks they were trained with.
+    ADDED = {"residual": False, "upsample": "transpose"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +274,8 @@ def build_networks(cfg: StageGANConfig, map_channels: int) -> tuple[StageGAN, nn
         map_channels=map_channels,
         n_blocks=cfg.n_blocks,
         spsa_level=cfg.spsa_level,
+        residual=cfg.residual,
+        upsample=cfg.upsample,
     )
     discriminators = nn.ModuleDict(
         {
@@ -266,6 +284,15 @@ def build_networks(cfg: StageGANConfig, map_channels: int) -> tuple[StageGAN, nn
         }
     )
     return net, discriminators
+
+
+def network_choices(cfg: StageGANConfig) -> str:
+    """The banner's words for the two choices beyond the paper."""
+    if not cfg.residual and cfg.upsample == "transpose":
+        return "the paper's networks"
+    parts = ["residual stages 1 and 2" if cfg.residual else "whole-image stages 1 and 2 (paper)"]
+    parts.append("resize-convolutions" if cfg.upsample == "resize" else "transposed convs (paper)")
+    return ", ".join(parts) + " (--no-residual --upsample transpose: the paper's)"
 
 
 def linear_decay(cfg: StageGANConfig):
@@ -314,9 +341,12 @@ def validate(
     device: torch.device,
     grid_path: Path | None,
 ) -> dict[str, float]:
-    """Mean PSNR / SSIM (:func:`fastsr.inference.score`: 8-bit, Y, border = scale) and GSM of
-    each stage's output and of bicubic (MR); a sample grid MR | stage-0 map | stage 1 | stage 2 | HR."""
-    sums = {f"{m}_{n}": 0.0 for n in ("bicubic", "stage1", "stage2") for m in ("psnr", "ssim", "gsm")}
+    """Mean PSNR / SSIM (:func:`fastsr.inference.score`: 8-bit, Y, border = scale), GSM and
+    checkerboard energy relative to HR's (:func:`fastsr.metrics.checkerboard`; 1: as much
+    2-pixel-period structure as HR) of each stage's output and of bicubic (MR); a sample grid
+    MR | stage-0 map | stage 1 | stage 2 | HR."""
+    metrics = ("psnr", "ssim", "gsm", "checker")
+    sums = {f"{m}_{n}": 0.0 for n in ("bicubic", "stage1", "stage2") for m in metrics}
     rows = []
     for item in val:
         hr, mr = item["hr"].to(device), item["mr"][None].to(device)  # (3, S, S), (1, 3, S, S)
@@ -333,7 +363,9 @@ def validate(
         sums["psnr_bicubic"] += s.bicubic_psnr
         sums["ssim_bicubic"] += s.bicubic_ssim
         for n, img in images.items():
-            sums[f"gsm_{n}"] += float(gsm(quantize(img), quantize(hr), crop_border=scale))
+            sr8, hr8 = quantize(img), quantize(hr)
+            sums[f"gsm_{n}"] += float(gsm(sr8, hr8, crop_border=scale))
+            sums[f"checker_{n}"] += float(checkerboard(sr8, hr8, crop_border=scale))
         if grid_path is not None and len(rows) < 4:
             rows.append(
                 [
@@ -490,7 +522,8 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
             resumed_at=start if resumed is not None else None,
             banner=f"stagegan → {out}  ({device}, {torch.get_num_threads()} threads, {d.world_size} "
             f"process{'es' if d.enabled else ''}, {len(train)} training / {len(val)} validation "
-            f"images, ×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule})",
+            f"images, ×{cfg.scale}, {cfg.size}² crops, {cfg.map_mode} maps, schedule {cfg.schedule}; "
+            f"{network_choices(cfg)})",
         )
         logs = RunLogs(
             out,
@@ -510,7 +543,9 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
             means,
             f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
             f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
-            f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}",
+            f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}; "
+            f"checkerboard ×HR {means['checker_bicubic']:.2f} | {means['checker_stage1']:.2f} | "
+            f"{means['checker_stage2']:.2f}",
         )
         return means
 
@@ -562,11 +597,14 @@ def print_summary(result: dict, cfg: StageGANConfig, out: Path, start: int, imag
     print(
         f"\nstagegan: {cfg.iters - start} iterations in {result['seconds']:.0f} s ({result['its']:.2f} it/s); "
         f"validation ({images} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
-        f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s}",
+        f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s} {'checker':>8s}  (checkerboard energy ×HR's)",
         flush=True,
     )
     for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
-        print(f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f}")
+        print(
+            f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f} "
+            f"{v[f'checker_{n}']:8.2f}"
+        )
     print(
         f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json",
         flush=True,

@@ -7,6 +7,7 @@ basic D); the PatchGAN's 30×30 output and 70×70 receptive field measured by ba
 U-Net against the pix2pix reference with the SPSA layer hooked in at the documented place."""
 
 import functools
+import re
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ from fastsr.models import (
     UnetGenerator,
     init_weights,
 )
+from fastsr.models.pix2pix import up_conv
+from fastsr.ops.imresize import imresize
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -713,3 +716,91 @@ def test_stagegan_runs_under_autocast_with_spsa():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert out["stage2"].shape == (1, 3, 64, 64) and torch.isfinite(out["stage2"]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: resize-convolutions and residual stages
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", [4, 3])
+def test_resize_conv_is_nearest_then_3x3_and_treats_every_phase_alike(kernel):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, generator=g, dtype=torch.float64)
+    up = up_conv(6, 4, upsample="resize", kernel=kernel, bias=True).double()
+    conv = up[1]
+    reference = F.conv2d(x.repeat_interleave(2, 2).repeat_interleave(2, 3), conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(up(x), reference, rtol=0, atol=1e-12)
+    # A constant input: every interior output pixel is the same (no 2 × 2 phase pattern), while
+    # a stride-2 transposed conv whose kernel is no multiple of 2 (3×3) or of random weights
+    # (4×4) gives the four phases different sums of taps.
+    flat = torch.ones(1, 6, 8, 8, dtype=torch.float64)
+    inner = up(flat)[..., 1:-1, 1:-1]
+    assert torch.allclose(inner, inner[..., :1, :1].expand_as(inner), rtol=0, atol=1e-12)
+    tconv = up_conv(6, 4, upsample="transpose", kernel=kernel, bias=True).double()
+    nn.init.normal_(tconv.weight, generator=g)
+    t_inner = tconv(flat)[..., 2:-2, 2:-2]
+    assert tuple(tconv(flat).shape[-2:]) == (16, 16)
+    assert not torch.allclose(t_inner[..., 0::2, 0::2], t_inner[..., 1::2, 1::2])
+
+
+def test_resize_upsampling_keys_and_shapes():
+    unet = UnetGenerator(3, 3, num_downs=5, ngf=4, upsample="resize")
+    keys = set(unet.state_dict())
+    assert "model.model.3.1.weight" in keys and "model.model.3.weight" not in keys  # the outermost up conv
+    assert unet(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    resnet = ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="resize")
+    assert isinstance(resnet.model[11], nn.Sequential) and "model.14.1.weight" in resnet.state_dict()
+    assert resnet(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    paper = {k for k in UnetGenerator(3, 3, num_downs=5, ngf=4).state_dict()}
+    assert {
+        re.sub(r"\.(\d+)\.1\.(weight|bias)$", r".\1.\2", k) for k in keys
+    } == paper  # only the up convs move
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        UnetGenerator(3, 3, num_downs=5, upsample="bilinear")
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        StageGAN(image_size=64, ngf=4, upsample="pixelshuffle")
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_residual_stages_start_as_bicubic_and_learn(upsample):
+    net = small_stagegan(residual=True, upsample=upsample)
+    mr = torch.rand(1, 3, 64, 64) * 2 - 1
+    out = net(mr)
+    assert torch.equal(out["stage1"], mr) and torch.equal(out["stage2"], mr)  # the last convs start at 0
+    lr = torch.rand(1, 3, 16, 16)
+    bicubic = imresize(lr, 4).clamp(0, 1)
+    torch.testing.assert_close(StageGANUpscaler(net)(lr), bicubic, rtol=0, atol=1e-6)
+    # The zeroed convs still learn, and after one step the gradients reach the whole network.
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    hr = torch.rand(1, 3, 64, 64) * 2 - 1
+    for _ in range(2):
+        opt.zero_grad()
+        out = net(mr)
+        (F.l1_loss(out["stage1"], hr) + F.l1_loss(out["stage2"], hr)).backward()
+        opt.step()
+    first_convs = (net.stage1.model.model[0], net.stage2.model[1])
+    assert all(conv.weight.grad.abs().sum() > 0 for conv in first_convs)
+    net.eval()  # no dropout draws, running statistics: the same network at each call
+    with torch.no_grad():
+        out = net(mr)
+    # wiring, written out: each stage adds its network's output to its input image
+    stage1 = mr + net.stage1(torch.cat([mr, out["map"]], 1))
+    torch.testing.assert_close(out["stage1"], stage1, rtol=0, atol=0)
+    torch.testing.assert_close(out["stage2"], stage1 + net.stage2(stage1), rtol=0, atol=0)
+    assert not torch.equal(out["stage2"], mr)
+
+
+def test_model_files_keep_the_network_choices_and_older_files_load_as_the_paper(tmp_path):
+    net = small_stagegan(residual=True, upsample="resize")
+    path = tmp_path / "g.pt"
+    net.save(path)
+    loaded = StageGAN.from_checkpoint(path)
+    assert (loaded.residual, loaded.upsample) == (True, "resize") and loaded.config() == net.config()
+    paper = small_stagegan()
+    config = {k: v for k, v in paper.config().items() if k not in ("residual", "upsample")}
+    old = tmp_path / "old.pt"  # written before these options existed
+    torch.save({"format": "fastsr.stagegan/1", "config": config, "params": paper.state_dict()}, old)
+    with pytest.warns(NoDigestWarning):
+        old_net = StageGAN.from_checkpoint(old)
+    assert (old_net.residual, old_net.upsample) == (False, "transpose")

@@ -340,3 +340,26 @@ def test_the_loader_gives_each_rank_its_half_of_the_global_batch():
         torch.testing.assert_close(
             torch.cat([next(h)["key"] for h in halves]), next(whole)["key"], rtol=0, atol=0
         )
+
+
+def test_older_stagegan_runs_resume_with_the_networks_they_were_trained_with(tmp_path):
+    # A run of an older fastsr has no residual / upsample fields: it trained the paper's
+    # networks, which are no longer the defaults. A new run gets the new defaults.
+    old = dataclasses.asdict(StageGANConfig(iters=10, device="cpu"))
+    del old["residual"], old["upsample"]
+    cfg, _ = resume_or_start(StageGANConfig(resume=str(saved_run(tmp_path / "old", old))))
+    assert (cfg.residual, cfg.upsample) == (False, "transpose")
+    assert (StageGANConfig().residual, StageGANConfig().upsample) == (True, "resize")
+    saved = dataclasses.asdict(StageGANConfig(iters=10, device="cpu"))
+    cfg, _ = resume_or_start(StageGANConfig(resume=str(saved_run(tmp_path / "new", saved))))
+    assert (cfg.residual, cfg.upsample) == (True, "resize")
+
+
+@pytest.mark.parametrize(
+    "argv, named", [(["--no-residual"], "--residual"), (["--upsample", "transpose"], "--upsample")]
+)
+def test_a_typed_network_choice_on_resume_is_refused(tmp_path, argv, named, capsys):
+    run = saved_run(tmp_path / "run", dataclasses.asdict(StageGANConfig(iters=10, device="cpu")))
+    assert main(["stagegan", "--resume", str(run), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err and "would change what the run" in err, err

@@ -28,6 +28,8 @@ Measure what would be saved: call :func:`quantize` on network outputs first (Bas
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -349,67 +351,82 @@ def gsm(x: ImageLike, y: ImageLike, *, crop_border: int = 0, y_channel: bool = T
 # Checkerboard energy (the artefact of stride-2 transposed convolutions)
 # ---------------------------------------------------------------------------------------------
 
-CHECKER_TAPS = 8  # the demodulating window: binomial weights C(7, k) / 2^7, k = 0 … 7
-CHECKER_MODULATIONS = ((1, 0), (0, 1), (1, 1))  # (−1)^y, (−1)^x, (−1)^(x+y): the 2-pixel periods
+CHECKER_ORDER = 7  # the window is the P-pixel box convolved with itself 7 times
+CHECKER_PERIODS = (2, 4, 8)
 
 
-def _binomial_window(device: torch.device) -> Tensor:
-    """(8,) binomial weights C(7, k) / 128: a low-pass whose response has a zero of order 7 at
-    the Nyquist frequency."""
-    w = torch.tensor([1.0, 7.0, 21.0, 35.0, 35.0, 21.0, 7.0, 1.0], dtype=torch.float64, device=device)
+def checker_window(period: int, device: torch.device | None = None) -> Tensor:
+    """(7·(period − 1) + 1,) float64 weights summing to 1: the period-pixel box convolved with
+    itself :data:`CHECKER_ORDER` times (period 2: the binomial C(7, k) / 128). Its frequency
+    response has a zero of order 7 at every multiple of 1/period but 0."""
+    box = torch.ones(1, 1, period, dtype=torch.float64, device=device)
+    w = box[0, 0]
+    for _ in range(CHECKER_ORDER - 1):
+        w = F.conv1d(w.view(1, 1, -1), box, padding=period - 1)[0, 0]
     return w / w.sum()
 
 
-def _period2_energy(x: Tensor) -> Tensor:
-    """(N, 1, H, W) → (N,): mean squared local amplitude of the 2-pixel-period components."""
-    w = _binomial_window(x.device)
+def _periodic_energy(x: Tensor, period: int) -> Tensor:
+    """(N, 1, H, W) → (N,): the energy of x near the frequencies of a period-pixel pattern."""
+    w = checker_window(period, x.device)
     H, W = x.shape[-2:]
-    ys = torch.arange(H, device=x.device).view(H, 1)
-    xs = torch.arange(W, device=x.device).view(1, W)
+    ys = torch.arange(H, device=x.device, dtype=x.dtype).view(H, 1)
+    xs = torch.arange(W, device=x.device, dtype=x.dtype).view(1, W)
     energy = x.new_zeros(x.shape[0])
-    for my, mx in CHECKER_MODULATIONS:
-        sign = 1.0 - 2.0 * ((my * ys + mx * xs) % 2).to(x.dtype)  # (H, W) of ±1
-        # Demodulate: the period-2 component becomes a slowly varying amplitude, which the
-        # binomial window averages (valid windows only) and every smooth part of x cancels in.
-        d = F.conv2d(x * sign, w.view(1, 1, -1, 1))  # (N, 1, H−7, W) along y
-        d = F.conv2d(d, w.view(1, 1, 1, -1))  # (N, 1, H−7, W−7) along x
-        energy = energy + d.pow(2).mean(dim=(1, 2, 3))
+    for a in range(period):
+        for b in range(period):
+            if a == b == 0:
+                continue
+            phase = (2 * math.pi / period) * ((a * ys + b * xs) % period)  # (H, W), exact multiples
+            for carrier in (torch.cos(phase), torch.sin(phase)):
+                # Demodulate: the component at (a, b) / period becomes a slowly varying amplitude,
+                # which the window averages (valid windows only); the smooth part of x and the
+                # other frequencies of the grid fall on the window's zeros.
+                d = F.conv2d(x * carrier, w.view(1, 1, -1, 1))  # along y
+                d = F.conv2d(d, w.view(1, 1, 1, -1))  # along x
+                energy = energy + d.pow(2).mean(dim=(1, 2, 3))
     return energy
 
 
 def checkerboard(
-    sr: ImageLike, hr: ImageLike, *, crop_border: int = 0, y_channel: bool = True
+    sr: ImageLike, hr: ImageLike, *, period: int = 2, crop_border: int = 0, y_channel: bool = True
 ) -> float | Tensor:
-    """Checkerboard energy of sr relative to hr's: 1 when sr has as much 2-pixel-period
-    structure as the real image, far above 1 for the checkerboard that 4×4 stride-2 transposed
-    convolutions leave (Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts",
-    Distill 2016), below 1 for a blurred image (bicubic upsampling has almost none).
+    """Checkerboard energy of sr relative to hr's: 1 when sr has as much period-pixel structure
+    as the real image, far above 1 for the grid that stride-2 transposed convolutions leave
+    (Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016), below 1
+    for a blurred image (bicubic upsampling has almost none). A decoder's last ×2 stage leaves
+    period 2, the one before it period 4 (at ×4 also the LR pixel grid, where over-sharpened
+    edges turn into dotted staircases).
 
-    The energy of an image x (0 … 255 scale) sums three 2-pixel periods, vertical, horizontal
-    and diagonal:
+    The energy of an image x (0 … 255 scale) sums every frequency f = (a, b) / P of the P × P
+    grid but 0 (P = period; for P = 2 the vertical, horizontal and diagonal 2-pixel periods):
 
-        E(x) = Σ_m mean( (B ⋆ (m ⊙ x))² ),    m ∈ {(−1)^y, (−1)^x, (−1)^(x+y)}
+        E_P(x) = Σ_f mean( |B_P ⋆ (e^{−2πi f·r} ⊙ x)|² )
 
-    B the separable 8 × 8 binomial window (C(7, k) / 128 per axis), valid windows only.
-    Multiplying by m shifts the Nyquist frequency to 0, B keeps what lies near it: by Parseval,
-    E is the image's spectral energy weighted by |B(f − f_m)|², a band of about ±1/8 cycle per
-    pixel around each of the three period-2 frequencies. B's response has a zero of order 7 at
-    the Nyquist frequency, so the smooth part of x (any polynomial of degree ≤ 6 along each axis,
-    constants and ramps included) contributes nothing; a pattern a·m adds a² exactly.
+    B_P the separable window of :func:`checker_window` (for P = 2 the 8 × 8 binomial), valid
+    windows only. Demodulating by f moves f to 0 and B_P keeps what lies near it: by Parseval,
+    E_P is x's spectral energy weighted by |B_P(g − f)|², a narrow band around each f. B_P's
+    response has a zero of order 7 at every nonzero multiple of 1/P, so the smooth part of x
+    (constants, ramps: any polynomial of degree ≤ 6 along each axis) contributes nothing; a
+    pattern A·cos(2π f·r) adds A² / 2 (A² at the 2-pixel periods, where f and −f coincide).
 
     Args:
         sr, hr: numpy (H, W, 3) / (H, W) or torch (3, H, W) / (B, 3, H, W), the same shape;
-            float in [0, 1] or uint8; at least 8 × 8 after cropping.
+            float in [0, 1] or uint8; at least 7·(P − 1) + 1 pixels a side after cropping.
+        period: P, 2, 4 or 8.
         crop_border: pixels removed from every side first (papers: the SR scale).
         y_channel: measure Y (see :func:`rgb_to_y`); else the mean of the per-channel ratios.
 
     Returns:
-        E(sr) / E(hr): a float, or a (B,) float64 tensor for a torch batch (+inf if hr has no
-        period-2 energy at all and sr has some; nan if neither has).
+        E_P(sr) / E_P(hr): a float, or a (B,) float64 tensor for a torch batch (+inf if hr has no
+        such energy at all and sr has some; nan if neither has).
     """
-    a, b, batched = _prepare(sr, hr, crop_border, y_channel, min_size=CHECKER_TAPS)
+    if period not in CHECKER_PERIODS:
+        raise ValueError(f"period must be one of {CHECKER_PERIODS}; got {period!r}")
+    taps = CHECKER_ORDER * (period - 1) + 1
+    a, b, batched = _prepare(sr, hr, crop_border, y_channel, min_size=taps)
     batch, channels, height, width = a.shape
-    ea = _period2_energy(a.reshape(batch * channels, 1, height, width))
-    eb = _period2_energy(b.reshape(batch * channels, 1, height, width))
+    ea = _periodic_energy(a.reshape(batch * channels, 1, height, width), period)
+    eb = _periodic_energy(b.reshape(batch * channels, 1, height, width), period)
     values = (ea / eb).view(batch, channels).mean(dim=1)  # (B,)
     return _result(values, batched)

@@ -17,7 +17,7 @@ import torch
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fastsr.metrics import _period2_energy, checkerboard, psnr, quantize, rgb_to_y, ssim
+from fastsr.metrics import _periodic_energy, checker_window, checkerboard, psnr, quantize, rgb_to_y, ssim
 
 
 def sk_psnr(a, b):
@@ -297,37 +297,56 @@ def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.arange(h).view(h, 1).double(), torch.arange(w).view(1, w).double()
 
 
-def test_checkerboard_pattern_adds_its_squared_amplitude():
-    # E(smooth + a·m) = a² for each of the three period-2 patterns m: smooth parts (degree ≤ 6
-    # along each axis) cancel exactly in the demodulated binomial window.
-    ys, xs = _grid(40, 48)
-    smooth = 60 + 1.5 * ys + 0.7 * xs + 0.01 * ys**2 - 0.002 * xs**3 / 10
-    for m in (ys, xs, ys + xs):
-        pattern = 1 - 2 * (m % 2)  # ±1
-        assert _period2_energy(smooth[None, None]).item() == pytest.approx(0.0, abs=1e-18)
-        assert _period2_energy((smooth + 3 * pattern)[None, None]).item() == pytest.approx(9.0, rel=1e-12)
+def test_checker_window_is_the_binomial_at_period_2_and_nulls_the_grid():
+    w2 = checker_window(2)
+    torch.testing.assert_close(w2, torch.tensor([1.0, 7, 21, 35, 35, 21, 7, 1], dtype=torch.float64) / 128)
+    for p in (2, 4, 8):
+        w = checker_window(p)
+        assert w.numel() == 7 * (p - 1) + 1 and w.sum().item() == pytest.approx(1.0)
+        k = torch.arange(w.numel(), dtype=torch.float64)
+        for j in range(1, p):  # response at j / P, and its first derivatives: zero
+            carrier = torch.exp(-2j * math.pi * j / p * k)
+            assert abs((w * carrier).sum().item()) < 1e-12
+            assert abs((w * k**3 * carrier).sum().item()) < 1e-9
 
 
-def test_checkerboard_energy_is_the_spectral_energy_near_the_period_2_frequencies():
-    # Independent reference (Parseval): for an image of period N (N even), the valid windows of
-    # N + 7 pixels of its tiling are the circular case, and modulating by m shifts its spectrum
-    # by N/2, so E = Σ_m Σ_g |X(g)|² |B(g_y + s_y)|² |B(g_x + s_x)|² / N⁴, s = N/2 where m
-    # alternates along that axis, B the 8-tap binomial's frequency response.
+@pytest.mark.parametrize("period", [2, 4, 8])
+def test_checkerboard_pattern_adds_its_squared_amplitude(period):
+    # E_P(smooth + A·cos(2π f·r)) = A²/2 (A² where f = −f on the grid): smooth parts (degree ≤ 6
+    # along each axis) and the other grid frequencies cancel exactly in the demodulated window.
+    ys, xs = _grid(80, 88)
+    smooth = 60 + 1.5 * ys + 0.7 * xs + 0.01 * ys**2 - 0.0002 * xs**3
+    assert _periodic_energy(smooth[None, None], period).item() == pytest.approx(0.0, abs=1e-16)
+    for a, b in ((1, 0), (0, 1), (1, 1), (period // 2, period // 2)):
+        pattern = torch.cos(2 * math.pi * ((a * ys + b * xs) % period) / period)
+        self_conjugate = (2 * a) % period == 0 and (2 * b) % period == 0
+        expected = 9.0 if self_conjugate else 4.5
+        got = _periodic_energy((smooth + 3 * pattern)[None, None], period).item()
+        assert got == pytest.approx(expected, rel=1e-10), (a, b)
+
+
+@pytest.mark.parametrize("period", [2, 4])
+def test_checkerboard_energy_is_the_spectral_energy_near_the_grid_frequencies(period):
+    # Independent reference (Parseval): for an image of period N (N a multiple of P), the
+    # valid windows over N + len(B) − 1 pixels of its tiling are the circular case, and
+    # demodulating by f = (a, b) / P shifts its spectrum by (a, b)·N/P, so
+    # E = Σ_f Σ_g |X(g)|² |B(g_y + a·N/P)|² |B(g_x + b·N/P)|² / N⁴, B the window's response.
     g = torch.Generator().manual_seed(0)
     n = 24
     x = torch.rand(n, n, generator=g, dtype=torch.float64) * 255
-    tiled = x.repeat(2, 2)[: n + 7, : n + 7]
-    taps = torch.tensor([1.0, 7, 21, 35, 35, 21, 7, 1], dtype=torch.float64) / 128
+    taps = checker_window(period)
+    tiled = x.repeat(3, 3)[: n + taps.numel() - 1, : n + taps.numel() - 1]
     f = torch.arange(n, dtype=torch.float64) / n
-    response = (
-        taps[:, None] * torch.exp(-2j * math.pi * torch.arange(8, dtype=torch.float64)[:, None] * f[None, :])
-    ).sum(0)
-    gain = response.abs() ** 2  # (n,): |B(k / N)|²
+    k = torch.arange(taps.numel(), dtype=torch.float64)
+    gain = (taps[:, None] * torch.exp(-2j * math.pi * k[:, None] * f[None, :])).sum(0).abs() ** 2
     power = torch.fft.fft2(x).abs() ** 2  # (n, n): |X(g)|²
     reference = 0.0
-    for sy, sx in ((n // 2, 0), (0, n // 2), (n // 2, n // 2)):
-        reference += (power * gain.roll(-sy)[:, None] * gain.roll(-sx)[None, :]).sum().item() / n**4
-    assert _period2_energy(tiled[None, None]).item() == pytest.approx(reference, rel=1e-10)
+    for a in range(period):
+        for b in range(period):
+            if a or b:
+                sy, sx = a * n // period, b * n // period
+                reference += (power * gain.roll(-sy)[:, None] * gain.roll(-sx)[None, :]).sum().item() / n**4
+    assert _periodic_energy(tiled[None, None], period).item() == pytest.approx(reference, rel=1e-10)
 
 
 def test_checkerboard_ratio():
@@ -347,3 +366,9 @@ def test_checkerboard_ratio():
     assert checkerboard(hr.numpy().transpose(1, 2, 0), hr.numpy().transpose(1, 2, 0)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="need at least 8×8"):
         checkerboard(hr[:, :12, :12], hr[:, :12, :12], crop_border=3)
+    with pytest.raises(ValueError, match="need at least 22×22"):
+        checkerboard(hr[:, :21, :21], hr[:, :21, :21], period=4)
+    with pytest.raises(ValueError, match="period must be one of"):
+        checkerboard(hr, hr, period=3)
+    cb4 = hr + 0.1 * torch.cos(math.pi / 2 * (ys % 4))  # a 4-pixel grid: period 2 does not see it
+    assert checkerboard(cb4, hr, period=4) > 2.0 and checkerboard(cb4, hr) == pytest.approx(1.0, abs=0.05)

@@ -660,17 +660,10 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist, given: Iterable[str] | None)
             **({"discriminator": D} if D is not None else {}),
         }
         optimizers, schedulers = build_optimizers(cfg, G, D)
+        state = dict(models=models, optimizers=optimizers, schedulers=schedulers)  # what a checkpoint holds
         start, extra = 0, {"prior": prior_source.spec()}
         if resumed is not None:
-            start, extra = restore_run(
-                resumed,
-                cfg.resume,
-                models=models,
-                optimizers=optimizers,
-                schedulers=schedulers,
-                rank=d.rank,
-                world_size=d.world_size,
-            )
+            start, extra = restore_run(resumed, cfg.resume, **state, rank=d.rank, world_size=d.world_size)
         check_prior_source(prior_source, val, cfg.scale, device)
         _, loader = make_loader(train, cfg.batch_size, seed=cfg.seed, d=d, start=start, workers=cfg.workers)
 
@@ -729,9 +722,7 @@ def _train(cfg: SPSAGANConfig, d: distributed.Dist, given: Iterable[str] | None)
         out,
         d,
         cfg,
-        models=models,
-        optimizers=optimizers,
-        schedulers=schedulers,
+        **state,
         extra=extra,
         validate=run_validation,
         export=lambda path: save_model(path, G_ema, prior_source if G.use_spsa else None),

@@ -37,6 +37,7 @@ As SPSAGAN's trainer: start-up checks before iteration 1, an existing run folder
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from torch import Tensor, nn
 from fastsr.data.facades import StageGANDataset, StageGANValidationSet
 from fastsr.data.priors import prior_picture
 from fastsr.inference import save_model, score
-from fastsr.metrics import checkerboard, gsm, quantize
+from fastsr.metrics import checker_window, checkerboard, gsm, quantize
 from fastsr.models import NLayerDiscriminator, StageGAN
 from fastsr.models.pix2pix import UPSAMPLES
 from fastsr.models.stagegan import StageGANUpscaler
@@ -342,10 +343,10 @@ def validate(
     grid_path: Path | None,
 ) -> dict[str, float]:
     """Mean PSNR / SSIM (:func:`fastsr.inference.score`: 8-bit, Y, border = scale), GSM and
-    checkerboard energy relative to HR's (:func:`fastsr.metrics.checkerboard`; 1: as much
-    2-pixel-period structure as HR) of each stage's output and of bicubic (MR); a sample grid
+    checkerboard energies at periods 2 and 4 relative to HR's (:func:`fastsr.metrics.checkerboard`
+    on R, G and B; 1: as much such structure as HR) of each stage's output and of bicubic (MR); a sample grid
     MR | stage-0 map | stage 1 | stage 2 | HR."""
-    metrics = ("psnr", "ssim", "gsm", "checker")
+    metrics = ("psnr", "ssim", "gsm", "checker2", "checker4")
     sums = {f"{m}_{n}": 0.0 for n in ("bicubic", "stage1", "stage2") for m in metrics}
     rows = []
     for item in val:
@@ -365,7 +366,13 @@ def validate(
         for n, img in images.items():
             sr8, hr8 = quantize(img), quantize(hr)
             sums[f"gsm_{n}"] += float(gsm(sr8, hr8, crop_border=scale))
-            sums[f"checker_{n}"] += float(checkerboard(sr8, hr8, crop_border=scale))
+            for p in (2, 4):
+                # on R, G and B: a transposed conv's grid often shows in colour more than in luma
+                if min(hr.shape[-2:]) - 2 * scale < checker_window(p).numel():
+                    sums[f"checker{p}_{n}"] = math.nan  # too small a crop for the window
+                    continue
+                c = checkerboard(sr8, hr8, period=p, crop_border=scale, y_channel=False)
+                sums[f"checker{p}_{n}"] += float(c)
         if grid_path is not None and len(rows) < 4:
             rows.append(
                 [
@@ -493,17 +500,10 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
         upscaler = StageGANUpscaler(net, batch_stats=not cfg.eval_mode, seed=cfg.seed)
         models = {"generators": net, "discriminators": Ds}
         optimizers, schedulers = build_optimizers(cfg, net, Ds)
+        state = dict(models=models, optimizers=optimizers, schedulers=schedulers)  # what a checkpoint holds
         start, extra = 0, {}
         if resumed is not None:
-            start, extra = restore_run(
-                resumed,
-                cfg.resume,
-                models=models,
-                optimizers=optimizers,
-                schedulers=schedulers,
-                rank=d.rank,
-                world_size=d.world_size,
-            )
+            start, extra = restore_run(resumed, cfg.resume, **state, rank=d.rank, world_size=d.world_size)
         sampler, loader = make_loader(
             train, cfg.batch_size, seed=cfg.seed, d=d, start=start, workers=cfg.workers
         )
@@ -544,8 +544,8 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
             f"  val @ {iteration}: PSNR-Y bicubic {means['psnr_bicubic']:.2f} | stage 1 "
             f"{means['psnr_stage1']:.2f} | stage 2 {means['psnr_stage2']:.2f} dB; GSM "
             f"{means['gsm_bicubic']:.4f} | {means['gsm_stage1']:.4f} | {means['gsm_stage2']:.4f}; "
-            f"checkerboard ×HR {means['checker_bicubic']:.2f} | {means['checker_stage1']:.2f} | "
-            f"{means['checker_stage2']:.2f}",
+            f"checkerboard 2 / 4 px ×HR {means['checker2_stage1']:.2f} / {means['checker4_stage1']:.2f} | "
+            f"{means['checker2_stage2']:.2f} / {means['checker4_stage2']:.2f}",
         )
         return means
 
@@ -553,9 +553,7 @@ def _train(cfg: StageGANConfig, d: distributed.Dist, given: Iterable[str] | None
         out,
         d,
         cfg,
-        models=models,
-        optimizers=optimizers,
-        schedulers=schedulers,
+        **state,
         extra=extra,
         validate=run_validation,
         export=lambda path: save_model(path, upscaler),
@@ -597,13 +595,14 @@ def print_summary(result: dict, cfg: StageGANConfig, out: Path, start: int, imag
     print(
         f"\nstagegan: {cfg.iters - start} iterations in {result['seconds']:.0f} s ({result['its']:.2f} it/s); "
         f"validation ({images} images, ×{cfg.scale}, Y channel, border {cfg.scale}):\n"
-        f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s} {'checker':>8s}  (checkerboard energy ×HR's)",
+        f"  {'':10s} {'PSNR':>7s} {'SSIM':>7s} {'GSM':>7s} {'grid 2':>7s} {'grid 4':>7s}  "
+        "(checkerboard energy at 2 / 4 px, ×HR's)",
         flush=True,
     )
     for n, label in (("bicubic", "bicubic"), ("stage1", "stage 1"), ("stage2", "stage 2")):
         print(
             f"  {label:10s} {v[f'psnr_{n}']:7.2f} {v[f'ssim_{n}']:7.4f} {v[f'gsm_{n}']:7.4f} "
-            f"{v[f'checker_{n}']:8.2f}"
+            f"{v[f'checker2_{n}']:7.2f} {v[f'checker4_{n}']:7.2f}"
         )
     print(
         f"  wrote {out}/generator.pt, checkpoints/last.pt, train.csv, val.csv, samples/, summary.json",

@@ -1,8 +1,8 @@
 """Residual dense blocks: fastsr's buffer path vs the torch.cat reference, and a dense RRDB
 trunk vs a pruned RRSB trunk of the same size.
 
-Run:  pytest benchmarks/bench_rrsb.py --benchmark-only --benchmark-json=rrsb.json
-      python benchmarks/summarize.py rrsb.json
+Run:  pytest benchmarks/bench_dense_block.py --benchmark-only --benchmark-json=dense_block.json
+      python benchmarks/summarize.py dense_block.json
 
 The RRSB connections are the fixed pattern `SPARSE` below in every dense block (every conv's
 output still used; 9·20480 of the dense block's 9·26624 multiply-accumulates per pixel: 23%

@@ -73,13 +73,11 @@ within one image are int32 (the launcher checks C·H·W < 2³¹).
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_INTERPRET = tl.constexpr(INTERPRET)
+from fastsr.kernels._common import INTERPRET, _dot
+
 _NEGATIVE_SLOPE = tl.constexpr(0.2)  # ESRGAN's LeakyReLU
 
 # ---------------------------------------------------------------------------------------------
@@ -126,18 +124,6 @@ _KEY = ["Cin", "Cout", "H_BUCKET", "W_BUCKET"]
 # parses the kernel's tl.store targets and requires each to be listed here, and those that may
 # alias an input to be in the autotuner's restore_value or reset_to_zero).
 ALIASES = {"dense_block_conv3x3_fwd": {"OUT": ("RES", "X")}}
-
-
-@triton.jit
-def _dot(a, b, acc, PRECISION: tl.constexpr):
-    """tl.dot with fp32 accumulation. Triton 3.9's interpreter multiplies bfloat16 operands as
-    their uint16 bit patterns, so under TRITON_INTERPRET=1 (only) they are upcast to fp32 first,
-    which is exact for the products (as fastsr.kernels.spsa._dot)."""
-    if _INTERPRET:
-        if a.dtype == tl.bfloat16:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
 @triton.jit

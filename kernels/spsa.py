@@ -79,15 +79,13 @@ Offsets between heads are int64; within a head int32 (the launcher checks they f
 from __future__ import annotations
 
 import inspect
-import os
 
 import triton
 import triton.language as tl
 
-_LOG2E = tl.constexpr(1.4426950408889634)
+from fastsr.kernels._common import INTERPRET, _dot
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_INTERPRET = tl.constexpr(INTERPRET)
+_LOG2E = tl.constexpr(1.4426950408889634)
 
 # ---------------------------------------------------------------------------------------------
 # Autotune configs, (BLOCK_M, BLOCK_N, num_warps, num_stages). Three lists per kernel, one per
@@ -158,18 +156,6 @@ def _load(ptr, rows, cols, stride_r, stride_c, n_rows, n_cols, MASK_R: tl.conste
         return tl.load(ptr + offs, mask=(cols < n_cols)[None, :], other=0.0)
     else:
         return tl.load(ptr + offs)
-
-
-@triton.jit
-def _dot(a, b, acc, PRECISION: tl.constexpr):
-    """tl.dot with fp32 accumulation. Triton 3.9's interpreter multiplies bfloat16 operands as
-    their uint16 bit patterns, so under TRITON_INTERPRET=1 (only) they are upcast to fp32 first,
-    which is exact for the products; compiled kernels never take that branch."""
-    if _INTERPRET:
-        if a.dtype == tl.bfloat16:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
 @triton.jit

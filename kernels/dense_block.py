@@ -62,9 +62,10 @@ shift dx = ±1 leaves no alignment to vectorise on, so A cannot be copied asynch
 its 64-bit address (2 instructions) and channel offset (1), a store to shared memory, the
 channel table (a broadcast 16-byte load per 4 entries), the B tile in 16-byte asynchronous
 copies, and the MMAs (HGMMA 64×N×16 per warpgroup on sm_90, HMMA 16×8×16 on sm_80). The kernel
-report measures it per kMAC (1024 multiply-adds): sm_90 fp16, first config, conv5 171 and conv1
-265 thread-instructions per kMAC (python -m fastsr.kernels.report --kernel dense_block); the
-gathers, not the MMAs, dominate. An NHWC buffer would make the channel axis contiguous and the
+report measures it per kMAC (1024 multiply-adds): sm_90 fp16, first config, conv1 204.5 and conv5
+155.7 thread-instructions per kMAC, interior and border loops weighted by their share of the
+patches (python -m fastsr.kernels.report --kernel dense_block); the gathers, not the MMAs,
+dominate. An NHWC buffer would make the channel axis contiguous and the
 A loads vectorisable; the block's NCHW buffer is the contract today. Accumulation is fp32;
 ``PRECISION`` is the ``tl.dot`` input precision ("ieee" or "tf32", only relevant for fp32); the
 output is stored in OUT's dtype. The batch offset is int64 (B·C·H·W may exceed 2³¹); offsets
@@ -131,9 +132,15 @@ def _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, s
             sw_c, sw_y, sw_x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, EVEN_K: tl.constexpr,
             EVEN_N: tl.constexpr, MASK_PIX: tl.constexpr):  # fmt: skip
-    """The K loop of dense_block_conv3x3_fwd: 9 · n_cblk steps (tap, channel block), fp32 (M, N)
-    accumulator. MASK_PIX = False drops the border mask (the caller guarantees every tap of
-    every pixel is inside the image)."""
+    """The K loop of dense_block_conv3x3_fwd: 9 · n_cblk steps (tap, channel block) into an fp32
+    (BLOCK_M, BLOCK_N) accumulator, acc[m, n] = Σ_{tap, c} X[b, CH_IDX[c], y_m + dy, x_m + dx] ·
+    W[n, c, ky, kx]. MASK_PIX = False drops the border mask (the caller guarantees every tap of
+    every pixel is inside the image).
+
+    Per step: one BLOCK_M × BLOCK_N × BLOCK_K MMA; the A gather, BLOCK_M·BLOCK_K scalar 2- or
+    4-byte loads (1024 / BLOCK_N per kMAC); the B tile, BLOCK_K·BLOCK_N elements in 16-byte
+    copies (1024 / BLOCK_M per kMAC); BLOCK_K channel-table entries; scalar counter updates for
+    the tap. No exps."""
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     # (channel block, kx, ky) of step i are carried as counters: the integer division
@@ -206,6 +213,26 @@ def dense_block_conv3x3_fwd(
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
 ):  # fmt: skip
+    """One 3×3 convolution of a (sparse) dense block with its bias, LeakyReLU and residual fused
+    (the module docstring has the math, the buffer layout and the memory traffic):
+
+        OUT[b, out_offset + n, y, x] = post(BIAS[n] + Σ_{c, ky, kx} WEIGHT[n, c, ky, kx] ·
+                                            X[b, CH_IDX[c], y + ky − 1, x + kx − 1])
+        post(v) = lrelu(v, 0.2) if ACTIVATION, then v · residual_scale + RES[b, n, y, x] if RESIDUAL
+
+    Forward only: the block's backward is PyTorch's convolution backward over the saved buffer
+    (fastsr/ops/dense_block.py), so no backward kernel exists.
+
+    Grid: 1-D, B · ⌈H / TILE_H⌉ · ⌈W / TILE_W⌉ · ⌈Cout / BLOCK_N⌉ programs, output-channel blocks
+    fastest; a program owns one TILE_H × TILE_W pixel patch of one image and BLOCK_N output
+    channels. Interior patches (every tap inside the image) run the K loop without the border
+    mask, for 16-bit inputs; the branch is uniform per program.
+
+    Inner loop (``_k_loop``, 9 · ⌈Cin / BLOCK_K⌉ steps): per step one MMA of BLOCK_M × BLOCK_N ×
+    BLOCK_K multiply-adds, 1024 / BLOCK_N gathered A elements and 1024 / BLOCK_M B elements per
+    kMAC, no exps. Report, sm_90 fp16, first config: conv1 204.5, conv5 155.7 thread-
+    instructions per kMAC.
+    """
     BLOCK_M: tl.constexpr = TILE_H * TILE_W
     # 1-D grid, output-channel blocks fastest: the programs sharing a pixel patch run together
     # and find its A tiles in L2.

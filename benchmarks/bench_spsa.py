@@ -3,11 +3,9 @@
 Run:  pytest benchmarks/bench_spsa.py --benchmark-only --benchmark-json=spsa.json
       python benchmarks/summarize.py spsa.json      # markdown table with ratios
 
-Each row records, in `extra_info`, the peak memory one call adds and the matrix-product
-throughput (2·Lq·Lk·(Dkf + Dks + Dv) FLOP forward, ×2.5 with the backward). CUDA: from
-torch.cuda.max_memory_allocated. CPU: in a fresh subprocess (this file run as a script) with
-glibc's mmap threshold fixed at 64 KiB, so that freed buffers leave the resident set at once,
-the peak RSS (VmHWM, reset through /proc/self/clear_refs) over the RSS before the call.
+Each row records, in `extra_info`, the peak memory one call adds (benchmarks/_common.py: CUDA
+allocator statistics, or the peak RSS of this file run as a script in a fresh process) and the
+matrix-product throughput (2·Lq·Lk·(Dkf + Dks + Dv) FLOP forward, ×2.5 with the backward).
 
 The naive reference materialises about a dozen Lq×Lk matrices: at L = 16384 that is 1 GiB each
 in float32, so its forward+backward is left out there (it needs more than this 24 GiB machine).
@@ -15,13 +13,11 @@ in float32, so its forward+backward is left out there (it needs more than this 2
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import sys
 
 import pytest
 import torch
+from _common import machine, peak_extra_bytes, peak_extra_bytes_here
 
 from fastsr import spsa_attention, spsa_attention_reference
 
@@ -65,42 +61,6 @@ def _make_run(provider: str, mode: str, length: int, device: str):
     return run
 
 
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def _peak_extra_bytes_here(run) -> int:
-    """Peak RSS of one call over the RSS before it (this process: see the module docstring)."""
-    run()  # warm-up (and compilation)
-    base = _proc_status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
-        f.write("5")
-    run()
-    return _proc_status("VmHWM") - base
-
-
-def peak_extra_bytes(device: str, run, script: str, *script_args) -> int | None:
-    """Extra memory at the peak of one ``run()``: on CUDA from the allocator's statistics; on
-    the CPU measured by ``python script *script_args`` in a fresh process (see the module
-    docstring), which must rebuild the same run and print `_peak_extra_bytes_here(run)`."""
-    if device == "cuda":
-        run()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        return torch.cuda.max_memory_allocated() - base
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    cmd = [sys.executable, script, *map(str, script_args)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        return None  # e.g. /proc/self/clear_refs not writable: no memory figure
-    return int(done.stdout.split()[-1])
-
-
 def _case_id(device, dtype):
     return f"{device}-{str(dtype).removeprefix('torch.')}"
 
@@ -127,24 +87,12 @@ def test_spsa(benchmark, device, provider, mode, length):
         mode=mode,
         length=length,
         device=_case_id(device, torch.float16 if device == "cuda" else torch.float32),
-        machine=_machine(device),
+        machine=machine(device),
         peak_extra_bytes=peak,
         gflops=flop / benchmark.stats.stats.min / 1e9,
     )
 
 
-def _machine(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
-
-
 if __name__ == "__main__":  # one CPU memory measurement: PROVIDER MODE LENGTH
     provider, mode, length = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    print(_peak_extra_bytes_here(_make_run(provider, mode, length, "cpu")))
+    print(peak_extra_bytes_here(_make_run(provider, mode, length, "cpu")))

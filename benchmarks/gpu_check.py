@@ -18,9 +18,9 @@ Checks (SPSA shapes: B = 1, Dkf = Dks = 8, Dv = 64 unless stated; scale = 1, SAG
   65535·520·64 > 2³¹ elements; the first and last heads, forward and backward, against float64.
 - one_hot_rows: queries whose score with one key is ~300 above every other (|s| ~ 300):
   output and gradients finite and within the rule.
-- dense_conv_inplace_fresh_key: x0 ← 0.2·conv(x1…x4) + x0 in place on a shape no autotune key
-  has seen (the autotuner times every config on the live buffer): compared with a float64
-  conv2d; before the fix this applied the residual once per timed launch.
+- dense_block_conv_inplace_fresh_key: x0 ← 0.2·conv(x1…x4) + x0 in place on a shape no
+  autotune key has seen (the autotuner times every config on the live buffer): compared with a
+  float64 conv2d; before the fix this applied the residual once per timed launch.
 - spsa_timing: forward and forward+backward at L = 16384, B·H ∈ {1, 8}, fp16 and bf16, with
   PyTorch's ``scaled_dot_product_attention`` at the same q/k/v shapes as the yardstick (it does
   one softmax, SPSA two plus the combination).
@@ -166,16 +166,16 @@ def check_one_hot_rows() -> dict:
     return dict(L=SIZES["one_hot_L"], score=300, cases=out, ok=all(c["ok"] for c in out.values()))
 
 
-def check_dense_conv_inplace_fresh_key() -> dict:
+def check_dense_block_conv_inplace_fresh_key() -> dict:
     import torch.nn.functional as F
 
-    from fastsr.kernels import dense_conv
-    from fastsr.ops._dense_conv_triton import dense_conv3x3_triton
+    from fastsr.kernels import dense_block as kernels
+    from fastsr.ops._dense_block_triton import dense_block_conv3x3_triton
 
     results, ok = {}, True
     for label in ("fp16", "fp32"):
         dtype = DTYPES[label]
-        tuner = dense_conv.dense_conv3x3_fwd_ieee if label == "fp32" else dense_conv.dense_conv3x3_fwd
+        tuner = kernels.dense_block_conv3x3_fwd_ieee if label == "fp32" else kernels.dense_block_conv3x3_fwd
         tuner.cache.clear()  # a fresh key: every config is timed
         g = _gen(5)
         (B, H, W), nf, gc = SIZES["conv_shape"], 64, 32
@@ -186,8 +186,8 @@ def check_dense_conv_inplace_fresh_key() -> dict:
         ref64 = 0.2 * F.conv2d(buf[:, nf:].double(), weight.double(), bias.double(), padding=1) + x0.double()
         same = 0.2 * F.conv2d(buf[:, nf:], weight, bias, padding=1) + x0
         channels = torch.arange(nf, nf + 4 * gc, device=DEVICE, dtype=torch.int32)
-        dense_conv3x3_triton(buf, channels, weight, bias, buf, 0, activation=False,
-                             residual=buf[:, :nf], residual_scale=0.2)  # fmt: skip
+        dense_block_conv3x3_triton(buf, channels, weight, bias, buf, 0, activation=False,
+                                   residual=buf[:, :nf], residual_scale=0.2)  # fmt: skip
         row = _rule(buf[:, :nf], same, ref64, dtype)
         # Applying the residual k extra times would add k·(x0 + …): errors of order |x0| ~ 1.
         row["configs_timed"] = len(tuner.configs)
@@ -283,7 +283,7 @@ def checks() -> list[tuple[str, callable]]:
                 for label in DTYPES]  # fmt: skip
 
     return [
-        ("dense_conv_inplace_fresh_key", check_dense_conv_inplace_fresh_key),
+        ("dense_block_conv_inplace_fresh_key", check_dense_block_conv_inplace_fresh_key),
         *numerics(short),
         ("large_offsets", check_large_offsets),
         ("one_hot_rows", check_one_hot_rows),

@@ -61,7 +61,7 @@ Spec keys (all optional; a kernel module may add them to each spec, defaults in 
 - ``loop_combine`` ["sequence"]: "sequence" = every unit passes through every loop in turn
   (the forward's pass 1 and pass 2), so the kernel's per-unit figures are the loops' sums;
   "alternatives" = each program runs one of the loops (branches of a uniform ``if``, e.g. the
-  dense conv's interior and border patches): the loops are then ordered by body size, smallest
+  dense-block conv's interior and border patches): the loops are then ordered by body size, smallest
   first (ptxas keeps no source order), and the kernel's figures are their mean weighted by
   ``loop_weights`` [equal] in that order.
 - ``estimate_units`` [16384² for unit "pair", else none]: total units for est_ms, and
@@ -91,7 +91,7 @@ import sys
 import tempfile
 import time
 
-MODULES = ("fastsr.kernels.spsa", "fastsr.kernels.dense_conv")
+MODULES = ("fastsr.kernels.spsa", "fastsr.kernels.dense_block")
 ARCHS = (80, 90)
 DTYPES = ("fp16", "bf16", "fp32", "tf32")
 KEYS = (
@@ -501,13 +501,13 @@ def _legend(rows: list[dict], seconds: float) -> str:
     shapes = sorted({r["_estimate_shape"] for r in rows if r.get("_estimate_shape")})
     lines = [
         f"{len(rows)} compiles in {seconds:.0f} s. Representative shapes: spsa_* Lq = Lk = 4096, "
-        "Dkf = Dks = 8 (padded to 16), Dv = 64; dense_conv3x3_fwd B = 1, 128×128, a 192-channel "
+        "Dkf = Dks = 8 (padded to 16), Dv = 64; dense_block_conv3x3_fwd B = 1, 128×128, a 192-channel "
         "buffer, conv1 64 → 32 and conv5 192 → 64.",
         "dtype: fp32 = fp32 inputs with IEEE dots (the launcher's default), tf32 = TF32 dots. "
         "spill = STL + LDL bytes; smem = shared bytes per block.",
         f"Per unit ({', '.join(units)}; pair = one query–key pair): instr/u = loop-body "
         "instructions × 32·num_warps / units per iteration, summed over the main loops (a + b) or "
-        "weighted over alternative loops (a / b: dense conv interior / border); exps/u = "
+        "weighted over alternative loops (a / b: dense-block conv interior / border); exps/u = "
         "MUFU.EX2 thread-ops per unit, per loop; need = the math's exps per unit (summed); repl "
         f"FAIL = a loop above {REPLICATION_SLACK}× its need. warps/SM (binding limit).",
         "est_ms: issue-bound lower bound of the loops on an H100 SXM (132 SMs × 4 schedulers, "

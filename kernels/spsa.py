@@ -79,15 +79,13 @@ Offsets between heads are int64; within a head int32 (the launcher checks they f
 from __future__ import annotations
 
 import inspect
-import os
 
 import triton
 import triton.language as tl
 
-_LOG2E = tl.constexpr(1.4426950408889634)
+from fastsr.kernels._common import INTERPRET, _dot
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_INTERPRET = tl.constexpr(INTERPRET)
+_LOG2E = tl.constexpr(1.4426950408889634)
 
 # ---------------------------------------------------------------------------------------------
 # Autotune configs, (BLOCK_M, BLOCK_N, num_warps, num_stages). Three lists per kernel, one per
@@ -158,18 +156,6 @@ def _load(ptr, rows, cols, stride_r, stride_c, n_rows, n_cols, MASK_R: tl.conste
         return tl.load(ptr + offs, mask=(cols < n_cols)[None, :], other=0.0)
     else:
         return tl.load(ptr + offs)
-
-
-@triton.jit
-def _dot(a, b, acc, PRECISION: tl.constexpr):
-    """tl.dot with fp32 accumulation. Triton 3.9's interpreter multiplies bfloat16 operands as
-    their uint16 bit patterns, so under TRITON_INTERPRET=1 (only) they are upcast to fp32 first,
-    which is exact for the products; compiled kernels never take that branch."""
-    if _INTERPRET:
-        if a.dtype == tl.bfloat16:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
 @triton.jit
@@ -303,7 +289,9 @@ def _load_grad_stats(DELTA, DP_SUM, DQ_SUM, stats, rows, Lq, MASK: tl.constexpr)
 def _fwd_stats_block(qf, qs, KF, KS, cols, skf_l, skf_d, sks_l, sks_d, Lk, k, m_f, l_f, m_s, l_s,
                      offs_dkf, offs_dks, MASK: tl.constexpr, PRECISION: tl.constexpr,
                      FOLD: tl.constexpr):  # fmt: skip
-    """Pass 1 over one key block: online max / sum of both score rows."""
+    """Pass 1 over one key block: the online max m and sum l = Σ exp(s − m) of both score rows.
+    Per pair: two score MMAs (Dkf + Dks multiply-adds) and 2 exps; per row 2 more exps (l's
+    rescaling by exp(m_old − m_new)). Padded keys (MASK) score −inf."""
     kf_t = _load(KF, offs_dkf, cols, skf_d, skf_l, 0, Lk, False, MASK)  # (DKF, N)
     ks_t = _load(KS, offs_dks, cols, sks_d, sks_l, 0, Lk, False, MASK)  # (DKS, N)
     tf = _dot(qf, kf_t, None, PRECISION) * k
@@ -325,7 +313,9 @@ def _fwd_out_block(qf, qs, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv
                    b_f, g_f, b_s, g_s, acc, csum, offs_dkf, offs_dks, offs_dv,
                    MASK: tl.constexpr, PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr,
                    FOLD: tl.constexpr):  # fmt: skip
-    """Pass 2 over one key block: α·p, α·q, α·c; accumulate α·C and α·Σ c·v."""
+    """Pass 2 over one key block: α·p, α·q, α·c; accumulate α·C and α·Σ c·v. Per pair: two score
+    MMAs, 2 exps, one division (r = d/s in ``_combine``) and the c·v MMA (Dv multiply-adds).
+    Padded keys (MASK) get p = q = 0."""
     kf_t = _load(KF, offs_dkf, cols, skf_d, skf_l, 0, Lk, False, MASK)
     ks_t = _load(KS, offs_dks, cols, sks_d, sks_l, 0, Lk, False, MASK)
     v = _load(V, cols, offs_dv, sv_l, sv_d, Lk, 0, MASK, False)  # (N, DV)
@@ -356,8 +346,18 @@ def spsa_fwd(
     PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
     MASK_ALL: tl.constexpr,
 ):  # fmt: skip
-    """Per key block: pass 1 two score MMAs + 2 exps per pair; pass 2 two score MMAs, 2 exps, one
-    division (r = d/s) and the c·v MMA per pair. Only the last key block is masked."""
+    """Forward of SPSA dual attention for one query block of one head (math: the module
+    docstring): o_j = Σ_i c_i v_i / C_j with c = f(p, q) of the two softmax rows p (features) and
+    q (segmentation); also stores, for the backward, the row max m and 1/l of both softmaxes
+    (ST_F, ST_S) and C = Σ_i c_i (CSUM).
+
+    Grid: (⌈Lq / BLOCK_M⌉, B·H). Two passes over the key blocks.
+
+    Per query–key pair: pass 1 two score MMAs + 2 exps (and 2 exps per row and key block for the
+    online rescaling); pass 2 two score MMAs, 2 exps, one division (r = d/s) and the c·v MMA.
+    Loads per key block, shared by the BLOCK_M queries: the kf, ks tiles (pass 1), kf, ks, v
+    (pass 2). Only the last key block is masked (every block when MASK_ALL). Report, sm_90
+    fp16, Lq = Lk = 4096, first config: 28 thread-instructions and 2.12 + 2.00 exps per pair."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -445,6 +445,10 @@ def _pre_block(qf, qs, do, KF, KS, V, cols, skf_l, skf_d, sks_l, sks_d, sv_l, sv
                b_f, g_f, b_s, g_s, inv_csum, delta0, eps_sum, pv_sum, p_sum, qv_sum, q_sum,
                offs_dkf, offs_dks, offs_dv, MASK: tl.constexpr, PRECISION: tl.constexpr,
                SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr):  # fmt: skip
+    """One key block against the program's query block (preprocess): α·p, α·q, c, r, ∂f/∂p, ∂f/∂q
+    and, with e = dO·v − δ0, the five row sums α·(Σ β e, Σ p ∂f/∂p e, Σ p ∂f/∂p, Σ q ∂f/∂q e,
+    Σ q ∂f/∂q). Per pair: two score MMAs, the dO·v MMA (Dv multiply-adds), 2 exps, one division.
+    Padded keys (MASK) get p = q = 0."""
     kf_t = _load(KF, offs_dkf, cols, skf_d, skf_l, 0, Lk, False, MASK)
     ks_t = _load(KS, offs_dks, cols, sks_d, sks_l, 0, Lk, False, MASK)
     v_t = _load(V, offs_dv, cols, sv_d, sv_l, 0, Lk, False, MASK)  # (DV, N)
@@ -490,7 +494,12 @@ def spsa_bwd_preprocess(
     ε = Σ β e (so δ = δ0 + ε), Σ p·∂f/∂p·e and Σ p·∂f/∂p, and at the end
     Dp = (Σ p·∂f/∂p·e − ε Σ p·∂f/∂p) / C  (likewise Dq). Every term is of the size of e, small
     where the row is dominated by one key, so nothing large cancels. It computes α·p exactly as
-    the other backward kernels do (the same ε must cancel there) and divides the sums by α."""
+    the other backward kernels do (the same ε must cancel there) and divides the sums by α.
+
+    Grid: (⌈Lq / BLOCK_M⌉, B·H), one pass over the key blocks (``_pre_block``). Per pair: two
+    score MMAs, the dO·v MMA, 2 exps, one division; row sums only, no second-stage MMA. Loads
+    per key block, shared by the BLOCK_M queries: the kf, ks, v tiles. Report, sm_90 fp16,
+    Lq = Lk = 4096, first config: 33 thread-instructions and 2.00 exps per pair."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -596,10 +605,17 @@ def spsa_bwd_dkdv(
     PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
     MASK_ALL: tl.constexpr,
 ):  # fmt: skip
-    """One key block, all query blocks: dkf, dks, dv. Per pair: three MMAs for the scores and
-    dO·v, 2 exps, one division, three MMAs into the accumulators. Scores are computed in the
-    forward's (query × key) orientation with the same expression; the transposes ride on the
-    conversion to the second dots' operand layout. dS and β are carried ×α in 16 bits."""
+    """Key-side gradients for one key block of one head, over all query blocks:
+    dkf = scale·dSfᵀ qf, dks = scale·dSsᵀ qs, dv = βᵀ dO (β = c / C; math: the module
+    docstring), from the forward's statistics and the preprocess's δ0, ε, Dp, Dq.
+
+    Grid: (⌈Lk / BLOCK_N⌉, B·H), one loop over the query blocks (``_dkdv_block``). Per pair:
+    three MMAs for the scores and dO·v, 2 exps, one division, three MMAs into the accumulators
+    (Dkf + Dks + Dv multiply-adds). Loads per query block, shared by the BLOCK_N keys: the qf,
+    qs, dO tiles and 9 fp32 row statistics per query. Scores are computed in the forward's
+    (query × key) orientation with the same expression; the transposes ride on the conversion
+    to the second dots' operand layout. dS and β are carried ×α in 16 bits. Report, sm_90
+    fp16, Lq = Lk = 4096, first config: 48 thread-instructions and 2.00 exps per pair."""
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)
@@ -696,8 +712,15 @@ def spsa_bwd_dq(
     PRECISION: tl.constexpr, SCORE_PRECISION: tl.constexpr, FOLD: tl.constexpr,
     MASK_ALL: tl.constexpr,
 ):  # fmt: skip
-    """One query block, all key blocks: dqf, dqs. Per pair: three MMAs, 2 exps, one division,
-    two MMAs into the accumulators; only the last key block is masked."""
+    """Query-side gradients for one query block of one head, over all key blocks:
+    dqf = scale·dSf kf, dqs = scale·dSs ks (math: the module docstring).
+
+    Grid: (⌈Lq / BLOCK_M⌉, B·H), one loop over the key blocks (``_dq_block``). Per pair: three
+    MMAs (scores, dO·v), 2 exps, one division, two MMAs into the accumulators (Dkf + Dks
+    multiply-adds). Loads per key block, shared by the BLOCK_M queries: the kf, ks, v tiles;
+    the row statistics once per program. Only the last key block is masked (every block when
+    MASK_ALL). Report, sm_90 fp16, Lq = Lk = 4096, first config: 28 thread-instructions and
+    2.00 exps per pair."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     QF += _head_offset(bh, H, sqf_b, sqf_h)

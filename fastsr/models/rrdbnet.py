@@ -1,5 +1,6 @@
-"""ESRGAN's generator, BasicSR's RRDBNet, dense or with SPSAGAN's sparse RRSB connections (Mu et
-al., "SPSAGAN", section 3.2), and the conversion of BasicSR and original ESRGAN checkpoints.
+"""ESRGAN's generator, BasicSR's RRDBNet, dense or with SPSAGAN's sparse RRSB connections
+(Zhang, Zheng & Hu 2020, section 3.2), and the conversion of BasicSR and original ESRGAN
+checkpoints.
 
     RRDBNet:  pixel_unshuffle by 4 / scale (scales 1, 2) → conv_first → feat
               feat + conv_body(body(feat)) → 2 × (nearest ×2 → conv → lrelu) → conv_hr → lrelu

@@ -1,4 +1,6 @@
-"""SPSAGAN's generator and discriminator (SPSAGAN paper, section 3, Fig. 3).
+"""SPSAGAN's generator and discriminator (Zhang, Zheng & Hu, "Super Resolution Using
+Segmentation-Prior Self-Attention Generative Adversarial Network", arXiv:2003.03489, 2020;
+section 3, Fig. 3).
 
     generator:      lr → conv_first → feat                                        (B, nf, h, w)
                     feat + conv_body(body(feat))          body: RRDB / RRSB blocks (B, nf, h, w)

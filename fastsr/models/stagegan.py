@@ -1,5 +1,5 @@
 """Stage-GAN (Wei, Bai & Zhao, "Stage-GAN with Semantic Maps for Large-scale Image
-Super-resolution", KSII Transactions on Internet and Information Systems, 2019): the three-stage container of
+Super-resolution", KSII Transactions on Internet and Information Systems 13(8), 2019): the three-stage container of
 pix2pix networks (:mod:`fastsr.models.pix2pix`), its upscaler (the generator interface) and its
 stage 0 as a segmentation-prior network.
 

@@ -145,7 +145,7 @@ def _torch_forward(x0, weights, biases, kept, buf: Tensor | None = None) -> tupl
 
 
 def _triton_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
-    from fastsr.ops._dense_conv_triton import dense_conv3x3_triton
+    from fastsr.ops._dense_block_triton import dense_block_conv3x3_triton
 
     B, nf, H, W = x0.shape
     gc = weights[0].shape[0]
@@ -157,13 +157,14 @@ def _triton_forward(x0, weights, biases, kept) -> tuple[Tensor, Tensor]:
         # which would copy the table back to the host).
         channels = _channel_table(tuple(kept[layer - 1]), nf, gc, x0.device)
         if layer < NUM_CONVS:
-            dense_conv3x3_triton(buf, channels, weights[layer - 1], biases[layer - 1], buf,
-                                 _slot(layer, nf, gc)[0], activation=True,
-                                 validate_channels=False)  # fmt: skip
+            dense_block_conv3x3_triton(buf, channels, weights[layer - 1], biases[layer - 1], buf,
+                                       _slot(layer, nf, gc)[0], activation=True,
+                                       validate_channels=False)  # fmt: skip
         else:
-            dense_conv3x3_triton(buf, channels, weights[4], biases[4], out, 0, activation=False,
-                                 residual=x0, residual_scale=RESIDUAL_SCALE,
-                                 validate_channels=False)  # fmt: skip
+            dense_block_conv3x3_triton(buf, channels, weights[4], biases[4], out, 0,
+                                       activation=False, residual=x0,
+                                       residual_scale=RESIDUAL_SCALE,
+                                       validate_channels=False)  # fmt: skip
     return out, buf
 
 

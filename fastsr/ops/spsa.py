@@ -1,4 +1,4 @@
-"""SPSA dual attention: segmentation-prior self-attention (paper 000, eqs. 2 and 4–7).
+"""SPSA dual attention: segmentation-prior self-attention (SPSAGAN, Zhang, Zheng & Hu 2020, eqs. 2 and 4–7).
 
 For every query row j, over keys i:
 

@@ -1,4 +1,4 @@
-"""The pruning stage of SPSAGAN (paper 000, §3.2), as one visible script.
+"""The pruning stage of SPSAGAN (Zhang, Zheng & Hu 2020, §3.2), as one visible script.
 
     1. train an RRDBNet with L1 (Adam 2e-4) on random crops of the embedded sample photographs
        (LR by MATLAB-compatible bicubic);

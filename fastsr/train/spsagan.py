@@ -1,4 +1,4 @@
-"""SPSAGAN training (paper 000, section 4), as one visible loop.
+"""SPSAGAN training (Zhang, Zheng & Hu 2020, section 4), as one visible loop.
 
     python -m fastsr.train spsagan --stage psnr --train-dir HR/ --val-dir VAL/ --out runs/psnr
     python -m fastsr.train spsagan --stage gan  --pretrained runs/psnr/generator.pt \\

@@ -1,4 +1,4 @@
-"""Stage-GAN training (paper 002, eqs. 4–10), as one visible loop.
+"""Stage-GAN training (Wei, Bai & Zhao 2019, eqs. 4–10), as one visible loop.
 
     python -m fastsr.train stagegan                                   # embedded photographs
     python -m fastsr.train stagegan --data facades --data-dir CMP_facades/base \\

@@ -29,7 +29,7 @@ def module_problems() -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("module", ["fastsr.kernels.dense_conv", "fastsr.kernels.spsa"])
+@pytest.mark.parametrize("module", ["fastsr.kernels.dense_block", "fastsr.kernels.spsa"])
 def test_every_autotuner_restores_what_it_may_corrupt(module_problems, module):
     assert module in module_problems
     assert module_problems[module] == []

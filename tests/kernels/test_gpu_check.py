@@ -26,7 +26,7 @@ def test_lists_every_check():
     for L in (4096, 16383):
         for dtype in ("fp16", "bf16", "fp32"):
             assert f"numerics_L{L}_{dtype}" in names
-    for name in ("large_offsets", "one_hot_rows", "dense_conv_inplace_fresh_key", "spsa_timing",
+    for name in ("large_offsets", "one_hot_rows", "dense_block_conv_inplace_fresh_key", "spsa_timing",
                  "dense_block_timing"):  # fmt: skip
         assert name in names
     assert len(names) == len(set(names))

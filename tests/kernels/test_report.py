@@ -1,4 +1,4 @@
-"""Ahead-of-time compile of every SPSA and dense-conv kernel for sm_80 / sm_90 at fp16, bf16,
+"""Ahead-of-time compile of every SPSA and dense-block kernel for sm_80 / sm_90 at fp16, bf16,
 fp32 (IEEE dots, the launcher's default) and tf32 (no GPU needed): no register spills anywhere,
 tensor-core MMA instructions wherever the dtype has them (all but IEEE fp32), and no loop above
 the math's exps per pair (the replication check). The report's counts themselves are checked
@@ -20,9 +20,9 @@ pytest.importorskip("triton")
 pytestmark = [pytest.mark.aot, pytest.mark.slow]
 
 SPSA_KERNELS = ("spsa_fwd", "spsa_bwd_preprocess", "spsa_bwd_dkdv", "spsa_bwd_dq")
-# The dense-block conv at its two representative layers (kernels/dense_conv.py aot_specs).
-DENSE_CONV_KERNELS = ("dense_conv3x3_fwd[conv1]", "dense_conv3x3_fwd[conv5]")
-KERNELS = SPSA_KERNELS + DENSE_CONV_KERNELS
+# The dense-block conv at its two representative layers (kernels/dense_block.py aot_specs).
+DENSE_BLOCK_KERNELS = ("dense_block_conv3x3_fwd[conv1]", "dense_block_conv3x3_fwd[conv5]")
+KERNELS = SPSA_KERNELS + DENSE_BLOCK_KERNELS
 ARCHS = ("sm_80", "sm_90")
 DTYPES = ("fp16", "bf16", "fp32", "tf32")
 KEYS = {
@@ -83,7 +83,7 @@ def test_table_mode_prints_one_row_per_compile(report):
     rows, stdout = report
     lines = stdout.splitlines()
     assert lines[0].split()[:3] == ["kernel", "arch", "dtype"]
-    table_rows = [line.split() for line in lines if line.startswith(("spsa_", "dense_conv3x3_fwd["))]
+    table_rows = [line.split() for line in lines if line.startswith(("spsa_", "dense_block_conv3x3_fwd["))]
     assert len(table_rows) == len(rows)
     assert {(r[0], r[1], r[2]) for r in table_rows} == {(r["kernel"], r["arch"], r["dtype"]) for r in rows}
 

@@ -156,7 +156,7 @@ def test_occupancy_limits():
 
 
 def test_alternative_loops_are_ordered_by_size_and_weighted():
-    """Two branches of a uniform if (the dense conv's interior / border loops): ptxas may lay the
+    """Two branches of a uniform if (the dense-block conv's interior / border loops): ptxas may lay the
     bigger one out first; the report orders them smallest first and weights them."""
 
     def loop(label, n):

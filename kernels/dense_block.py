@@ -1,5 +1,5 @@
 """Triton kernel for the convolutions of a (sparse) dense block (launcher:
-fastsr/ops/_dense_conv_triton.py).
+fastsr/ops/_dense_block_triton.py).
 
 The math. ESRGAN's dense block (nf = 64 channels in x0, gc = 32 in each of x1…x4):
 
@@ -8,7 +8,7 @@ The math. ESRGAN's dense block (nf = 64 channels in x0, gc = 32 in each of x1…
     out = 0.2 · x5 + x0
 
 SPSAGAN's RRSB keeps only a subset of x1…x_{l−1} in each concatenation (x0 is always kept).
-``dense_conv3x3_fwd`` computes one such layer for an arbitrary list of input channels:
+``dense_block_conv3x3_fwd`` computes one such layer for an arbitrary list of input channels:
 
     OUT[b, out_offset + n, y, x] = post( bias[n] + Σ_{c, ky, kx} W[n, c, ky, kx] ·
                                          X[b, CH_IDX[c], y + ky − 1, x + kx − 1] )
@@ -62,9 +62,10 @@ shift dx = ±1 leaves no alignment to vectorise on, so A cannot be copied asynch
 its 64-bit address (2 instructions) and channel offset (1), a store to shared memory, the
 channel table (a broadcast 16-byte load per 4 entries), the B tile in 16-byte asynchronous
 copies, and the MMAs (HGMMA 64×N×16 per warpgroup on sm_90, HMMA 16×8×16 on sm_80). The kernel
-report measures it per kMAC (1024 multiply-adds): sm_90 fp16, first config, conv5 171 and conv1
-265 thread-instructions per kMAC (python -m fastsr.kernels.report --kernel dense_conv); the
-gathers, not the MMAs, dominate. An NHWC buffer would make the channel axis contiguous and the
+report measures it per kMAC (1024 multiply-adds): sm_90 fp16, first config, conv1 204.5 and conv5
+155.7 thread-instructions per kMAC, interior and border loops weighted by their share of the
+patches (python -m fastsr.kernels.report --kernel dense_block); the gathers, not the MMAs,
+dominate. An NHWC buffer would make the channel axis contiguous and the
 A loads vectorisable; the block's NCHW buffer is the contract today. Accumulation is fp32;
 ``PRECISION`` is the ``tl.dot`` input precision ("ieee" or "tf32", only relevant for fp32); the
 output is stored in OUT's dtype. The batch offset is int64 (B·C·H·W may exceed 2³¹); offsets
@@ -73,13 +74,11 @@ within one image are int32 (the launcher checks C·H·W < 2³¹).
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-_INTERPRET = tl.constexpr(INTERPRET)
+from fastsr.kernels._common import INTERPRET, _dot
+
 _NEGATIVE_SLOPE = tl.constexpr(0.2)  # ESRGAN's LeakyReLU
 
 # ---------------------------------------------------------------------------------------------
@@ -125,19 +124,7 @@ _KEY = ["Cin", "Cout", "H_BUCKET", "W_BUCKET"]
 # Written pointer → the inputs the launcher lets it alias (tests/kernels/test_autotune_aliasing.py
 # parses the kernel's tl.store targets and requires each to be listed here, and those that may
 # alias an input to be in the autotuner's restore_value or reset_to_zero).
-ALIASES = {"dense_conv3x3_fwd": {"OUT": ("RES", "X")}}
-
-
-@triton.jit
-def _dot(a, b, acc, PRECISION: tl.constexpr):
-    """tl.dot with fp32 accumulation. Triton 3.9's interpreter multiplies bfloat16 operands as
-    their uint16 bit patterns, so under TRITON_INTERPRET=1 (only) they are upcast to fp32 first,
-    which is exact for the products (as fastsr.kernels.spsa._dot)."""
-    if _INTERPRET:
-        if a.dtype == tl.bfloat16:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PRECISION)
+ALIASES = {"dense_block_conv3x3_fwd": {"OUT": ("RES", "X")}}
 
 
 @triton.jit
@@ -145,9 +132,15 @@ def _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, s
             sw_c, sw_y, sw_x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_K: tl.constexpr, PRECISION: tl.constexpr, EVEN_K: tl.constexpr,
             EVEN_N: tl.constexpr, MASK_PIX: tl.constexpr):  # fmt: skip
-    """The K loop of dense_conv3x3_fwd: 9 · n_cblk steps (tap, channel block), fp32 (M, N)
-    accumulator. MASK_PIX = False drops the border mask (the caller guarantees every tap of
-    every pixel is inside the image)."""
+    """The K loop of dense_block_conv3x3_fwd: 9 · n_cblk steps (tap, channel block) into an fp32
+    (BLOCK_M, BLOCK_N) accumulator, acc[m, n] = Σ_{tap, c} X[b, CH_IDX[c], y_m + dy, x_m + dx] ·
+    W[n, c, ky, kx]. MASK_PIX = False drops the border mask (the caller guarantees every tap of
+    every pixel is inside the image).
+
+    Per step: one BLOCK_M × BLOCK_N × BLOCK_K MMA; the A gather, BLOCK_M·BLOCK_K scalar 2- or
+    4-byte loads (1024 / BLOCK_N per kMAC); the B tile, BLOCK_K·BLOCK_N elements in 16-byte
+    copies (1024 / BLOCK_M per kMAC); BLOCK_K channel-table entries; scalar counter updates for
+    the tap. No exps."""
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     # (channel block, kx, ky) of step i are carried as counters: the integer division
@@ -198,15 +191,16 @@ def _k_loop(CH_IDX, x_pix, w_col, y, x, pix_ok, n_ok, H, W, Cin, n_cblk, sx_c, s
 # x0 ← 0.2·x5 + x0, not idempotent: each timed launch would apply it again) and X (the buffer;
 # harmless, as written and read channels are disjoint). restore_value makes the autotuner copy
 # OUT before each timed launch and put it back after (tests/kernels/test_autotune_aliasing.py
-# checks every autotuner against ALIASES). Two autotuners share the kernel: dense_conv3x3_fwd for
-# 16-bit and TF32 dots, dense_conv3x3_fwd_ieee (below) for IEEE fp32 dots.
+# checks every autotuner against ALIASES). Two autotuners share the kernel:
+# dense_block_conv3x3_fwd for 16-bit and TF32 dots, dense_block_conv3x3_fwd_ieee (below) for IEEE
+# fp32 dots.
 @triton.autotune(configs=FWD_CONFIGS, key=_KEY, restore_value=["OUT"])
 @triton.heuristics({
     "EVEN_K": lambda a: a["Cin"] % a["BLOCK_K"] == 0,
     "EVEN_N": lambda a: a["Cout"] % a["BLOCK_N"] == 0,
 })  # fmt: skip
 @triton.jit
-def dense_conv3x3_fwd(
+def dense_block_conv3x3_fwd(
     # X, RES, OUT (B, ·, H, W); CH_IDX (Cin,) int32; WEIGHT (Cout, Cin, 3, 3); BIAS (Cout,)
     X, CH_IDX, WEIGHT, BIAS, RES, OUT,
     residual_scale, B, H, W, Cin, Cout, out_offset,
@@ -219,6 +213,26 @@ def dense_conv3x3_fwd(
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
 ):  # fmt: skip
+    """One 3×3 convolution of a (sparse) dense block with its bias, LeakyReLU and residual fused
+    (the module docstring has the math, the buffer layout and the memory traffic):
+
+        OUT[b, out_offset + n, y, x] = post(BIAS[n] + Σ_{c, ky, kx} WEIGHT[n, c, ky, kx] ·
+                                            X[b, CH_IDX[c], y + ky − 1, x + kx − 1])
+        post(v) = lrelu(v, 0.2) if ACTIVATION, then v · residual_scale + RES[b, n, y, x] if RESIDUAL
+
+    Forward only: the block's backward is PyTorch's convolution backward over the saved buffer
+    (fastsr/ops/dense_block.py), so no backward kernel exists.
+
+    Grid: 1-D, B · ⌈H / TILE_H⌉ · ⌈W / TILE_W⌉ · ⌈Cout / BLOCK_N⌉ programs, output-channel blocks
+    fastest; a program owns one TILE_H × TILE_W pixel patch of one image and BLOCK_N output
+    channels. Interior patches (every tap inside the image) run the K loop without the border
+    mask, for 16-bit inputs; the branch is uniform per program.
+
+    Inner loop (``_k_loop``, 9 · ⌈Cin / BLOCK_K⌉ steps): per step one MMA of BLOCK_M × BLOCK_N ×
+    BLOCK_K multiply-adds, 1024 / BLOCK_N gathered A elements and 1024 / BLOCK_M B elements per
+    kMAC, no exps. Report, sm_90 fp16, first config: conv1 204.5, conv5 155.7 thread-
+    instructions per kMAC.
+    """
     BLOCK_M: tl.constexpr = TILE_H * TILE_W
     # 1-D grid, output-channel blocks fastest: the programs sharing a pixel patch run together
     # and find its A tiles in L2.
@@ -345,10 +359,10 @@ def dense_conv3x3_fwd(
     tl.store(o_ptrs, acc.to(OUT.dtype.element_ty), mask=mask)
 
 
-dense_conv3x3_fwd_ieee = triton.autotune(configs=FWD_IEEE_CONFIGS, key=_KEY, restore_value=["OUT"])(
-    dense_conv3x3_fwd.fn
+dense_block_conv3x3_fwd_ieee = triton.autotune(configs=FWD_IEEE_CONFIGS, key=_KEY, restore_value=["OUT"])(
+    dense_block_conv3x3_fwd.fn
 )
-TUNERS = (dense_conv3x3_fwd, dense_conv3x3_fwd_ieee)
+TUNERS = (dense_block_conv3x3_fwd, dense_block_conv3x3_fwd_ieee)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,18 +380,19 @@ _LAYERS = {
 
 
 def aot_specs(all_configs: bool = False) -> list[dict]:
-    """One spec per layer (conv1, conv5) × dtype × config, named "dense_conv3x3_fwd[conv1]" etc.
-    in the report's kernel column: B = 1, H = W = 128, buffer (1, 192, 128, 128), weights
-    tap-major as the launcher passes them. Without ``all_configs`` only the autotune list's
-    first config is listed. Dtype labels as fastsr.kernels.report reads them: "fp16", "bf16",
-    "fp32" (IEEE dots: the launcher's default, dense_conv3x3_fwd_ieee's configs) and "tf32"
-    (fp32 inputs with torch.backends.cuda.matmul.allow_tf32 set).
+    """One spec per layer (conv1, conv5) × dtype × config, named
+    "dense_block_conv3x3_fwd[conv1]" etc. in the report's kernel column: B = 1, H = W = 128,
+    buffer (1, 192, 128, 128), weights tap-major as the launcher passes them. Without
+    ``all_configs`` only the autotune list's first config is listed. Dtype labels as
+    fastsr.kernels.report reads them: "fp16", "bf16", "fp32" (IEEE dots: the launcher's default,
+    dense_block_conv3x3_fwd_ieee's configs) and "tf32" (fp32 inputs with
+    torch.backends.cuda.matmul.allow_tf32 set).
 
     The report's per-unit counts use unit "kMAC" (1024 multiply-adds): one iteration of the
     K loop does BLOCK_M·BLOCK_N·BLOCK_K of them (padded output channels included); no exps.
     """
     B, H, W, C = 1, 128, 128, 192
-    fn = dense_conv3x3_fwd.fn
+    fn = dense_block_conv3x3_fwd.fn
     while not isinstance(fn, triton.runtime.jit.JITFunction):  # autotune → heuristics → jit
         fn = fn.fn
     specs = []
@@ -385,7 +400,7 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
         Cin, Cout = p["Cin"], p["Cout"]
         block_n = min(64, max(16, triton.next_power_of_2(Cout)))
         for label, dtype, precision in _DTYPES:
-            tuner = dense_conv3x3_fwd_ieee if label == "fp32" else dense_conv3x3_fwd
+            tuner = dense_block_conv3x3_fwd_ieee if label == "fp32" else dense_block_conv3x3_fwd
             configs = tuner.configs if all_configs else tuner.configs[:1]
             args = dict(
                 X=f"*{dtype}", CH_IDX="*i32", WEIGHT=f"*{dtype}", BIAS=f"*{dtype}",
@@ -425,7 +440,7 @@ def aot_specs(all_configs: bool = False) -> list[dict]:
 
 
 def _interior_fraction(H: int, W: int, tile_h: int, tile_w: int) -> float:
-    """Share of the patches whose every tap lies inside the image (dense_conv3x3_fwd's
+    """Share of the patches whose every tap lies inside the image (dense_block_conv3x3_fwd's
     unmasked K loop), weighted by their pixels."""
 
     def inner(n, t):

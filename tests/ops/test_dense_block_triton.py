@@ -1,4 +1,4 @@
-"""Tests for the dense-block convolution kernel (fastsr/ops/_dense_conv_triton.py) against an
+"""Tests for the dense-block convolution kernel (fastsr/ops/_dense_block_triton.py) against an
 independent float64 computation: ``torch.cat`` of the selected buffer channels, ``F.conv2d``
 (padding 1) + bias, LeakyReLU(0.2), then ·residual_scale + residual.
 
@@ -29,9 +29,9 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def _launcher():
-    from fastsr.ops._dense_conv_triton import dense_conv3x3_triton
+    from fastsr.ops._dense_block_triton import dense_block_conv3x3_triton
 
-    return dense_conv3x3_triton
+    return dense_block_conv3x3_triton
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ def _launcher():
 # ---------------------------------------------------------------------------------------------
 
 
-def _dense_conv(buffer, channels, weight, bias, activation, residual, residual_scale):
+def _block_conv(buffer, channels, weight, bias, activation, residual, residual_scale):
     """conv3x3(cat(buffer[:, c] for c in channels)) + bias → lrelu → ·scale + residual, in the
     dtype of the arguments."""
     x = torch.cat([buffer[:, c : c + 1] for c in channels], dim=1)
@@ -54,14 +54,14 @@ def _dense_conv(buffer, channels, weight, bias, activation, residual, residual_s
 def _reference64(*args):
     buffer, channels, weight, bias, activation, residual, scale = args
     res = residual.double() if residual is not None else None
-    return _dense_conv(buffer.double(), channels, weight.double(), bias.double(), activation, res, scale)
+    return _block_conv(buffer.double(), channels, weight.double(), bias.double(), activation, res, scale)
 
 
 def _same_precision_error(args, ref64, dtype) -> float:
     buffer, channels, weight, bias, activation, residual, scale = args
     rounding = (ref64.to(dtype).double() - ref64).abs().max().item()
     try:
-        same = _dense_conv(buffer, channels, weight, bias, activation, residual, scale)
+        same = _block_conv(buffer, channels, weight, bias, activation, residual, scale)
     except RuntimeError:  # a CPU build without this dtype's conv2d: fall back to the rounding
         return rounding
     return max(rounding, (same.double() - ref64).abs().max().item())
@@ -259,9 +259,9 @@ def _autotune_inplace(monkeypatch, keep_hooks: bool):
     float64 reference, args)."""
     import triton
 
-    from fastsr.kernels import dense_conv
+    from fastsr.kernels import dense_block as kernels
 
-    tuner = dense_conv.dense_conv3x3_fwd_ieee  # the launcher's fp32 path (IEEE dots)
+    tuner = kernels.dense_block_conv3x3_fwd_ieee  # the launcher's fp32 path (IEEE dots)
     configs = [
         triton.Config({"TILE_H": 4, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1),
         triton.Config({"TILE_H": 2, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4, num_stages=1),
@@ -310,7 +310,7 @@ def test_without_restore_value_autotuning_corrupts_the_inplace_residual(monkeypa
 
 
 def _gpu_configs():
-    from fastsr.kernels.dense_conv import GPU_FWD_CONFIGS
+    from fastsr.kernels.dense_block import GPU_FWD_CONFIGS
 
     return GPU_FWD_CONFIGS
 
@@ -331,26 +331,26 @@ _FORCED = [(layer, torch.float32) for layer in _LAYERS_FORCED] + [
 def test_every_gpu_config_at_odd_shapes(monkeypatch, config, layer, dtype):
     import triton
 
-    from fastsr.kernels import dense_conv
+    from fastsr.kernels import dense_block as kernels
 
     configs = _gpu_configs()
     assert len(configs) == 4, "update the parametrization to the number of GPU configs"
     h, w, k, nw, ns = configs[config]
-    if dtype == torch.float32 and configs[config] not in dense_conv.GPU_FWD_IEEE_CONFIGS:
+    if dtype == torch.float32 and configs[config] not in kernels.GPU_FWD_IEEE_CONFIGS:
         # Only the TF32 path uses this config. The interpreter computes fp32 exactly either way,
         # so route the launcher there; on a GPU TF32 would need its own tolerance.
         if DEVICE.type != "cpu":
             pytest.skip("a TF32-only config; the fp32 tolerance is for IEEE dots")
-        from fastsr.ops import _dense_conv_triton
+        from fastsr.ops import _dense_block_triton
 
-        monkeypatch.setattr(_dense_conv_triton, "_precision", lambda dtype: "tf32")
-    for tuner in dense_conv.TUNERS:
+        monkeypatch.setattr(_dense_block_triton, "_precision", lambda dtype: "tf32")
+    for tuner in kernels.TUNERS:
         forced = triton.Config({"TILE_H": h, "TILE_W": w, "BLOCK_K": k}, num_warps=nw, num_stages=ns)
         monkeypatch.setattr(tuner, "configs", [forced])
         monkeypatch.setattr(tuner, "cache", {})
     # Tails in both directions, and interior patches (every tap inside the image).
     H, W = 2 * h + 3, 3 * w + 5
-    assert dense_conv._interior_fraction(H, W, h, w) > 0
+    assert kernels._interior_fraction(H, W, h, w) > 0
     case = _make_case(layer, 1, H, W, dtype, seed=config)
     buffer, out, off = case["buffer"], case["out"], case["out_offset"]
     cout = case["weight"].shape[0]

@@ -1,15 +1,14 @@
 """Residual dense blocks: fastsr's buffer path vs the torch.cat reference, and a dense RRDB
 trunk vs a pruned RRSB trunk of the same size.
 
-Run:  pytest benchmarks/bench_rrsb.py --benchmark-only --benchmark-json=rrsb.json
-      python benchmarks/summarize.py rrsb.json
+Run:  pytest benchmarks/bench_dense_block.py --benchmark-only --benchmark-json=dense_block.json
+      python benchmarks/summarize.py dense_block.json
 
 The RRSB connections are the fixed pattern `SPARSE` below in every dense block (every conv's
 output still used; 9·20480 of the dense block's 9·26624 multiply-accumulates per pixel: 23%
-fewer), or the
-config a pruning run wrote when FASTSR_RRSB_CONFIG names its JSON file. Rows record the peak
-memory one call adds (CPU: peak RSS in a fresh subprocess, as in bench_spsa.py; CUDA:
-torch.cuda.max_memory_allocated) and the convolutions' throughput.
+fewer), or the config a pruning run wrote when FASTSR_RRSB_CONFIG names its JSON file. Rows
+record the peak memory one call adds (benchmarks/_common.py: CPU peak RSS in a fresh
+subprocess, CUDA torch.cuda.max_memory_allocated) and the convolutions' throughput.
 """
 
 from __future__ import annotations
@@ -21,11 +20,9 @@ import time
 
 import pytest
 import torch
+from _common import machine, peak_extra_bytes, peak_extra_bytes_here
 
 from fastsr.ops.dense_block import check_connections, dense_block, dense_block_reference
-
-sys.path.insert(0, os.path.dirname(__file__))
-from bench_spsa import _machine, _peak_extra_bytes_here, peak_extra_bytes  # noqa: E402
 
 NF, GC = 64, 32
 SPARSE = [[], [1], [1], [2, 3], [1, 4]]
@@ -126,7 +123,7 @@ def test_dense_block(benchmark, device, provider, mode, pattern):
     macs = _macs_per_pixel(kept) * size * size * (3 if mode == "fwd_bwd" else 1)
     benchmark.extra_info.update(
         provider=provider, mode=f"{mode}-{pattern}", length=size, device=device,
-        machine=_machine(device), peak_extra_bytes=peak,
+        machine=machine(device), peak_extra_bytes=peak,
         gflops=2 * macs / benchmark.stats.stats.min / 1e9,
     )  # fmt: skip
 
@@ -146,12 +143,12 @@ def test_trunk_inference(benchmark, device, net_kind):
     macs = sum(_macs_per_pixel(rdb) for block in blocks for rdb in block) * size * size
     benchmark.extra_info.update(
         provider="fastsr", mode=f"trunk-{net_kind}", length=size, device=device,
-        machine=_machine(device), peak_extra_bytes=peak,
+        machine=machine(device), peak_extra_bytes=peak,
         gflops=2 * macs / benchmark.stats.stats.min / 1e9,
     )  # fmt: skip
 
 
-if __name__ == "__main__":  # one CPU memory measurement (see bench_spsa.py)
+if __name__ == "__main__":  # one CPU memory measurement (see benchmarks/_common.py)
     kind, *rest = sys.argv[1:]
     if kind == "block":
         provider, mode, pattern, size = rest
@@ -160,4 +157,4 @@ if __name__ == "__main__":  # one CPU memory measurement (see bench_spsa.py)
     else:
         net_kind, size = rest
         run, _ = _make_trunk_run(net_kind, int(size), "cpu")
-    print(_peak_extra_bytes_here(run))
+    print(peak_extra_bytes_here(run))

@@ -1,5 +1,5 @@
-"""Triton launcher for the dense-block convolution (kernel in kernels/dense_conv.py, installed as
-fastsr.kernels.dense_conv). Imported lazily by fastsr/ops/dense_block.py, so importing fastsr
+"""Triton launcher for the dense-block convolution (kernel in kernels/dense_block.py, installed as
+fastsr.kernels.dense_block). Imported lazily by fastsr/ops/dense_block.py, so importing fastsr
 never needs Triton.
 
 The launcher checks every shape, dtype, device and layout, checks the channel table against the
@@ -16,9 +16,9 @@ import torch
 import triton
 from torch import Tensor
 
-from fastsr.kernels.dense_conv import dense_conv3x3_fwd, dense_conv3x3_fwd_ieee
+from fastsr.kernels.dense_block import dense_block_conv3x3_fwd, dense_block_conv3x3_fwd_ieee
 
-__all__ = ["dense_conv3x3_triton"]
+__all__ = ["dense_block_conv3x3_triton"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INT32_MAX = 2**31 - 1
@@ -71,7 +71,7 @@ def _check_residual(residual: Tensor, out: Tensor, out_offset: int, cout: int) -
         )
 
 
-def dense_conv3x3_triton(
+def dense_block_conv3x3_triton(
     buffer: Tensor,
     channels: Tensor,
     weight: Tensor,
@@ -196,7 +196,11 @@ def dense_conv3x3_triton(
 
     precision = _precision(dtype)
     # IEEE fp32 dots run on FMA units and have their own (spill-free) config list.
-    kernel = dense_conv3x3_fwd_ieee if dtype == torch.float32 and precision == "ieee" else dense_conv3x3_fwd
+    kernel = (
+        dense_block_conv3x3_fwd_ieee
+        if dtype == torch.float32 and precision == "ieee"
+        else dense_block_conv3x3_fwd
+    )
     kernel[grid](
         buffer, channels, weight_t, bias, res, out,
         float(residual_scale), B, H, W, Cin, Cout, out_offset,

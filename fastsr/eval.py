@@ -56,6 +56,7 @@ from fastsr.cli import (
     use_fp16,
 )
 from fastsr.inference import ATTENTION_MODES
+from fastsr.progress import ImageProgress
 
 PROG = "python -m fastsr.eval"
 CSV_FIELDS = ("name", "width", "height", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
@@ -150,11 +151,18 @@ def evaluate(args: argparse.Namespace) -> int:
     print(header + "\n" + "-" * len(header), flush=True)
 
     rows = []
-    for path in paths:
+    progress = ImageProgress(len(paths))  # image n/M, tile k/T, ETA: a bar on a terminal, else lines
+
+    def skip(message: str) -> None:  # an image's failure, reported without breaking the bar
+        with progress.paused():
+            report_error(PROG, message)
+
+    for n, path in enumerate(paths, 1):
+        progress.image(n)
         try:
             img = read_rgb(path)  # (3, H0, W0): 16-bit files at 16 bits
         except (OSError, ValueError, SyntaxError) as e:
-            report_error(PROG, f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
+            skip(f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
             failed += 1
             continue
         given_lr = None
@@ -162,18 +170,17 @@ def evaluate(args: argparse.Namespace) -> int:
             try:
                 given_lr, hr = paired_lr(lr_files, path, img, s)
             except (OSError, ValueError, SyntaxError) as e:
-                report_error(PROG, f"{path}: {one_line(e)}; skipped")
+                skip(f"{path}: {one_line(e)}; skipped")
                 failed += 1
                 continue
         else:
             hr = mod_crop(img, s)  # (3, H, W)
         H, W = hr.shape[-2:]
         if min(H, W) < 2 * s + SSIM_WINDOW:
-            report_error(
-                PROG,
+            skip(
                 f"{path}: {W}×{H} after the mod crop is too small to score (each side must be "
                 f"≥ 2·{s} + {SSIM_WINDOW} = {2 * s + SSIM_WINDOW}: border crop, then SSIM's "
-                f"window); skipped",
+                f"window); skipped"
             )
             failed += 1
             continue
@@ -183,23 +190,25 @@ def evaluate(args: argparse.Namespace) -> int:
                 device
             )  # (1, 3, H/s, W/s)
             bicubic = bicubic_upscale(lr, s)  # (1, 3, H, W)
-            sr = upscaler.upscale_planes(lr[0].float().cpu(), path.stem)  # (3, H, W): prior from bicubic(lr)
+            # (3, H, W): prior from bicubic(lr)
+            sr = upscaler.upscale_planes(lr[0].float().cpu(), path.stem, progress=progress.tile)
             result = score(sr.to(device), bicubic[0], hr.to(device), name=path.stem, crop_border=s)
             seconds = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 — one image's failure (a missing .npy prior, out of memory, a
             # prior program's own error) is reported and the others go on
             if debug_requested(args):
+                progress.close()
                 raise
             hint = " (try --tile 256)" if "out of memory" in str(e).lower() else ""
-            report_error(PROG, f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
+            skip(f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
             failed += 1
             continue
         rows.append((result, W, H))
-        print(
+        progress.write(
             f"{result.name:<{width}} {f'{W}×{H}':>11} {result.psnr:8.2f} {result.bicubic_psnr:8.2f} "
-            f"{result.ssim:8.4f} {result.bicubic_ssim:8.4f} {seconds:6.2f}",
-            flush=True,
+            f"{result.ssim:8.4f} {result.bicubic_ssim:8.4f} {seconds:6.2f}"
         )
+    progress.close()
 
     if rows:
         means = mean_scores([r for r, _, _ in rows])

@@ -31,6 +31,8 @@ from fastsr.ops.imresize import imresize
 
 # (lr (B, 3, h, w), prior (B, S, s·h, s·w) | None) → sr (B, 3, s·h, s·w)
 Generator = Callable[[Tensor, "Tensor | None"], Tensor]
+# (tiles done, tiles in all): called after each tile of an image (once, (1, 1), when it runs whole)
+Progress = Callable[[int, int], None]
 
 
 def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
@@ -47,6 +49,7 @@ def super_resolve(
     prior: Tensor | None = None,
     tile: int = 0,
     tile_pad: int = 10,
+    progress: Progress | None = None,
 ) -> Tensor:
     """Run ``generator`` on ``lr`` (B, 3, h, w), whole or in tiles; returns (B, 3, s·h, s·w) in [0, 1].
 
@@ -54,6 +57,7 @@ def super_resolve(
         prior: (B, S, s·h, s·w) or None; cropped per tile with the image.
         tile: LR tile side; 0 = the whole image in one pass.
         tile_pad: LR pixels of context added around each tile (and cut from its output).
+        progress: called with (tiles done, tiles in all) after each tile.
 
     A generator whose input sides must be multiples of ``generator.input_multiple`` (an RRDBNet
     at ×2 or ×1 pixel-unshuffles its input by 2 or 4) gets each piece padded bottom-right by
@@ -63,23 +67,30 @@ def super_resolve(
         raise ValueError(f"tile and tile_pad must be ≥ 0; got tile={tile}, tile_pad={tile_pad}")
     B, _, h, w = lr.shape
     if tile == 0 or (h <= tile and w <= tile):
-        return _run(generator, lr, prior, scale).clamp(0, 1)
+        sr = _run(generator, lr, prior, scale)
+        # clamped in place (no second image-sized buffer) unless the generator handed back its input
+        sr = sr.clamp(0, 1) if _shares_memory(sr, lr, prior) else sr.clamp_(0, 1)
+        if progress is not None:
+            progress(1, 1)
+        return sr
     out = lr.new_empty(B, 3, h * scale, w * scale)
-    for top in range(0, h, tile):
-        for left in range(0, w, tile):
-            bottom, right = min(top + tile, h), min(left + tile, w)
-            # the tile with its context, clipped to the image
-            t0, l0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
-            t1, l1 = min(bottom + tile_pad, h), min(right + tile_pad, w)
-            piece = lr[:, :, t0:t1, l0:l1]  # (B, 3, th, tw)
-            piece_prior = (
-                None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
-            )
-            sr = _run(generator, piece, piece_prior, scale)  # (B, 3, s·th, s·tw)
-            out[:, :, top * scale : bottom * scale, left * scale : right * scale] = sr[
-                :, :, (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale
-            ]
-    return out.clamp(0, 1)
+    tiles = list(_tiles(h, w, tile, tile_pad))
+    for k, (top, left, bottom, right, t0, l0, t1, l1) in enumerate(tiles, 1):
+        piece = lr[:, :, t0:t1, l0:l1]  # (B, 3, th, tw): the tile with its context, clipped to the image
+        piece_prior = None if prior is None else prior[:, :, t0 * scale : t1 * scale, l0 * scale : l1 * scale]
+        sr = _run(generator, piece, piece_prior, scale)  # (B, 3, s·th, s·tw)
+        out[:, :, top * scale : bottom * scale, left * scale : right * scale] = sr[
+            :, :, (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale
+        ]
+        if progress is not None:
+            progress(k, len(tiles))
+    return out.clamp_(0, 1)  # in place: out is ours, and the size of the whole result
+
+
+def _shares_memory(t: Tensor, *others: Tensor | None) -> bool:
+    return any(
+        o is not None and t.untyped_storage().data_ptr() == o.untyped_storage().data_ptr() for o in others
+    )
 
 
 def _run(generator: Generator, lr: Tensor, prior: Tensor | None, scale: int) -> Tensor:
@@ -192,6 +203,11 @@ class Upscaler:
             generator module, or a :class:`LoadedModel`.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         tile: LR tile side (None: the whole image in one pass); ``tile_pad`` the context around each.
+            Numpy and PIL images are then written tile by tile into the result, preallocated in
+            its dtype, with feathered seams: besides the image and the result only tile-sized
+            float buffers and one strip ≈ tile_pad LR rows high across the image are held
+            (:meth:`_tiled_once`; not with ``outscale`` or SPSA's global attention, which hold
+            the whole float output).
         fp16: run the generator in float16 (CUDA only).
         prior: a prior source to use instead of the model file's (SPSA models).
         trust_code: let the model file's saved prior be a program (see :func:`load_model`).
@@ -271,52 +287,63 @@ class Upscaler:
 
     # -- the one call ---------------------------------------------------------------------------
 
-    def upscale(self, image, *, name: str = "image"):
+    def upscale(self, image, *, name: str = "image", progress: Progress | None = None):
         """``image`` upscaled ×scale, of the same kind (see the class docstring). ``name``: the
-        image's stem, for priors looked up by name (``--prior-dir`` maps)."""
+        image's stem, for priors looked up by name (``--prior-dir`` maps). ``progress``: called
+        with (tiles done, tiles in all) after each tile ((1, 1) when the image runs whole)."""
         from PIL import Image
 
         if isinstance(image, Image.Image):
-            return self._upscale_pil(image, name)
+            return self._upscale_pil(image, name, progress)
         if isinstance(image, np.ndarray):
-            return self._upscale_array(image, name)
+            return self._upscale_array(image, name, progress)
         if isinstance(image, Tensor):
-            return self._upscale_tensor(image, name)
+            return self._upscale_tensor(image, name, progress)
         raise TypeError(
             f"image must be a PIL image, a numpy array or a torch tensor; got {type(image).__name__}"
         )
 
     def upscale_planes(
-        self, planes: Tensor, name: str = "image", window: tuple[int, int, int, int] | None = None
+        self,
+        planes: Tensor,
+        name: str = "image",
+        window: tuple[int, int, int, int] | None = None,
+        progress: Progress | None = None,
     ) -> Tensor:
         """(C, H, W) float32 in [0, 1], C ∈ {1, 2, 3, 4} (grey, grey + alpha, RGB, RGBA) → (C, s·H, s·W).
-        ``window``: where the planes lie in a larger image (a tile with its context)."""
+        ``window``: where the planes lie in a larger image (a tile with its context). ``progress``:
+        see :meth:`upscale` (the colour's tiles)."""
         channels = planes.shape[0]
         colour, alpha = (planes, None) if channels in (1, 3) else (planes[:-1], planes[-1:])
         grey = colour.shape[0] == 1
         rgb = colour.expand(3, -1, -1) if grey else colour  # (3, H, W)
         if alpha is not None and self.alpha != "drop":
             rgb = rgb * alpha  # premultiplied: transparent pixels carry no colour into their neighbours
-        sr = self._sr(rgb, name, window)  # (3, s·H, s·W)
+        sr = self._sr(rgb, name, window, progress)  # (3, s·H, s·W)
         out = [sr.mean(0, keepdim=True) if grey else sr]
         if alpha is not None and self.alpha != "drop":
             a = (
                 self._sr(alpha.expand(3, -1, -1), name, window).mean(0, keepdim=True)
                 if self.alpha == "model"
-                else imresize(alpha[None], self.scale)[0].clamp(0, 1)
+                else imresize(alpha[None], self.scale)[0].clamp_(0, 1)
             )  # (1, s·H, s·W)
-            out[0] = torch.where(a > 1 / 512, out[0] / a.clamp_min(1 / 512), torch.zeros_like(out[0])).clamp(
-                0, 1
-            )
+            colour = out[0]  # ours (the model's output or its mean): divided in place
+            colour.div_(a.clamp_min(1 / 512)).masked_fill_(~(a > 1 / 512), 0).clamp_(0, 1)
             out.append(a)
-        out = torch.cat(out)  # (C, s·H, s·W)
+        out = torch.cat(out) if len(out) > 1 else out[0]  # (C, s·H, s·W); no copy of colour alone
         if window is None and self.outscale is not None and self.outscale != self.scale:
             H, W = planes.shape[-2:]
             size = (max(1, round(self.outscale * H)), max(1, round(self.outscale * W)))
             out = imresize(out, size=size).clamp(0, 1)  # MATLAB bicubic from s·H × s·W
         return out
 
-    def _sr(self, rgb: Tensor, name: str, window: tuple[int, int, int, int] | None = None) -> Tensor:
+    def _sr(
+        self,
+        rgb: Tensor,
+        name: str,
+        window: tuple[int, int, int, int] | None = None,
+        progress: Progress | None = None,
+    ) -> Tensor:
         """The model on ``rgb`` (3, h, w) in one pass → (3, s·h, s·w) on the CPU. ``window``: where
         rgb lies in the whole image (top, left, bottom, right), for a prior looked up by name."""
         if (
@@ -325,7 +352,7 @@ class Upscaler:
             and self.attention == "global"
             and self._global_attention_applies(rgb)
         ):
-            return self._sr_global(rgb, name)
+            return self._sr_global(rgb, name, progress)
         lr = rgb[None].to(self.device, self.dtype)  # (1, 3, h, w)
         prior = None
         if self.model.needs_prior:
@@ -333,7 +360,13 @@ class Upscaler:
         tile = 0 if window is not None else self.tile  # a tile of the tiled path runs whole
         return (
             super_resolve(
-                self.model.generator, lr, self.scale, prior=prior, tile=tile, tile_pad=self.tile_pad
+                self.model.generator,
+                lr,
+                self.scale,
+                prior=prior,
+                tile=tile,
+                tile_pad=self.tile_pad,
+                progress=progress,
             )[0]
             .float()
             .cpu()
@@ -347,26 +380,32 @@ class Upscaler:
         )
 
     @torch.no_grad()
-    def _sr_global(self, rgb: Tensor, name: str) -> Tensor:
+    def _sr_global(self, rgb: Tensor, name: str, progress: Progress | None = None) -> Tensor:
         """Tiled SPSA inference with exact whole-image attention: trunk features tile by tile
         (each with tile_pad LR pixels of context), the SPSA layer once over the whole feature map
-        and the whole prior, then the upsampler tile by tile from the attended features."""
+        and the whole prior, then the upsampler tile by tile from the attended features. Both
+        passes count towards ``progress`` (2T steps for T tiles)."""
         g, s, tile, pad = self.model.generator, self.scale, self.tile, self.tile_pad
         lr = rgb[None].to(self.device, self.dtype)  # (1, 3, h, w)
         h, w = lr.shape[-2:]
+        tiles = list(_tiles(h, w, tile, pad))
         feats = lr.new_empty(1, g.num_feat, h, w)
-        for top, left, bottom, right, t0, l0, t1, l1 in _tiles(h, w, tile, pad):
+        for k, (top, left, bottom, right, t0, l0, t1, l1) in enumerate(tiles, 1):
             piece = g.trunk(lr[:, :, t0:t1, l0:l1])  # (1, nf, th, tw)
             feats[:, :, top:bottom, left:right] = piece[:, :, top - t0 : bottom - t0, left - l0 : right - l0]
+            if progress is not None:
+                progress(k, 2 * len(tiles))
         prior = self._prior(lr, name, None).to(self.dtype)  # (1, S, s·h, s·w): the whole image's
         feats = g.spsa(feats, prior)  # (1, nf, h, w): every query attends over every key
         out = torch.empty(3, s * h, s * w)
-        for top, left, bottom, right, t0, l0, t1, l1 in _tiles(h, w, tile, pad):
+        for k, (top, left, bottom, right, t0, l0, t1, l1) in enumerate(tiles, len(tiles) + 1):
             sr = g.reconstruct(feats[:, :, t0:t1, l0:l1], lr[:, :, t0:t1, l0:l1])[0]  # (3, s·th, s·tw)
             out[:, top * s : bottom * s, left * s : right * s] = (
                 sr[:, (top - t0) * s : (bottom - t0) * s, (left - l0) * s : (right - l0) * s].float().cpu()
             )
-        return out.clamp(0, 1)
+            if progress is not None:
+                progress(k, 2 * len(tiles))
+        return out.clamp_(0, 1)
 
     def _prior(self, lr: Tensor, name: str, window: tuple[int, int, int, int] | None) -> Tensor:
         from fastsr.data.priors import MAX_MOD_CROP, NpyFolderPrior, open_prior_file
@@ -390,18 +429,20 @@ class Upscaler:
 
     # -- kinds of images ------------------------------------------------------------------------
 
-    def _upscale_tensor(self, image: Tensor, name: str) -> Tensor:
+    def _upscale_tensor(self, image: Tensor, name: str, progress: Progress | None = None) -> Tensor:
         if image.dim() not in (3, 4) or image.shape[-3] not in (1, 2, 3, 4) or not image.is_floating_point():
             raise ValueError(
                 f"image tensor must be float (C, H, W) or (B, C, H, W) in [0, 1] with C ∈ 1…4; got "
                 f"{tuple(image.shape)} {image.dtype}"
             )
         batch = image if image.dim() == 4 else image[None]
-        out = torch.stack([self.upscale_planes(x.detach().float().cpu(), name) for x in batch])
+        out = torch.stack(
+            [self.upscale_planes(x.detach().float().cpu(), name, progress=progress) for x in batch]
+        )
         out = out.to(image.device, image.dtype)
         return out if image.dim() == 4 else out[0]
 
-    def _upscale_array(self, image: np.ndarray, name: str) -> np.ndarray:
+    def _upscale_array(self, image: np.ndarray, name: str, progress: Progress | None = None) -> np.ndarray:
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
             raise ValueError(f"image array must be (H, W) or (H, W, C) with C ∈ 1…4; got shape {image.shape}")
         if image.dtype == np.uint8 or image.dtype == np.uint16:
@@ -411,28 +452,31 @@ class Upscaler:
         else:
             raise ValueError(f"image array must be uint8, uint16 or float in [0, 1]; got {image.dtype}")
         planes = image[:, :, None] if image.ndim == 2 else image  # (H, W, C), the caller's memory
-        H, W = planes.shape[:2]
+        H, W, C = planes.shape
         spsa_global = self.model.needs_prior and self.attention == "global"
         if self.tile and max(H, W) > self.tile and self.outscale in (None, self.scale) and not spsa_global:
-            y = self._tiled(planes, peak, image.dtype, name)
-        else:
-            x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)).astype(np.float32) / peak)
-            y = _quantized(self.upscale_planes(x, name).numpy().transpose(1, 2, 0), peak, image.dtype)
-        return y[:, :, 0] if image.ndim == 2 else y
+            s = self.scale
+            out = np.empty((s * H, s * W) + image.shape[2:], image.dtype)  # the result, written tile by tile
+            self._tiled(planes, peak, out.reshape(s * H, s * W, C), name, progress)
+            return out
+        y = self.upscale_planes(_float_planes(planes, peak), name, progress=progress)  # (C, H', W') float32
+        out = np.empty(y.shape[1:] + image.shape[2:], image.dtype)
+        _quantize_into(out.reshape(*y.shape[1:], C), y.numpy().transpose(1, 2, 0), peak)
+        return out
 
-    def _tiled(self, planes: np.ndarray, peak: float, dtype, name: str) -> np.ndarray:
-        """Memory-bounded tiling: the image and the output stay in host memory, in their own dtype;
-        only one tile with its context is converted to float and sent to the device at a time.
-        Tiles overlap by 2·f LR pixels (f = min(max(tile_pad, 2), tile) // 2) and are blended with
-        complementary linear ramps there (feathered seams, no hard cut); each tile is computed with
-        ``tile_pad`` pixels of context beyond everything it writes, so every kept pixel is as far
-        from its piece's edge as with a hard cut; a band of output rows is
-        quantised into the output as soon as no later tile touches it. An out-of-memory tile
-        restarts the image with tiles half the size (down to 16)."""
+    def _tiled(self, planes: np.ndarray, peak: float, out: np.ndarray, name: str, progress) -> None:
+        """Memory-bounded tiling into ``out`` (s·H, s·W, C), preallocated in the image's dtype: the
+        image and the result stay in host memory in their own dtype, and every float buffer is the
+        size of a tile (or a 2f-row strip): one tile with its context is converted to float and
+        sent to the device at a time. Tiles overlap by 2·f LR pixels (f = min(max(tile_pad, 2),
+        tile) // 2) and are blended with complementary linear ramps there (feathered seams, no hard
+        cut); each tile is computed with ``tile_pad`` pixels of context beyond everything it
+        writes, so every kept pixel is as far from its piece's edge as with a hard cut. An
+        out-of-memory tile restarts the image with tiles half the size (down to 16)."""
         tile = self.tile
         while True:
             try:
-                return self._tiled_once(planes, peak, dtype, name, tile)
+                return self._tiled_once(planes, peak, out, name, tile, progress)
             except RuntimeError as e:  # torch.OutOfMemoryError is one
                 if "out of memory" not in str(e).lower() or tile <= 16:
                     raise
@@ -441,46 +485,61 @@ class Upscaler:
                     torch.cuda.empty_cache()
                 warnings.warn(f"out of memory at --tile {tile * 2}; retrying with {tile}", stacklevel=2)
 
-    def _tiled_once(self, planes: np.ndarray, peak: float, dtype, name: str, tile: int) -> np.ndarray:
+    def _tiled_once(
+        self, planes: np.ndarray, peak: float, out: np.ndarray, name: str, tile: int, progress
+    ) -> None:
+        """Tiles in raster order. A tile's weighted output covers LR rows [b0, b1) × columns [c0, c1)
+        (its own part and f pixels beyond on each inner side); three kinds of float buffer hold
+        the sums that are not final yet, and each output pixel's sum lives in exactly one:
+
+            acc    the tile's region: its own share, plus the others' shares brought in below
+            carry  columns [right − f, c1) of the previous tile's acc: the overlap with this tile,
+                   the previous tile's share and everything that tile had brought in
+            seam   a strip 2f LR rows high (2f·s output rows) across the whole width: the overlap
+                   of this band of tiles with the one above, rows [top − f, top + f) — the band
+                   above's shares, columns from left + f on (to the left, carry holds them)
+
+        What no later tile touches (rows above bottom − f, columns left of right − f, or up to the
+        image's edge) is final: quantised into ``out`` at once. The tile's bottom rows then go to
+        the seam, in place: columns [c0, right − f) were read by this tile and the one before it,
+        and later tiles of the band read from right + f on. The ramps sum to 1 (complementary),
+        so there is no weight to divide by."""
         H, W, C = planes.shape
         s, pad = self.scale, self.tile_pad
         f = min(max(pad, 2), tile) // 2  # feather half-width (LR pixels), at most half a tile
         self.full_size = (H, W)
-        out = np.empty((s * H, s * W, C), dtype=dtype)
-        carry = None  # (acc, weight) of output rows carried into the next band
-        for top in range(0, H, tile):
-            bottom = min(top + tile, H)
-            b0, b1 = max(top - f, 0), min(bottom + f, H)  # the LR rows this band writes
-            acc = np.zeros(((b1 - b0) * s, s * W, C), np.float32)
-            weight = np.zeros(((b1 - b0) * s, s * W, 1), np.float32)
-            if carry is not None:
-                acc[: len(carry[0])] += carry[0]
-                weight[: len(carry[1])] += carry[1]
-            for left in range(0, W, tile):
-                right = min(left + tile, W)
-                c0, c1 = max(left - f, 0), min(right + f, W)  # the LR columns this tile writes
-                # the context: tile_pad pixels beyond everything the tile writes, feather band included
-                t0, l0, t1, l1 = max(b0 - pad, 0), max(c0 - pad, 0), min(b1 + pad, H), min(c1 + pad, W)
-                piece = torch.from_numpy(
-                    np.ascontiguousarray(planes[t0:t1, l0:l1].transpose(2, 0, 1)).astype(np.float32) / peak
-                )
-                sr = self.upscale_planes(piece, name, window=(t0, l0, t1, l1))  # (C, s·th, s·tw)
-                sr = (
-                    sr[:, (b0 - t0) * s : (b1 - t0) * s, (c0 - l0) * s : (c1 - l0) * s]
-                    .permute(1, 2, 0)
-                    .numpy()
-                )
-                wy = _ramp(b0, b1, top, bottom, f, H, s)[:, None, None]  # (rows, 1, 1)
-                wx = _ramp(c0, c1, left, right, f, W, s)[None, :, None]  # (1, cols, 1)
-                acc[:, c0 * s : c1 * s] += sr * (wy * wx)
-                weight[:, c0 * s : c1 * s] += wy * wx
-            done = (bottom - f) * s if bottom < H else b1 * s  # the next band starts at bottom − f
-            rows = done - b0 * s
-            out[b0 * s : done] = _quantized(acc[:rows] / weight[:rows], peak, dtype)
-            carry = (acc[rows:], weight[rows:]) if bottom < H else None
-        return out
+        seam = np.zeros((2 * f * s, s * W, C), np.float32)  # (2f·s, s·W, C)
+        seam_rows = 0  # the seam rows the band above filled
+        tiles = [(top, left) for top in range(0, H, tile) for left in range(0, W, tile)]
+        carry = None
+        for k, (top, left) in enumerate(tiles, 1):
+            bottom, right = min(top + tile, H), min(left + tile, W)
+            b0, b1 = max(top - f, 0), min(bottom + f, H)  # the LR rows this tile writes
+            c0, c1 = max(left - f, 0), min(right + f, W)  # and its columns
+            # the context: tile_pad pixels beyond everything the tile writes, feather band included
+            t0, l0, t1, l1 = max(b0 - pad, 0), max(c0 - pad, 0), min(b1 + pad, H), min(c1 + pad, W)
+            sr = self.upscale_planes(_float_planes(planes[t0:t1, l0:l1], peak), name, window=(t0, l0, t1, l1))
+            sr = sr[:, (b0 - t0) * s : (b1 - t0) * s, (c0 - l0) * s : (c1 - l0) * s].permute(1, 2, 0).numpy()
+            wy = _ramp(b0, b1, top, bottom, f, H, s)[:, None, None]  # (rows, 1, 1)
+            wx = _ramp(c0, c1, left, right, f, W, s)[None, :, None]  # (1, cols, 1)
+            acc = sr * (wy * wx)  # (s·(b1 − b0), s·(c1 − c0), C) float32
+            if left > 0:  # the previous tile's share, and what it had brought in
+                acc[:, : carry.shape[1]] += carry
+            if top > 0:  # the band above's share, right of what carry held
+                x = (left + f if left > 0 else 0) * s
+                acc[:seam_rows, x - c0 * s :] += seam[:seam_rows, x : c1 * s]
+            y1 = (b1 if bottom == H else bottom - f) * s  # output rows final after this tile
+            x1 = (c1 if right == W else right - f) * s  # and columns
+            _quantize_into(out[b0 * s : y1, c0 * s : x1], acc[: y1 - b0 * s, : x1 - c0 * s], peak)
+            carry = acc[:, x1 - c0 * s :].copy() if right < W else None
+            if bottom < H:
+                seam[: b1 * s - y1, c0 * s : x1] = acc[y1 - b0 * s :, : x1 - c0 * s]
+                if right == W:
+                    seam_rows = b1 * s - y1
+            if progress is not None:
+                progress(k, len(tiles))
 
-    def _upscale_pil(self, image, name: str):
+    def _upscale_pil(self, image, name: str, progress: Progress | None = None):
         from PIL import Image
 
         mode = image.mode
@@ -491,7 +550,7 @@ class Upscaler:
                 if mode != "I"
                 else np.asarray(image).clip(0, 65535).astype(np.uint16)
             )
-            out = Image.fromarray(self._upscale_array(array, name))  # uint16 (H, W): mode I;16
+            out = Image.fromarray(self._upscale_array(array, name, progress))  # uint16 (H, W): mode I;16
         else:
             target = {
                 "1": "L",
@@ -509,7 +568,7 @@ class Upscaler:
                     else "RGB"
                 )
             array = np.asarray(image.convert(target))  # (H, W) or (H, W, C) uint8
-            out = Image.fromarray(self._upscale_array(array, name))  # the mode follows the channels
+            out = Image.fromarray(self._upscale_array(array, name, progress))  # the mode follows the channels
         if icc:
             out.info["icc_profile"] = icc
         return out
@@ -546,11 +605,21 @@ def _ramp(a: int, b: int, core_a: int, core_b: int, f: int, n: int, s: int) -> n
     return w
 
 
-def _quantized(y: np.ndarray, peak: float, dtype) -> np.ndarray:
-    """[0, 1] floats → the image's dtype (rounded to its integer steps, or the float type)."""
+def _float_planes(pixels: np.ndarray, peak: float) -> Tensor:
+    """(h, w, C) pixels in their own dtype → (C, h, w) float32 in [0, 1]: one float copy, no other."""
+    planes = np.empty((pixels.shape[2], *pixels.shape[:2]), np.float32)
+    np.divide(pixels.transpose(2, 0, 1), peak, out=planes, dtype=np.float32)
+    return torch.from_numpy(planes)
+
+
+def _quantize_into(out: np.ndarray, y: np.ndarray, peak: float) -> None:
+    """[0, 1] floats ``y`` (changed in place: clipped, scaled, rounded) → ``out``, in the image's
+    dtype (its integer steps, or the float type); no temporary array."""
+    np.clip(y, 0, 1, out=y)
     if peak > 1:
-        return np.round(np.clip(y, 0, 1) * peak).astype(dtype)
-    return np.clip(y, 0, 1).astype(dtype)
+        y *= peak
+        np.rint(y, out=y)  # half to even, as np.round
+    out[...] = y
 
 
 def pick_device(name: str | torch.device) -> torch.device:

@@ -59,6 +59,7 @@ from fastsr.cli import (
     warn,
 )
 from fastsr.inference import ALPHA_MODES, ATTENTION_MODES
+from fastsr.progress import ImageProgress
 
 PROG = "python -m fastsr.upscale"
 
@@ -182,27 +183,32 @@ def upscale(args: argparse.Namespace) -> int:
 
     protected = protected_files(args, [p for p, _ in items])
     claimed: dict[Path, Path] = {}  # output → the input writing it
-    written, t_start = 0, time.perf_counter()
+    written = 0
+    progress = ImageProgress(len(items))  # image n/M, tile k/T, ETA: a bar on a terminal, else lines
+
+    def skip(message: str) -> None:  # an input's failure, reported without breaking the bar
+        with progress.paused():
+            report_error(PROG, message)
+
     for n, (path, rel) in enumerate(items, 1):
+        pixels = image = None  # the last image's buffers go before the next one's are made
+        progress.image(n)
         ext = args.ext if args.ext != "auto" else path.suffix.lower().lstrip(".")
         ext = ext if f".{ext}" in WRITE_FORMATS else "png"
         folder = out_dir / rel
         target = folder / f"{path.stem}{suffix}.{ext}"
         key = target.resolve()
         if out_dir.resolve() not in (key.parent, *key.parent.parents):  # never, after the checks
-            report_error(PROG, f"{path}: its output {target} would be written outside -o {out_dir}; skipped")
+            skip(f"{path}: its output {target} would be written outside -o {out_dir}; skipped")
             failed += 1
             continue
         if key in claimed:
-            report_error(
-                PROG,
-                f"{path}: its output {target} is already written for {claimed[key]} (same stem); skipped",
-            )
+            skip(f"{path}: its output {target} is already written for {claimed[key]} (same stem); skipped")
             failed += 1
             continue
         problem = output_problem(target, protected, args.overwrite)
         if problem is not None:
-            report_error(PROG, f"{path}: its output {problem}; skipped (choose another -o or --suffix)")
+            skip(f"{path}: its output {problem}; skipped (choose another -o or --suffix)")
             failed += 1
             continue
         claimed[key] = path
@@ -213,13 +219,13 @@ def upscale(args: argparse.Namespace) -> int:
             ValueError,
             SyntaxError,
         ) as e:  # Pillow: OSError / UnidentifiedImageError, SyntaxError
-            report_error(PROG, f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
+            skip(f"{path}: not a readable image ({type(e).__name__}: {one_line(e)}); skipped")
             failed += 1
             continue
         h, w = image.pixels.shape[:2]
         try:
             t0 = time.perf_counter()
-            pixels = upscaler.upscale(image.pixels, name=path.stem)
+            pixels = upscaler.upscale(image.pixels, name=path.stem, progress=progress.tile)
             synchronize(device)
             seconds = time.perf_counter() - t0
             folder.mkdir(parents=True, exist_ok=True)
@@ -227,21 +233,23 @@ def upscale(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 — one image's failure (a missing .npy prior, out of memory, a
             # prior program's own error, an unwritable file) is reported and the batch goes on
             if debug_requested(args):
+                progress.close()
                 raise
             hint = " (try --tile 256)" if "out of memory" in str(e).lower() else ""
-            report_error(PROG, f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
+            skip(f"{path}: {type(e).__name__}: {one_line(e)}{hint}; skipped")
             failed += 1
             continue
-        for notice in notices:
-            warn(f"{target}: {notice}")
+        with progress.paused():
+            for notice in notices:
+                warn(f"{target}: {notice}")
         written += 1
         H, W = pixels.shape[:2]
-        eta = (time.perf_counter() - t_start) / n * (len(items) - n)
-        print(
+        eta = progress.remaining(n)
+        progress.write(
             f"[{n}/{len(items)}] {path}: {w}×{h} → {W}×{H} ({image.bits}-bit) in {seconds:.2f} s → {target}"
-            + (f"; about {eta:.0f} s left" if n < len(items) else ""),
-            flush=True,
+            + (f"; about {eta:.0f} s left" if n < len(items) else "")
         )
+    progress.close()
     print(f"{written} written to {out_dir}" + (f", {failed} failed" if failed else ""), flush=True)
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 

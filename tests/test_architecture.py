@@ -2,7 +2,8 @@
 in a circle, and never a private name from another package. Imports are read with ``ast``, so
 function-local imports count as much as top-level ones.
 
-    0  fastsr._io, fastsr._checks, fastsr.kernels.*   files, argument checks, @triton.jit kernels
+    0  fastsr._io, fastsr._checks, fastsr.progress,   files, argument checks, progress lines,
+       fastsr.kernels.*                                @triton.jit kernels
     1  fastsr.ops.*                                    one file per op
     2  fastsr.metrics                                  PSNR, SSIM, GSM
     3  fastsr.layers.*                                 nn.Modules over the ops
@@ -34,6 +35,7 @@ TOOLS = (
 FLOORS = [  # (prefix, floor): the longest matching prefix wins
     ("fastsr._io", 0),
     ("fastsr._checks", 0),
+    ("fastsr.progress", 0),
     ("fastsr.kernels", 0),
     ("fastsr.ops", 1),
     ("fastsr.metrics", 2),

@@ -239,3 +239,121 @@ def test_spsa_global_attention_tiles_equal_the_untiled_output():
     )
     assert np.abs(glob - whole).max() <= 1
     assert np.abs(local - whole).max() > 1  # attention cut to a tile and its context differs
+
+
+def _context_dependent_net():
+    """A ×4 RRDBNet whose forward is replaced by a net that sees its whole input: nearest ×4 of
+    the LR, averaged with the input's mean colour. Two tiles then never agree where they
+    overlap, so every seam shows how the tiles were blended."""
+    net = RRDBNet(3, 3, 4, 8, 1, 4).eval()
+
+    def forward(x, prior=None):  # (B, 3, h, w) → (B, 3, 4h, 4w)
+        up = x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+        return 0.5 * up + 0.5 * x.mean(dim=(2, 3), keepdim=True)
+
+    net.forward = forward
+    return net
+
+
+def _feathered_reference(image: np.ndarray, tile: int, pad: int) -> np.ndarray:
+    """What the memory-bounded tiling must produce, with whole-image float64 buffers: every
+    tile's output (its LR rows and columns [start − f, end + f), computed from pad more pixels
+    of context) times its weight — 1 inside, linear ramps across the 2f-pixel overlaps with its
+    neighbours, none at the image's edges — summed, divided by the summed weights, rounded."""
+    planes = image[:, :, None] if image.ndim == 2 else image
+    H, W, C = planes.shape
+    top_value = float(np.iinfo(image.dtype).max)
+    f = min(max(pad, 2), tile) // 2
+    acc, weight = np.zeros((4 * H, 4 * W, C)), np.zeros((4 * H, 4 * W, 1))
+
+    def ramp(a, b, start, end, n):  # weights of output pixels 4a … 4b − 1
+        x = (np.arange(4 * a, 4 * b) + 0.5) / 4
+        w = np.ones_like(x)
+        if start > 0:
+            w = np.minimum(w, np.clip((x - (start - f)) / (2 * f), 0, 1))
+        if end < n:
+            w = np.minimum(w, np.clip((end + f - x) / (2 * f), 0, 1))
+        return w
+
+    for top in range(0, H, tile):
+        for left in range(0, W, tile):
+            bottom, right = min(top + tile, H), min(left + tile, W)
+            b0, b1, c0, c1 = max(top - f, 0), min(bottom + f, H), max(left - f, 0), min(right + f, W)
+            t0, l0, t1, l1 = max(b0 - pad, 0), max(c0 - pad, 0), min(b1 + pad, H), min(c1 + pad, W)
+            piece = planes[t0:t1, l0:l1].astype(np.float64) / top_value  # (th, tw, C)
+            rgb = np.repeat(piece, 3, axis=2) if C == 1 else piece[:, :, :3]  # an opaque alpha: × 1
+            sr = 0.5 * rgb.repeat(4, 0).repeat(4, 1) + 0.5 * rgb.mean(axis=(0, 1))  # the net
+            sr = sr[4 * (b0 - t0) : 4 * (b1 - t0), 4 * (c0 - l0) : 4 * (c1 - l0)]
+            if C == 1:
+                sr = sr.mean(2, keepdims=True)
+            elif C == 4:
+                sr = np.dstack([sr, np.ones(sr.shape[:2])])  # alpha: bicubic of a constant 1
+            w = ramp(b0, b1, top, bottom, H)[:, None, None] * ramp(c0, c1, left, right, W)[None, :, None]
+            acc[4 * b0 : 4 * b1, 4 * c0 : 4 * c1] += sr * w
+            weight[4 * b0 : 4 * b1, 4 * c0 : 4 * c1] += w
+    out = np.round(np.clip(acc / weight, 0, 1) * top_value).astype(image.dtype)
+    return out[:, :, 0] if image.ndim == 2 else out
+
+
+@pytest.mark.parametrize(
+    "h, w, c, dtype, tile, pad",
+    [
+        (37, 45, 3, np.uint16, 16, 4),  # sides that are no multiple of the tile
+        (33, 18, 4, np.uint8, 16, 6),  # last tiles 1 and 2 pixels wide, narrower than the feather band
+        (20, 29, 1, np.uint16, 8, 0),  # grey (H, W); no context: the feather band is one pixel
+    ],
+)
+def test_memory_bounded_tiles_blend_like_whole_image_buffers(h, w, c, dtype, tile, pad):
+    """The tile-by-tile blend (tile-sized sums, a seam strip, no weights kept) equals summing
+    every tile's weighted output in whole-image float64 buffers, with tiles that disagree."""
+    from fastsr import Upscaler
+
+    image = _pixels(h, w, c, dtype=dtype, seed=1)
+    if c == 4:
+        image[:, :, 3] = 255  # opaque: the colour blend alone is compared
+    if c == 1:
+        image = image[:, :, 0]
+    got = Upscaler(_context_dependent_net(), device="cpu", tile=tile, tile_pad=pad).upscale(image)
+    expected = _feathered_reference(image, tile, pad)
+    assert got.shape == expected.shape and got.dtype == expected.dtype and got.flags.c_contiguous
+    diff = np.abs(got.astype(np.int64) - expected.astype(np.int64))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
+    hard = Upscaler(_context_dependent_net(), device="cpu", tile=tile, tile_pad=pad)
+    assert (
+        np.abs(hard.upscale(image).astype(np.int64) - expected.astype(np.int64)).max() <= 1
+    )  # deterministic
+
+
+def test_memory_bounded_tiling_holds_no_image_sized_float_buffer():
+    """Every float buffer of the tiled path is the size of a tile or of a 2f-row strip: what numpy
+    allocates beyond the uint8 result (11 MiB here) stays well under the result's size (0.26×
+    when written). A whole-image float32 buffer would be 4× it; the band of tile rows across the
+    whole image that the tiling summed in before (with its weights and temporaries) was 2.2×."""
+    import tracemalloc
+
+    from fastsr import Upscaler
+
+    image = _pixels(480, 480)
+    upscaler = Upscaler(_context_dependent_net(), device="cpu", tile=40)
+    tracemalloc.start()
+    try:
+        out = upscaler.upscale(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (1920, 1920, 3)
+    assert peak - out.nbytes < 0.5 * out.nbytes, (peak - out.nbytes) / out.nbytes
+
+
+def test_progress_counts_every_tile():
+    from fastsr import Upscaler
+
+    calls = []
+    tiled = Upscaler(_context_dependent_net(), device="cpu", tile=8, tile_pad=2)
+    tiled.upscale(_pixels(17, 9), progress=lambda k, n: calls.append((k, n)))  # 3 × 2 tiles
+    assert calls == [(k, 6) for k in range(1, 7)]
+    calls.clear()
+    Upscaler(_context_dependent_net(), device="cpu").upscale(
+        _pixels(17, 9), progress=lambda *a: calls.append(a)
+    )
+    assert calls == [(1, 1)]

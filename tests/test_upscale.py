@@ -158,6 +158,40 @@ def test_tiles_equal_the_whole_image_without_spsa(models, tmp_path, rng):
     assert np.abs(outputs["unpadded"].astype(int) - outputs["whole"].astype(int)).max() > 1
 
 
+def test_progress_shows_the_image_and_its_tiles_on_a_pipe(models, tmp_path, rng, capsys):
+    """stderr captured (not a terminal): plain lines, no carriage returns, one per tenth of an
+    image's tiles — here each of the 4 tiles (2 × 2 at --tile 6 on 12 × 10) of each image."""
+    for name in ("a", "b"):
+        save_png(tmp_path / f"{name}.png", smooth_image(rng, 12, 10))
+    inputs = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main([str(models["plain"]), *inputs, "-o", str(tmp_path / "out"), "--tile", "6"]) == 0
+    captured = capsys.readouterr()
+    lines = [line.split(" · ETA ")[0] for line in captured.err.splitlines()]
+    assert lines == [f"image {n}/2 · tile {k}/4" for n in (1, 2) for k in (1, 2, 3, 4)]
+    assert "\r" not in captured.err and " · ETA " in captured.err
+    assert "[1/2]" in captured.out and "[2/2]" in captured.out and "2 written" in captured.out
+
+
+def test_progress_is_a_bar_on_a_terminal(models, tmp_path, rng, monkeypatch):
+    """A terminal gets one tqdm bar: its last state names the last image and all its tiles,
+    with the elapsed time and the ETA."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    for name in ("a", "b"):
+        save_png(tmp_path / f"{name}.png", smooth_image(rng, 12, 10))
+    inputs = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main([str(models["plain"]), *inputs, "-o", str(tmp_path / "out"), "--tile", "6"]) == 0
+    last = terminal.getvalue().split("\r")[-1]
+    assert "image 2/2 · tile 4/4" in last and "100%" in last and "<00:00" in last
+
+
 def test_tiles_with_spsa_crop_the_prior(models, tmp_path, rng):
     image = save_png(tmp_path / "photo.png", smooth_image(rng, 11, 9))
     assert main([str(models["spsa"]), str(image), "-o", str(tmp_path), "--tile", "4", "--tile-pad", "2"]) == 0

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fastsr._io import atomic_write
+from fastsr.progress import clock
 
 
 class CSVLog:
@@ -110,7 +111,7 @@ class Progress:
             eta = (self.total - iteration) / rate if rate > 0 else math.inf
             numbers = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
             print(
-                f"[{self.desc}] {iteration}/{self.total}  {numbers}  {rate:.2f} it/s  ETA {_clock(eta)}",
+                f"[{self.desc}] {iteration}/{self.total}  {numbers}  {rate:.2f} it/s  ETA {clock(eta)}",
                 flush=True,
             )
 
@@ -126,14 +127,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def save_grid(path: str | Path, rows: list[list[Tensor]], *, pad: int = 2) -> None:

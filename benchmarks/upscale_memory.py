@@ -6,8 +6,9 @@ Writes a small ×4 RRDBNet (nf 8, one block, gc 4: tiny weights, and its activat
 tile are part of the fixed working set, so what grows is the tool's handling of the image) and
 random RGB PNGs of the given sides to a temporary folder, runs the tool on each in a fresh
 process, and prints that process's own peak RSS (``os.wait4``'s rusage of that one child;
-``RUSAGE_CHILDREN`` would be the largest of all children so far), the size of the uint8 output
-array, and the peak minus the output: the working set, which should not grow with the image.
+``RUSAGE_CHILDREN`` would be the largest of all children so far), the size of the uint8 input
+and output arrays (the input is 1/scale² of the output), and the peak minus both: the working
+set, which should not grow with the image.
 The first row (``--baseline``, a 64×64 image, one pass) is Python, torch and the model alone.
 glibc's malloc moves its mmap threshold as large blocks are freed, which moves the working set
 by tens of MiB from run to run; ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment pins it.
@@ -59,7 +60,8 @@ def main() -> None:
         torch.manual_seed(0)
         RRDBNet(3, 3, args.scale, 8, 1, 4).save(tmp / "nf8.pt")
         print(
-            f"{'image':>11s} {'output':>11s} {'peak RSS':>10s} {'out array':>10s} {'peak − out':>11s} {'seconds':>8s}"
+            f"{'image':>11s} {'output':>11s} {'peak RSS':>10s} {'in + out':>10s} {'peak − arrays':>14s} "
+            f"{'seconds':>8s}"
         )
         for n in [args.baseline, *args.sizes]:
             pixels = np.random.default_rng(0).integers(0, 255, (n, n, 3), dtype=np.uint8)
@@ -79,10 +81,10 @@ def main() -> None:
                 ]
             )
             m = n * args.scale
-            out = m * m * 3
+            arrays = (n * n + m * m) * 3  # the uint8 image read and the uint8 result
             print(
-                f"{f'{n}×{n}':>11s} {f'{m}×{m}':>11s} {peak / 2**20:7.0f} MiB {out / 2**20:6.0f} MiB "
-                f"{(peak - out) / 2**20:7.0f} MiB {seconds:8.1f}",
+                f"{f'{n}×{n}':>11s} {f'{m}×{m}':>11s} {peak / 2**20:6.0f} MiB {arrays / 2**20:6.0f} MiB "
+                f"{(peak - arrays) / 2**20:10.0f} MiB {seconds:8.1f}",
                 flush=True,
             )
             (tmp / f"out{n}" / f"in_x{args.scale}.png").unlink()

@@ -355,6 +355,11 @@ CHECKER_ORDER = 7  # the window is the P-pixel box convolved with itself 7 times
 CHECKER_PERIODS = (2, 4, 8)
 
 
+def checker_taps(period: int) -> int:
+    """Taps of :func:`checker_window` per axis: the smallest side :func:`checkerboard` measures."""
+    return CHECKER_ORDER * (period - 1) + 1
+
+
 def checker_window(period: int, device: torch.device | None = None) -> Tensor:
     """(7·(period − 1) + 1,) float64 weights summing to 1: the period-pixel box convolved with
     itself :data:`CHECKER_ORDER` times (period 2: the binomial C(7, k) / 128). Its frequency
@@ -378,7 +383,8 @@ def _periodic_energy(x: Tensor, period: int) -> Tensor:
             if a == b == 0:
                 continue
             phase = (2 * math.pi / period) * ((a * ys + b * xs) % period)  # (H, W), exact multiples
-            for carrier in (torch.cos(phase), torch.sin(phase)):
+            real = (2 * a) % period == 0 and (2 * b) % period == 0  # f = −f: the sine part is 0
+            for carrier in (torch.cos(phase),) if real else (torch.cos(phase), torch.sin(phase)):
                 # Demodulate: the component at (a, b) / period becomes a slowly varying amplitude,
                 # which the window averages (valid windows only); the smooth part of x and the
                 # other frequencies of the grid fall on the window's zeros.
@@ -423,8 +429,7 @@ def checkerboard(
     """
     if period not in CHECKER_PERIODS:
         raise ValueError(f"period must be one of {CHECKER_PERIODS}; got {period!r}")
-    taps = CHECKER_ORDER * (period - 1) + 1
-    a, b, batched = _prepare(sr, hr, crop_border, y_channel, min_size=taps)
+    a, b, batched = _prepare(sr, hr, crop_border, y_channel, min_size=checker_taps(period))
     batch, channels, height, width = a.shape
     ea = _periodic_energy(a.reshape(batch * channels, 1, height, width), period)
     eb = _periodic_energy(b.reshape(batch * channels, 1, height, width), period)

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from fastsr.data.facades import StageGANDataset, StageGANValidationSet
 from fastsr.data.priors import prior_picture
 from fastsr.inference import save_model, score
-from fastsr.metrics import checker_window, checkerboard, gsm, quantize
+from fastsr.metrics import checker_taps, checkerboard, gsm, quantize
 from fastsr.models import NLayerDiscriminator, StageGAN
 from fastsr.models.pix2pix import UPSAMPLES
 from fastsr.models.stagegan import StageGANUpscaler
@@ -368,7 +368,7 @@ def validate(
             sums[f"gsm_{n}"] += float(gsm(sr8, hr8, crop_border=scale))
             for p in (2, 4):
                 # on R, G and B: a transposed conv's grid often shows in colour more than in luma
-                if min(hr.shape[-2:]) - 2 * scale < checker_window(p).numel():
+                if min(hr.shape[-2:]) - 2 * scale < checker_taps(p):
                     sums[f"checker{p}_{n}"] = math.nan  # too small a crop for the window
                     continue
                 c = checkerboard(sr8, hr8, period=p, crop_border=scale, y_channel=False)
